@@ -1,0 +1,197 @@
+//! The remote's outbound ACL: an ordered list of allow/deny rules, first match wins.
+//!
+//! A rule's value is an IP address, a CIDR block, or a domain name (which matches itself and
+//! its subdomains). Name rules test the name the client asked for; IP rules test the target
+//! address, and for a domain target every address the name resolves to, so a name cannot be
+//! used to reach an address the rules deny (DNS rebinding). A target that matches no rule is
+//! allowed, except the remote host's own loopback, unspecified ("this host") and link-local
+//! addresses, which are denied unless a rule allows them. IPv4-mapped IPv6 addresses are
+//! checked as the IPv4 address they carry.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Matcher {
+    Net(IpNet),
+    /// Lower-case, without a trailing dot.
+    Domain(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    verdict: Verdict,
+    matcher: Matcher,
+}
+
+impl Rule {
+    /// Parses a rule value: an IP, a CIDR, or a domain name.
+    pub fn parse(verdict: Verdict, value: &str) -> Result<Rule, String> {
+        let value = value.trim();
+        let matcher = if let Ok(ip) = value.parse::<IpAddr>() {
+            Matcher::Net(IpNet::from(ip.to_canonical()))
+        } else if let Ok(net) = value.parse::<IpNet>() {
+            Matcher::Net(net.trunc())
+        } else if value.contains('/') {
+            return Err(format!("{value:?} is not a valid CIDR block"));
+        } else {
+            let name = value.trim_end_matches('.').to_ascii_lowercase();
+            let valid = !name.is_empty()
+                && name.len() <= 253
+                && name.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                });
+            if !valid {
+                return Err(format!(
+                    "{value:?} is not an IP address, a CIDR block or a domain name"
+                ));
+            }
+            Matcher::Domain(name)
+        };
+        Ok(Rule { verdict, matcher })
+    }
+}
+
+/// The verdict for addresses no rule matches.
+fn default_verdict(ip: IpAddr) -> Verdict {
+    let special = match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.octets()[0] == 0,
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    };
+    if special {
+        Verdict::Deny
+    } else {
+        Verdict::Allow
+    }
+}
+
+fn name_matches(rule: &str, name: &str) -> bool {
+    let name = name.trim_end_matches('.');
+    name.len() >= rule.len()
+        && name[name.len() - rule.len()..].eq_ignore_ascii_case(rule)
+        && (name.len() == rule.len() || name.as_bytes()[name.len() - rule.len() - 1] == b'.')
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Acl {
+    rules: Vec<Rule>,
+}
+
+impl Acl {
+    pub fn new(rules: Vec<Rule>) -> Acl {
+        Acl { rules }
+    }
+
+    /// The verdict for connecting to `ip`, reached by way of the name `name` if there is one.
+    pub fn check(&self, name: Option<&str>, ip: IpAddr) -> Verdict {
+        let ip = ip.to_canonical();
+        for rule in &self.rules {
+            let hit = match (&rule.matcher, name) {
+                (Matcher::Net(net), _) => net.contains(&ip),
+                (Matcher::Domain(d), Some(name)) => name_matches(d, name),
+                (Matcher::Domain(_), None) => false,
+            };
+            if hit {
+                return rule.verdict;
+            }
+        }
+        default_verdict(ip)
+    }
+
+    /// The verdict for a name before resolving it, when the rules already settle it for every
+    /// address it could resolve to (a matching name rule with no IP rule ahead of it). Lets a
+    /// denied name be refused without a DNS query.
+    pub fn check_name(&self, name: &str) -> Option<Verdict> {
+        for rule in &self.rules {
+            match &rule.matcher {
+                Matcher::Net(_) => return None,
+                Matcher::Domain(d) if name_matches(d, name) => return Some(rule.verdict),
+                Matcher::Domain(_) => {}
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acl(rules: &[(Verdict, &str)]) -> Acl {
+        Acl::new(
+            rules
+                .iter()
+                .map(|(v, s)| Rule::parse(*v, s).unwrap())
+                .collect(),
+        )
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn defaults_deny_own_host_only() {
+        let a = Acl::default();
+        for denied in [
+            "127.0.0.1",
+            "127.9.9.9",
+            "::1",
+            "0.0.0.0",
+            "::",
+            "169.254.1.1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert_eq!(a.check(None, ip(denied)), Verdict::Deny, "{denied}");
+        }
+        for allowed in ["10.0.0.1", "192.0.2.1", "2001:db8::1"] {
+            assert_eq!(a.check(None, ip(allowed)), Verdict::Allow, "{allowed}");
+        }
+    }
+
+    #[test]
+    fn first_match_wins_and_names_resolve_through_ip_rules() {
+        use Verdict::*;
+        let a = acl(&[
+            (Allow, "127.0.0.0/8"),
+            (Deny, "10.1.0.0/16"),
+            (Deny, "corp.example"),
+            (Allow, "10.0.0.0/8"),
+        ]);
+        assert_eq!(a.check(None, ip("127.0.0.1")), Allow);
+        assert_eq!(a.check(None, ip("10.1.2.3")), Deny);
+        assert_eq!(a.check(None, ip("10.2.2.3")), Allow);
+        // A name that resolves into a denied block is denied (no DNS-rebinding way around).
+        assert_eq!(a.check(Some("evil.test"), ip("10.1.0.5")), Deny);
+        assert_eq!(a.check(Some("www.CORP.example."), ip("10.2.0.5")), Deny);
+        assert_eq!(a.check(Some("notcorp.example"), ip("10.2.0.5")), Allow);
+        // An IP rule comes first, so the name alone does not settle it.
+        assert_eq!(a.check_name("corp.example"), None);
+        let b = acl(&[(Deny, "corp.example"), (Allow, "::1")]);
+        assert_eq!(b.check_name("a.corp.example"), Some(Deny));
+        assert_eq!(b.check_name("other.example"), None);
+        assert_eq!(b.check(Some("localhost"), ip("::1")), Allow);
+    }
+
+    #[test]
+    fn rule_values_are_validated() {
+        assert!(Rule::parse(Verdict::Allow, "10.0.0.0/33").is_err());
+        assert!(Rule::parse(Verdict::Allow, "bad name!").is_err());
+        assert!(Rule::parse(Verdict::Allow, "").is_err());
+        assert!(Rule::parse(Verdict::Allow, "2001:db8::/32").is_ok());
+    }
+}

@@ -1,0 +1,427 @@
+//! Configuration: YAML parsed into `Raw*` structs (serde, unknown fields refused), then checked
+//! and converted into [`LocalConfig`] and [`RemoteConfig`], which hold only valid values. Every
+//! error names the field it is about, and the binaries exit before binding anything.
+//!
+//! One file can serve both ends (`local:` and `remote:` sections); each binary requires its own
+//! section and the shared `key`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::acl::{Acl, Rule, Verdict};
+use crate::crypto::Key;
+use crate::server::ServerLimits;
+
+/// The key printed in config.example.yaml. Anyone can read it, so the remote refuses it on any
+/// address but loopback.
+pub const EXAMPLE_KEY: &str = "ZXhhbXBsZSBrZXkgLSBuZXZlciBkZXBsb3kgdGhpcyE=";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The YAML does not parse, or has an unknown or mistyped field (serde names it).
+    #[error("{path}: {source}")]
+    Syntax {
+        path: String,
+        source: serde_yaml::Error,
+    },
+    /// A field is missing or has an invalid value.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub key: Option<String>,
+    pub local: Option<RawLocal>,
+    pub remote: Option<RawRemote>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLocal {
+    pub listen: Option<String>,
+    pub remote: Option<String>,
+    pub users: Option<Vec<RawUser>>,
+    pub handshake_timeout: Option<f64>,
+    pub connect_timeout: Option<f64>,
+    pub idle_timeout: Option<f64>,
+    pub max_connections: Option<usize>,
+    pub shutdown_grace: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemote {
+    pub listen: Option<String>,
+    pub acl: Option<Vec<RawRule>>,
+    pub handshake_timeout: Option<f64>,
+    pub connect_timeout: Option<f64>,
+    pub idle_timeout: Option<f64>,
+    pub max_connections: Option<usize>,
+    pub shutdown_grace: Option<f64>,
+}
+
+/// One ACL rule: `{ allow: VALUE }` or `{ deny: VALUE }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub allow: Option<String>,
+    pub deny: Option<String>,
+}
+
+impl RawConfig {
+    pub fn from_yaml(text: &str, path: &str) -> Result<RawConfig, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(RawConfig::default());
+        }
+        serde_yaml::from_str(text).map_err(|source| ConfigError::Syntax {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        RawConfig::from_yaml(&text, &shown)
+    }
+
+    pub fn local_mut(&mut self) -> &mut RawLocal {
+        self.local.get_or_insert_with(RawLocal::default)
+    }
+
+    pub fn remote_mut(&mut self) -> &mut RawRemote {
+        self.remote.get_or_insert_with(RawRemote::default)
+    }
+
+    fn key(&self) -> Result<Key, ConfigError> {
+        let text = self
+            .key
+            .as_deref()
+            .ok_or_else(|| invalid("key", "missing (generate one with `warren-remote genkey`)"))?;
+        Key::from_base64(text).map_err(|e| invalid("key", e.to_string()))
+    }
+}
+
+/// A secret string whose Debug output never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// Timeouts shared by both ends.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// The whole client handshake (SOCKS5 on the local, the tunnel header on the remote).
+    pub handshake: Duration,
+    /// Local: dialling the remote and receiving its answer. Remote: the outbound connect.
+    pub connect: Duration,
+    /// A relay with no byte in either direction for this long is closed.
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    pub key: Key,
+    pub listen: SocketAddr,
+    /// `host:port` of warren-remote; resolved on each connection, so a changed DNS record is
+    /// picked up without a restart.
+    pub remote: String,
+    /// When non-empty, SOCKS5 clients must log in (RFC 1929).
+    pub users: Vec<User>,
+    pub timeouts: Timeouts,
+    pub limits: ServerLimits,
+}
+
+#[derive(Debug, Clone)]
+pub struct RemoteConfig {
+    pub key: Key,
+    pub listen: SocketAddr,
+    pub acl: Acl,
+    pub timeouts: Timeouts,
+    pub limits: ServerLimits,
+}
+
+fn seconds(field: &str, value: Option<f64>, default: f64) -> Result<Duration, ConfigError> {
+    let secs = value.unwrap_or(default);
+    if !(secs > 0.0 && secs <= 86_400.0 * 365.0) {
+        return Err(invalid(
+            field,
+            format!("{secs} is not a number of seconds between 0 and one year"),
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn socket_addr(field: &str, value: Option<&str>, default: &str) -> Result<SocketAddr, ConfigError> {
+    let text = value.unwrap_or(default);
+    text.parse().map_err(|_| {
+        invalid(
+            field,
+            format!("{text:?} is not an IP:port address (IPv6 as [::1]:1080)"),
+        )
+    })
+}
+
+/// The default connection cap: what the open-files limit allows at two sockets per connection.
+pub fn default_max_connections() -> usize {
+    let limit = rlimit::getrlimit(rlimit::Resource::NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    usize::try_from(limit.saturating_sub(64) / 2)
+        .unwrap_or(usize::MAX)
+        .clamp(16, 1_000_000)
+}
+
+fn limits(
+    prefix: &str,
+    max: Option<usize>,
+    grace: Option<f64>,
+) -> Result<ServerLimits, ConfigError> {
+    let max_connections = match max {
+        Some(0) => {
+            return Err(invalid(
+                format!("{prefix}.max_connections"),
+                "must be at least 1",
+            ))
+        }
+        Some(n) => n,
+        None => default_max_connections(),
+    };
+    Ok(ServerLimits {
+        max_connections,
+        shutdown_grace: seconds(&format!("{prefix}.shutdown_grace"), grace, 10.0)?,
+    })
+}
+
+impl TryFrom<&RawConfig> for LocalConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: &RawConfig) -> Result<Self, ConfigError> {
+        let key = raw.key()?;
+        let local = raw
+            .local
+            .as_ref()
+            .ok_or_else(|| invalid("local", "section missing"))?;
+        let listen = socket_addr("local.listen", local.listen.as_deref(), "127.0.0.1:1080")?;
+        let remote = local
+            .remote
+            .clone()
+            .ok_or_else(|| invalid("local.remote", "missing (host:port of warren-remote)"))?;
+        let port_ok = remote.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+        });
+        if !port_ok {
+            return Err(invalid(
+                "local.remote",
+                format!("{remote:?} is not host:port"),
+            ));
+        }
+        let mut users = Vec::new();
+        for (i, user) in local.users.iter().flatten().enumerate() {
+            if user.username.is_empty() || user.username.len() > 255 {
+                return Err(invalid(
+                    format!("local.users[{i}].username"),
+                    "must be 1 to 255 bytes",
+                ));
+            }
+            if user.password.is_empty() || user.password.len() > 255 {
+                return Err(invalid(
+                    format!("local.users[{i}].password"),
+                    "must be 1 to 255 bytes",
+                ));
+            }
+            users.push(User {
+                username: user.username.clone(),
+                password: Secret(user.password.clone()),
+            });
+        }
+        Ok(LocalConfig {
+            key,
+            listen,
+            remote,
+            users,
+            timeouts: Timeouts {
+                handshake: seconds("local.handshake_timeout", local.handshake_timeout, 10.0)?,
+                connect: seconds("local.connect_timeout", local.connect_timeout, 12.0)?,
+                idle: seconds("local.idle_timeout", local.idle_timeout, 300.0)?,
+            },
+            limits: limits("local", local.max_connections, local.shutdown_grace)?,
+        })
+    }
+}
+
+impl TryFrom<&RawConfig> for RemoteConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: &RawConfig) -> Result<Self, ConfigError> {
+        let key = raw.key()?;
+        let remote = raw
+            .remote
+            .as_ref()
+            .ok_or_else(|| invalid("remote", "section missing"))?;
+        let listen = socket_addr("remote.listen", remote.listen.as_deref(), "0.0.0.0:8388")?;
+        if raw.key.as_deref().map(str::trim) == Some(EXAMPLE_KEY) && !listen.ip().is_loopback() {
+            return Err(invalid(
+                "key",
+                "this is the published example key; generate your own with `warren-remote genkey` before listening beyond loopback",
+            ));
+        }
+        let mut rules = Vec::new();
+        for (i, rule) in remote.acl.iter().flatten().enumerate() {
+            let (verdict, name, value) = match (&rule.allow, &rule.deny) {
+                (Some(v), None) => (Verdict::Allow, "allow", v),
+                (None, Some(v)) => (Verdict::Deny, "deny", v),
+                _ => {
+                    return Err(invalid(
+                        format!("remote.acl[{i}]"),
+                        "a rule is exactly one of `allow: VALUE` or `deny: VALUE`",
+                    ))
+                }
+            };
+            rules.push(
+                Rule::parse(verdict, value)
+                    .map_err(|m| invalid(format!("remote.acl[{i}].{name}"), m))?,
+            );
+        }
+        Ok(RemoteConfig {
+            key,
+            listen,
+            acl: Acl::new(rules),
+            timeouts: Timeouts {
+                handshake: seconds("remote.handshake_timeout", remote.handshake_timeout, 10.0)?,
+                connect: seconds("remote.connect_timeout", remote.connect_timeout, 8.0)?,
+                idle: seconds("remote.idle_timeout", remote.idle_timeout, 300.0)?,
+            },
+            limits: limits("remote", remote.max_connections, remote.shutdown_grace)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+    fn local(yaml: &str) -> Result<LocalConfig, ConfigError> {
+        LocalConfig::try_from(&RawConfig::from_yaml(yaml, "test.yaml")?)
+    }
+
+    fn remote(yaml: &str) -> Result<RemoteConfig, ConfigError> {
+        RemoteConfig::try_from(&RawConfig::from_yaml(yaml, "test.yaml")?)
+    }
+
+    fn err(result: Result<impl std::fmt::Debug, ConfigError>) -> String {
+        result.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn example_config_is_valid_for_both_ends() {
+        let text = include_str!("../../config.example.yaml");
+        let raw = RawConfig::from_yaml(text, "config.example.yaml").unwrap();
+        let l = LocalConfig::try_from(&raw).unwrap();
+        assert_eq!(l.listen, "127.0.0.1:1080".parse().unwrap());
+        let r = RemoteConfig::try_from(&raw).unwrap();
+        assert!(r.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(err(local("local: {remote: 'h:1'}")).starts_with("key:"));
+        assert!(
+            err(local(&format!("key: 'abc!'\nlocal: {{remote: 'h:1'}}")))
+                .starts_with("key: key is not valid base64")
+        );
+        assert!(err(local(&format!("key: 'AAAA'\nlocal: {{remote: 'h:1'}}"))).contains("32 bytes"));
+        assert!(err(local(&format!(
+            "key: '{KEY}'\nlocal: {{remote: 'h:1', listen: 'nope'}}"
+        )))
+        .starts_with("local.listen:"));
+        assert!(
+            err(local(&format!("key: '{KEY}'\nlocal: {{remote: 'nohost'}}")))
+                .starts_with("local.remote:")
+        );
+        assert!(err(local(&format!(
+            "key: '{KEY}'\nlocal: {{remote: 'h:1', colour: 1}}"
+        )))
+        .contains("unknown field `colour`"));
+        assert!(err(local(&format!(
+            "key: '{KEY}'\nlocal: {{remote: 'h:1', idle_timeout: -1}}"
+        )))
+        .starts_with("local.idle_timeout:"));
+        assert!(err(local(&format!(
+            "key: '{KEY}'\nlocal: {{remote: 'h:1', users: [{{username: a, password: ''}}]}}"
+        )))
+        .starts_with("local.users[0].password:"));
+        assert!(err(remote(&format!(
+            "key: '{KEY}'\nremote: {{acl: [{{allow: 10.0.0.0/8}}, {{deny: '1.2.3.0/40'}}]}}"
+        )))
+        .starts_with("remote.acl[1].deny:"));
+        assert!(
+            err(remote(&format!("key: '{KEY}'\nlocal: {{remote: 'h:1'}}")))
+                .starts_with("remote: section missing")
+        );
+    }
+
+    #[test]
+    fn example_key_is_refused_beyond_loopback() {
+        let yaml = format!("key: '{EXAMPLE_KEY}'\nremote: {{listen: '0.0.0.0:8388'}}");
+        assert!(err(remote(&yaml)).starts_with("key: this is the published example key"));
+        let yaml = format!("key: '{EXAMPLE_KEY}'\nremote: {{listen: '127.0.0.1:8388'}}");
+        assert!(remote(&yaml).is_ok());
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let cfg = local(&format!("key: '{KEY}'\nlocal: {{remote: 'h:1', users: [{{username: alice, password: hunter22}}]}}")).unwrap();
+        let shown = format!("{cfg:?}");
+        assert!(
+            !shown.contains("hunter22") && !shown.contains(KEY),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! warren's shared core: the wire protocol, the crypto, config, ACL and the relay.
+//!
+//! The modules split into two kinds, on purpose:
+//! - pure protocol code with no networking ([`proto`], [`crypto`], [`acl`], [`config`]): every
+//!   message has exactly one checked decoder and one encoder, used by every caller, and unit and
+//!   property tests exercise them without sockets;
+//! - the async glue that puts them on sockets ([`stream`], [`relay`], [`server`], [`net`]).
+#![forbid(unsafe_code)]
+
+pub mod acl;
+pub mod config;
+pub mod crypto;
+pub mod logging;
+pub mod net;
+pub mod proto;
+pub mod relay;
+pub mod server;
+pub mod stream;
+pub mod time;
+pub mod tunnel;

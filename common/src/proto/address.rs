@@ -1,0 +1,224 @@
+//! The target address, in the SOCKS5 encoding (RFC 1928 §5), shared by SOCKS5 requests and
+//! replies and by the tunnel headers, so there is exactly one address parser in warren.
+//!
+//! ```text
+//! +------+----------------------+----------+
+//! | ATYP | ADDR                 | PORT     |
+//! +------+----------------------+----------+
+//! | 0x01 | 4 bytes IPv4         | u16 BE   |
+//! | 0x03 | 1 byte len + name    | u16 BE   |   len 1..=255, UTF-8, no control characters
+//! | 0x04 | 16 bytes IPv6        | u16 BE   |
+//! +------+----------------------+----------+
+//! ```
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use bytes::{Buf, BufMut};
+
+use super::{need, Decode, DecodeError};
+
+pub const ATYP_IPV4: u8 = 0x01;
+pub const ATYP_DOMAIN: u8 = 0x03;
+pub const ATYP_IPV6: u8 = 0x04;
+
+/// Where a client wants to go: an IP socket address, or a name the remote resolves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Address {
+    Ip(SocketAddr),
+    /// A domain name (1..=255 bytes) and port; resolved by the remote, never by the local.
+    Domain(String, u16),
+}
+
+impl Address {
+    /// The unspecified IPv4 address and port 0: what a SOCKS reply carries when there is no
+    /// meaningful bound address (every error reply).
+    pub const UNSPECIFIED: Address =
+        Address::Ip(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
+
+    pub fn port(&self) -> u16 {
+        match self {
+            Address::Ip(sa) => sa.port(),
+            Address::Domain(_, port) => *port,
+        }
+    }
+
+    /// Bytes this address takes on the wire.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Address::Ip(SocketAddr::V4(_)) => 1 + 4 + 2,
+            Address::Ip(SocketAddr::V6(_)) => 1 + 16 + 2,
+            Address::Domain(name, _) => 1 + 1 + name.len() + 2,
+        }
+    }
+
+    /// Builds a domain address, checking the same rules as the decoder.
+    pub fn domain(name: &str, port: u16) -> Result<Address, DecodeError> {
+        check_domain(name.as_bytes())?;
+        Ok(Address::Domain(name.to_owned(), port))
+    }
+
+    pub fn encode(&self, buf: &mut impl BufMut) {
+        match self {
+            Address::Ip(SocketAddr::V4(sa)) => {
+                buf.put_u8(ATYP_IPV4);
+                buf.put_slice(&sa.ip().octets());
+                buf.put_u16(sa.port());
+            }
+            Address::Ip(SocketAddr::V6(sa)) => {
+                buf.put_u8(ATYP_IPV6);
+                buf.put_slice(&sa.ip().octets());
+                buf.put_u16(sa.port());
+            }
+            Address::Domain(name, port) => {
+                // Constructors guarantee 1..=255 bytes; the decoder enforces it on input.
+                let len = u8::try_from(name.len()).unwrap_or(u8::MAX);
+                buf.put_u8(ATYP_DOMAIN);
+                buf.put_u8(len);
+                buf.put_slice(&name.as_bytes()[..usize::from(len)]);
+                buf.put_u16(*port);
+            }
+        }
+    }
+}
+
+fn check_domain(name: &[u8]) -> Result<(), DecodeError> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && std::str::from_utf8(name).is_ok()
+        && !name.iter().any(|b| b.is_ascii_control() || *b == b' ');
+    if ok {
+        Ok(())
+    } else {
+        Err(DecodeError::BadDomain)
+    }
+}
+
+impl Decode for Address {
+    fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        need(buf, 1)?;
+        match buf.get_u8() {
+            ATYP_IPV4 => {
+                need(buf, 4 + 2)?;
+                let mut ip = [0u8; 4];
+                buf.copy_to_slice(&mut ip);
+                Ok(Address::Ip(SocketAddr::new(
+                    Ipv4Addr::from(ip).into(),
+                    buf.get_u16(),
+                )))
+            }
+            ATYP_IPV6 => {
+                need(buf, 16 + 2)?;
+                let mut ip = [0u8; 16];
+                buf.copy_to_slice(&mut ip);
+                Ok(Address::Ip(SocketAddr::new(
+                    Ipv6Addr::from(ip).into(),
+                    buf.get_u16(),
+                )))
+            }
+            ATYP_DOMAIN => {
+                need(buf, 1)?;
+                let len = usize::from(buf.get_u8());
+                need(buf, len + 2)?;
+                let mut name = vec![0u8; len];
+                buf.copy_to_slice(&mut name);
+                check_domain(&name)?;
+                let port = buf.get_u16();
+                let name = String::from_utf8(name).map_err(|_| DecodeError::BadDomain)?;
+                Ok(Address::Domain(name, port))
+            }
+            other => Err(DecodeError::BadAddressType(other)),
+        }
+    }
+}
+
+impl From<SocketAddr> for Address {
+    fn from(sa: SocketAddr) -> Self {
+        Address::Ip(sa)
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Ip(sa) => write!(f, "{sa}"),
+            Address::Domain(name, port) => write!(f, "{name}:{port}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{decode_exact, decode_prefix};
+    use proptest::prelude::*;
+
+    #[test]
+    fn decodes_each_type() {
+        let v4: Address = decode_exact(&[1, 10, 0, 0, 1, 0x1f, 0x90]).unwrap();
+        assert_eq!(v4, Address::Ip("10.0.0.1:8080".parse().unwrap()));
+        let mut v6 = vec![4];
+        v6.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        v6.extend_from_slice(&[0, 80]);
+        let v6: Address = decode_exact(&v6).unwrap();
+        assert_eq!(v6, Address::Ip("[::1]:80".parse().unwrap()));
+        let d: Address = decode_exact(b"\x03\x0bexample.com\x01\xbb").unwrap();
+        assert_eq!(d, Address::Domain("example.com".into(), 443));
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert_eq!(
+            decode_exact::<Address>(&[2, 0]),
+            Err(DecodeError::BadAddressType(2))
+        );
+        assert_eq!(
+            decode_exact::<Address>(b"\x03\x00\x00\x50"),
+            Err(DecodeError::BadDomain)
+        );
+        assert_eq!(
+            decode_exact::<Address>(b"\x03\x03a\nb\x00\x50"),
+            Err(DecodeError::BadDomain)
+        );
+        assert_eq!(
+            decode_exact::<Address>(b"\x03\x02\xff\xfe\x00\x50"),
+            Err(DecodeError::BadDomain)
+        );
+        // A domain with no port is incomplete, never a panic.
+        assert_eq!(
+            decode_exact::<Address>(b"\x03\x03abc"),
+            Err(DecodeError::Incomplete)
+        );
+        assert_eq!(
+            decode_exact::<Address>(&[1, 1, 2, 3, 4, 0, 80, 9]),
+            Err(DecodeError::TrailingBytes(1))
+        );
+    }
+
+    fn any_address() -> impl Strategy<Value = Address> {
+        prop_oneof![
+            (any::<IpAddr>(), any::<u16>())
+                .prop_map(|(ip, port)| Address::Ip(SocketAddr::new(ip, port))),
+            ("[a-z0-9.-]{1,255}", any::<u16>()).prop_map(|(n, p)| Address::Domain(n, p)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips(addr in any_address()) {
+            let mut buf = Vec::new();
+            addr.encode(&mut buf);
+            prop_assert_eq!(buf.len(), addr.encoded_len());
+            prop_assert_eq!(decode_exact::<Address>(&buf), Ok(addr));
+            // Every strict prefix is incomplete, not an error or a panic.
+            for cut in 0..buf.len() {
+                prop_assert_eq!(decode_prefix::<Address>(&buf[..cut]).map(|_| ()), Err(DecodeError::Incomplete));
+            }
+        }
+
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode_prefix::<Address>(&bytes);
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The tunnel's request and response headers: the plaintext of the first chunk in each
+//! direction (see docs/PROTOCOL.md for the whole exchange and test vectors).
+//!
+//! Request (local → remote), first chunk after the local's salt:
+//!
+//! ```text
+//! +-----+-----------+----------------------+---------+---------+---------------------+
+//! | CMD | TIMESTAMP | ATYP | ADDR | PORT   | PADLEN  | PADDING | INITIAL DATA        |
+//! | 1   | u64 BE    | target (address.rs)  | u16 BE  | PADLEN  | rest of the chunk   |
+//! +-----+-----------+----------------------+---------+---------+---------------------+
+//! ```
+//!
+//! Response (remote → local), first chunk after the remote's salt; it must fill the chunk:
+//!
+//! ```text
+//! +--------------+--------+-----------+----------------------+---------+---------+
+//! | REQUEST SALT | STATUS | TIMESTAMP | ATYP | ADDR | PORT   | PADLEN  | PADDING |
+//! | 32           | 1      | u64 BE    | bound address        | u16 BE  | PADLEN  |
+//! +--------------+--------+-----------+----------------------+---------+---------+
+//! ```
+//!
+//! STATUS uses the SOCKS5 reply code values. Echoing the request's salt binds a response to its
+//! request: a response recorded from another connection does not verify.
+
+use bytes::{Buf, BufMut};
+use rand::Rng;
+
+use super::address::Address;
+use super::socks5::ReplyCode;
+use super::{need, Decode, DecodeError};
+use crate::crypto::SALT_LEN;
+
+/// Largest padding either header may carry.
+pub const MAX_PADDING: usize = 1024;
+/// A request whose timestamp differs from the remote's clock by more than this many seconds is
+/// refused (silently), and salts are remembered for as long as they could be replayed.
+pub const TIMESTAMP_WINDOW_SECS: u64 = 120;
+
+/// What the local asks the remote to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Open a TCP connection to the target and relay bytes.
+    Connect = 0x01,
+}
+
+/// The first message of a tunnel connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHeader {
+    pub command: Command,
+    /// Seconds since the Unix epoch on the local's clock.
+    pub timestamp: u64,
+    pub target: Address,
+    /// Random bytes whose only purpose is to vary the first chunk's length.
+    pub padding_len: u16,
+}
+
+impl RequestHeader {
+    /// A CONNECT request stamped `timestamp`, with a random amount of padding.
+    pub fn connect(target: Address, timestamp: u64) -> RequestHeader {
+        RequestHeader {
+            command: Command::Connect,
+            timestamp,
+            target,
+            padding_len: random_padding_len(),
+        }
+    }
+
+    /// Bytes the header takes (the chunk may carry initial data after it).
+    pub fn encoded_len(&self) -> usize {
+        1 + 8 + self.target.encoded_len() + 2 + usize::from(self.padding_len)
+    }
+
+    pub fn encode(&self, buf: &mut impl BufMut) {
+        buf.put_u8(self.command as u8);
+        buf.put_u64(self.timestamp);
+        self.target.encode(buf);
+        put_padding(buf, self.padding_len);
+    }
+}
+
+impl Decode for RequestHeader {
+    fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        need(buf, 1 + 8)?;
+        let command = match buf.get_u8() {
+            0x01 => Command::Connect,
+            other => return Err(DecodeError::BadCommand(other)),
+        };
+        let timestamp = buf.get_u64();
+        let target = Address::decode(buf)?;
+        let padding_len = get_padding(buf)?;
+        Ok(RequestHeader {
+            command,
+            timestamp,
+            target,
+            padding_len,
+        })
+    }
+}
+
+/// The remote's answer, sent once the outbound connection succeeded or failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHeader {
+    /// The salt of the request this answers.
+    pub request_salt: [u8; SALT_LEN],
+    pub status: ReplyCode,
+    /// Seconds since the Unix epoch on the remote's clock; the local warns about drift.
+    pub timestamp: u64,
+    /// The remote's local address of the outbound connection (SOCKS5 BND.ADDR/BND.PORT), or
+    /// [`Address::UNSPECIFIED`] on failure.
+    pub bound: Address,
+    pub padding_len: u16,
+}
+
+impl ResponseHeader {
+    pub fn new(
+        request_salt: [u8; SALT_LEN],
+        status: ReplyCode,
+        timestamp: u64,
+        bound: Address,
+    ) -> Self {
+        ResponseHeader {
+            request_salt,
+            status,
+            timestamp,
+            bound,
+            padding_len: random_padding_len(),
+        }
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        SALT_LEN + 1 + 8 + self.bound.encoded_len() + 2 + usize::from(self.padding_len)
+    }
+
+    pub fn encode(&self, buf: &mut impl BufMut) {
+        buf.put_slice(&self.request_salt);
+        buf.put_u8(self.status as u8);
+        buf.put_u64(self.timestamp);
+        self.bound.encode(buf);
+        put_padding(buf, self.padding_len);
+    }
+}
+
+impl Decode for ResponseHeader {
+    fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        need(buf, SALT_LEN + 1 + 8)?;
+        let mut request_salt = [0u8; SALT_LEN];
+        buf.copy_to_slice(&mut request_salt);
+        let status = ReplyCode::from_u8(buf.get_u8()).ok_or(DecodeError::BadField("STATUS"))?;
+        let timestamp = buf.get_u64();
+        let bound = Address::decode(buf)?;
+        let padding_len = get_padding(buf)?;
+        Ok(ResponseHeader {
+            request_salt,
+            status,
+            timestamp,
+            bound,
+            padding_len,
+        })
+    }
+}
+
+fn random_padding_len() -> u16 {
+    // Up to 255 bytes: enough to blur the first chunk's length, cheap on every connection.
+    rand::thread_rng().gen_range(0..=255)
+}
+
+fn put_padding(buf: &mut impl BufMut, len: u16) {
+    buf.put_u16(len);
+    let mut padding = [0u8; MAX_PADDING];
+    let padding = &mut padding[..usize::from(len).min(MAX_PADDING)];
+    rand::thread_rng().fill(padding);
+    buf.put_slice(padding);
+}
+
+fn get_padding(buf: &mut impl Buf) -> Result<u16, DecodeError> {
+    need(buf, 2)?;
+    let len = buf.get_u16();
+    if usize::from(len) > MAX_PADDING {
+        return Err(DecodeError::BadField("PADLEN"));
+    }
+    need(buf, usize::from(len))?;
+    buf.advance(usize::from(len));
+    Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{decode_exact, decode_prefix};
+    use proptest::prelude::*;
+
+    #[test]
+    fn request_leaves_initial_data() {
+        let header =
+            RequestHeader::connect(Address::domain("example.com", 80).unwrap(), 1_700_000_000);
+        let mut buf = Vec::new();
+        header.encode(&mut buf);
+        assert_eq!(buf.len(), header.encoded_len());
+        buf.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        let (decoded, used) = decode_prefix::<RequestHeader>(&buf).unwrap();
+        assert_eq!(decoded, header);
+        assert_eq!(&buf[used..], b"GET / HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn response_must_fill_its_chunk() {
+        let resp = ResponseHeader::new(
+            [9; 32],
+            ReplyCode::ConnectionRefused,
+            5,
+            Address::UNSPECIFIED,
+        );
+        let mut buf = Vec::new();
+        resp.encode(&mut buf);
+        assert_eq!(decode_exact::<ResponseHeader>(&buf), Ok(resp));
+        buf.push(0);
+        assert_eq!(
+            decode_exact::<ResponseHeader>(&buf),
+            Err(DecodeError::TrailingBytes(1))
+        );
+    }
+
+    #[test]
+    fn rejects_oversized_padding_and_unknown_command() {
+        let mut buf = vec![0x01];
+        buf.extend_from_slice(&0u64.to_be_bytes());
+        Address::UNSPECIFIED.encode(&mut buf);
+        buf.extend_from_slice(&2000u16.to_be_bytes());
+        assert_eq!(
+            decode_prefix::<RequestHeader>(&buf).map(|_| ()),
+            Err(DecodeError::BadField("PADLEN"))
+        );
+        assert_eq!(
+            decode_prefix::<RequestHeader>(&[0x09; 20]).map(|_| ()),
+            Err(DecodeError::BadCommand(9))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = decode_prefix::<RequestHeader>(&bytes);
+            let _ = decode_prefix::<ResponseHeader>(&bytes);
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The tunnel handshake on both ends: the local sends its salt and the request header, the remote
+//! answers with its salt and the response header, then both wrap the connection in an
+//! [`EncryptedStream`].
+//!
+//! ```text
+//! local  → remote:  salt_L (32) | chunk[RequestHeader | initial data] | chunks ...
+//! remote → local:   salt_R (32) | chunk[ResponseHeader]               | chunks ...
+//! ```
+
+use std::io;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::crypto::{
+    frame_len, random_salt, Key, SessionCipher, LEN_BLOCK, MAX_PAYLOAD, SALT_LEN, TAG_LEN,
+};
+use crate::proto::header::{RequestHeader, ResponseHeader};
+use crate::proto::{decode_exact, decode_prefix, DecodeError};
+use crate::stream::EncryptedStream;
+
+/// Why a tunnel handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The socket failed or closed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The peer closed the connection before its header arrived.
+    #[error("closed by the peer before its header")]
+    Closed,
+    /// The first chunk did not verify: the peer holds another key, or is not a warren peer.
+    #[error("header failed authentication")]
+    Unauthenticated,
+    /// The header verified but does not parse.
+    #[error("malformed header: {0}")]
+    Malformed(#[from] DecodeError),
+    /// A response that echoes another request's salt.
+    #[error("response does not answer this request")]
+    WrongRequestSalt,
+    /// Header and initial data do not fit in one chunk.
+    #[error("request header and initial data exceed one chunk")]
+    TooLarge,
+}
+
+/// Seals one chunk whose plaintext is `plaintext` onto the end of `out`.
+fn push_chunk(
+    out: &mut Vec<u8>,
+    cipher: &mut SessionCipher,
+    plaintext: &[u8],
+) -> Result<(), HandshakeError> {
+    if plaintext.len() > MAX_PAYLOAD {
+        return Err(HandshakeError::TooLarge);
+    }
+    let start = out.len();
+    out.extend_from_slice(&[0u8; LEN_BLOCK]);
+    out.extend_from_slice(plaintext);
+    out.extend_from_slice(&[0u8; TAG_LEN]);
+    cipher
+        .seal_frame(&mut out[start..])
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(())
+}
+
+/// Reads one salt and the first chunk after it, returning the salt, the opened plaintext and
+/// the receive cipher (its counter past that chunk).
+async fn read_first_chunk<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    key: &Key,
+) -> Result<([u8; SALT_LEN], Vec<u8>, SessionCipher), HandshakeError> {
+    let mut head = [0u8; SALT_LEN + LEN_BLOCK];
+    read_exact_or_closed(stream, &mut head).await?;
+    let mut salt = [0u8; SALT_LEN];
+    salt.copy_from_slice(&head[..SALT_LEN]);
+    let mut cipher = SessionCipher::new(key, &salt);
+    let mut block = [0u8; LEN_BLOCK];
+    block.copy_from_slice(&head[SALT_LEN..]);
+    let n = cipher
+        .open_length(&mut block)
+        .map_err(|_| HandshakeError::Unauthenticated)?;
+    let mut payload = vec![0u8; n + TAG_LEN];
+    read_exact_or_closed(stream, &mut payload).await?;
+    cipher
+        .open_payload(&mut payload)
+        .map_err(|_| HandshakeError::Unauthenticated)?;
+    payload.truncate(n);
+    Ok((salt, payload, cipher))
+}
+
+async fn read_exact_or_closed<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut [u8],
+) -> Result<(), HandshakeError> {
+    match stream.read_exact(buf).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(HandshakeError::Closed),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The local's half: a request sent, its response awaited.
+pub struct PendingTunnel<S> {
+    stream: S,
+    key: Key,
+    salt: [u8; SALT_LEN],
+    send: SessionCipher,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> PendingTunnel<S> {
+    /// Sends the salt and the request header (with `initial` client bytes in the same chunk).
+    pub async fn send_request(
+        mut stream: S,
+        key: &Key,
+        header: &RequestHeader,
+        initial: &[u8],
+    ) -> Result<Self, HandshakeError> {
+        let salt = random_salt();
+        let mut send = SessionCipher::new(key, &salt);
+        let mut plaintext = Vec::with_capacity(header.encoded_len() + initial.len());
+        header.encode(&mut plaintext);
+        plaintext.extend_from_slice(initial);
+        let mut wire = Vec::with_capacity(SALT_LEN + frame_len(plaintext.len()));
+        wire.extend_from_slice(&salt);
+        push_chunk(&mut wire, &mut send, &plaintext)?;
+        stream.write_all(&wire).await?;
+        Ok(PendingTunnel {
+            stream,
+            key: key.clone(),
+            salt,
+            send,
+        })
+    }
+
+    /// Waits for the remote's response; on success the connection becomes an encrypted stream.
+    pub async fn read_response(
+        mut self,
+    ) -> Result<(ResponseHeader, EncryptedStream<S>), HandshakeError> {
+        let (_salt, plaintext, recv) = read_first_chunk(&mut self.stream, &self.key).await?;
+        let response: ResponseHeader = decode_exact(&plaintext)?;
+        if response.request_salt != self.salt {
+            return Err(HandshakeError::WrongRequestSalt);
+        }
+        Ok((response, EncryptedStream::new(self.stream, self.send, recv)))
+    }
+}
+
+/// A request the remote has read and authenticated, not yet answered.
+pub struct AcceptedRequest {
+    pub header: RequestHeader,
+    /// The request's salt: the replay filter's key, and echoed in the response.
+    pub salt: [u8; SALT_LEN],
+    /// Client bytes that travelled in the header's chunk.
+    pub initial_data: Vec<u8>,
+    recv: SessionCipher,
+}
+
+impl AcceptedRequest {
+    /// Reads the salt and the first chunk. Callers must stay silent on
+    /// [`HandshakeError::Unauthenticated`] (see the remote's probe handling).
+    pub async fn read<S: AsyncRead + Unpin>(
+        stream: &mut S,
+        key: &Key,
+    ) -> Result<Self, HandshakeError> {
+        let (salt, plaintext, recv) = read_first_chunk(stream, key).await?;
+        let (header, used) = decode_prefix::<RequestHeader>(&plaintext)?;
+        let initial_data = plaintext[used..].to_vec();
+        Ok(AcceptedRequest {
+            header,
+            salt,
+            initial_data,
+            recv,
+        })
+    }
+
+    /// Sends the response; the connection becomes an encrypted stream for the relay.
+    pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
+        self,
+        mut stream: S,
+        key: &Key,
+        response: &ResponseHeader,
+    ) -> Result<EncryptedStream<S>, HandshakeError> {
+        let salt = random_salt();
+        let mut send = SessionCipher::new(key, &salt);
+        let mut plaintext = Vec::with_capacity(response.encoded_len());
+        response.encode(&mut plaintext);
+        let mut wire = Vec::with_capacity(SALT_LEN + frame_len(plaintext.len()));
+        wire.extend_from_slice(&salt);
+        push_chunk(&mut wire, &mut send, &plaintext)?;
+        stream.write_all(&wire).await?;
+        Ok(EncryptedStream::new(stream, send, self.recv))
+    }
+}
