@@ -1,5 +1,7 @@
 //! Logging setup: `tracing` to stderr. `--log-level` wins over `RUST_LOG`; the default is info.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 pub fn init(level: Option<&str>) {

@@ -79,6 +79,18 @@ impl<S> EncryptedStream<S> {
         }
     }
 
+    /// Queues ciphertext that was read from the inner stream before this wrapper existed.
+    pub fn prefill(&mut self, ciphertext: &[u8]) {
+        if ciphertext.is_empty() {
+            return;
+        }
+        self.make_room();
+        let end = self.filled.1;
+        let n = ciphertext.len().min(self.rbuf.len() - end);
+        self.rbuf[end..end + n].copy_from_slice(&ciphertext[..n]);
+        self.filled.1 += n;
+    }
+
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
@@ -99,12 +111,9 @@ impl<S> EncryptedStream<S> {
                         .open_length(&mut block)
                         .map_err(|_| auth_failed())?;
                     self.filled.0 += LEN_BLOCK;
-                    if n == 0 {
-                        // The end-of-stream chunk still carries an (empty) sealed payload.
-                        self.rstate = ReadState::Payload(0);
-                    } else {
-                        self.rstate = ReadState::Payload(n);
-                    }
+                    // n == 0 is the end-of-stream chunk, which still carries a sealed (empty)
+                    // payload.
+                    self.rstate = ReadState::Payload(n);
                 }
                 ReadState::Payload(n) if available >= n + TAG_LEN => {
                     let start = self.filled.0;

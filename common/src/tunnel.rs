@@ -171,11 +171,14 @@ impl AcceptedRequest {
     }
 
     /// Sends the response; the connection becomes an encrypted stream for the relay.
+    /// `already_read` is ciphertext read from `stream` after the first chunk (while the remote
+    /// was connecting); the stream opens it first.
     pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
         self,
         mut stream: S,
         key: &Key,
         response: &ResponseHeader,
+        already_read: &[u8],
     ) -> Result<EncryptedStream<S>, HandshakeError> {
         let salt = random_salt();
         let mut send = SessionCipher::new(key, &salt);
@@ -185,6 +188,8 @@ impl AcceptedRequest {
         wire.extend_from_slice(&salt);
         push_chunk(&mut wire, &mut send, &plaintext)?;
         stream.write_all(&wire).await?;
-        Ok(EncryptedStream::new(stream, send, self.recv))
+        let mut tunnel = EncryptedStream::new(stream, send, self.recv);
+        tunnel.prefill(already_read);
+        Ok(tunnel)
     }
 }

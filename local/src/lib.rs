@@ -1,1 +1,122 @@
+//! warren-local: a SOCKS5 server for applications on this machine that carries each CONNECT
+//! through an encrypted tunnel to warren-remote, which makes the real connection.
+//!
+//! Per connection: SOCKS5 handshake (deadline: `handshake_timeout`) → tunnel request to the
+//! remote and its answer (deadline: `connect_timeout`, abandoned at once if the client leaves)
+//! → SOCKS5 reply carrying the remote's status → relay until both sides close or go idle.
+#![forbid(unsafe_code)]
 
+mod socks5;
+mod tunnel;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use warren_common::config::LocalConfig;
+use warren_common::proto::socks5::{Command, Reply, ReplyCode};
+use warren_common::relay::relay;
+
+/// Most bytes buffered from a client while its tunnel is being opened.
+const EARLY_DATA_LIMIT: usize = 64 * 1024;
+
+/// Serves SOCKS5 clients on `listener` until `shutdown` is cancelled, then drains.
+pub async fn run(listener: TcpListener, config: LocalConfig, shutdown: CancellationToken) {
+    let config = Arc::new(config);
+    let limits = config.limits;
+    warren_common::server::serve(listener, shutdown, limits, move |stream, peer| {
+        let config = config.clone();
+        async move { handle(stream, peer, config).await }
+    })
+    .await;
+}
+
+async fn handle(mut client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig>) {
+    let started = Instant::now();
+    let mut buf = BytesMut::with_capacity(1024);
+    let handshake = socks5::negotiate(&mut client, &mut buf, &config.users);
+    let request = match tokio::time::timeout(config.timeouts.handshake, handshake).await {
+        Ok(Ok(request)) => request,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "SOCKS5 handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "SOCKS5 handshake timed out");
+            return;
+        }
+    };
+    let target = request.target;
+    if request.command != Command::Connect {
+        tracing::info!(%peer, %target, command = ?request.command, "refused: command not supported");
+        let _ =
+            socks5::send_reply(&mut client, &Reply::error(ReplyCode::CommandNotSupported)).await;
+        return;
+    }
+
+    // Bytes the client sent after its request (pipelining) ride in the tunnel's first chunk.
+    let initial = buf.split();
+    let open = tokio::time::timeout(
+        config.timeouts.connect,
+        tunnel::open(&config, &target, &initial),
+    );
+    tokio::pin!(open);
+    let mut early = BytesMut::new();
+    let opened = loop {
+        tokio::select! {
+            result = &mut open => break result,
+            read = client.read_buf(&mut early), if early.len() < EARLY_DATA_LIMIT => match read {
+                Ok(0) | Err(_) => {
+                    // The client gave up: dropping `open` closes the tunnel connection, and the
+                    // remote abandons its outbound connect.
+                    tracing::info!(%peer, %target, "client left before the tunnel opened");
+                    return;
+                }
+                Ok(_) => {}
+            },
+        }
+    };
+    let (bound, mut tunnel) = match opened {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(failure)) => {
+            let code = failure.reply_code();
+            failure.log(&peer, &target, &config.remote);
+            let _ = socks5::send_reply(&mut client, &Reply::error(code)).await;
+            return;
+        }
+        Err(_) => {
+            tunnel::log_silent_remote(&peer, &target, &config.remote, config.timeouts.connect);
+            let _ = socks5::send_reply(&mut client, &Reply::error(ReplyCode::GeneralFailure)).await;
+            return;
+        }
+    };
+    if socks5::send_reply(
+        &mut client,
+        &Reply {
+            code: ReplyCode::Succeeded,
+            bound,
+        },
+    )
+    .await
+    .is_err()
+    {
+        return;
+    }
+    if !early.is_empty() && tunnel.write_all(&early).await.is_err() {
+        return;
+    }
+    let outcome = relay(client, tunnel, config.timeouts.idle).await;
+    tracing::info!(
+        %peer,
+        %target,
+        sent = outcome.sent + (initial.len() + early.len()) as u64,
+        received = outcome.received,
+        duration_ms = started.elapsed().as_millis() as u64,
+        end = %outcome.end,
+        "connection finished"
+    );
+}

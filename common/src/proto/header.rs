@@ -50,7 +50,7 @@ pub struct RequestHeader {
     /// Seconds since the Unix epoch on the local's clock.
     pub timestamp: u64,
     pub target: Address,
-    /// Random bytes whose only purpose is to vary the first chunk's length.
+    /// Length of the zero padding whose only purpose is to vary the first chunk's length.
     pub padding_len: u16,
 }
 
@@ -166,10 +166,9 @@ fn random_padding_len() -> u16 {
 
 fn put_padding(buf: &mut impl BufMut, len: u16) {
     buf.put_u16(len);
-    let mut padding = [0u8; MAX_PADDING];
-    let padding = &mut padding[..usize::from(len).min(MAX_PADDING)];
-    rand::thread_rng().fill(padding);
-    buf.put_slice(padding);
+    // Zero bytes: the padding is encrypted with the rest of the chunk, so only its length shows
+    // on the wire, and zeros keep encoding deterministic (test vectors).
+    buf.put_bytes(0, usize::from(len).min(MAX_PADDING));
 }
 
 fn get_padding(buf: &mut impl Buf) -> Result<u16, DecodeError> {

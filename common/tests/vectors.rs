@@ -1,0 +1,318 @@
+//! The test vectors of docs/PROTOCOL.md ("Test vectors"), checked against the public API.
+//!
+//! The expected bytes were computed independently of this crate, in Python with the
+//! `cryptography` package (the script is in PROTOCOL.md, appendix A). If this test and the
+//! script disagree, the script is the reference.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use warren_common::crypto::{
+    frame_len, Key, SessionCipher, KEY_LEN, LEN_BLOCK, MAX_FRAME, MAX_PAYLOAD, SALT_LEN, TAG_LEN,
+};
+use warren_common::proto::address::Address;
+use warren_common::proto::header::{
+    Command, RequestHeader, ResponseHeader, MAX_PADDING, TIMESTAMP_WINDOW_SECS,
+};
+use warren_common::proto::socks5::ReplyCode;
+use warren_common::proto::{decode_exact, decode_prefix, DecodeError};
+use warren_common::tunnel::AcceptedRequest;
+
+// ---- inputs ---------------------------------------------------------------------------------
+
+/// Bytes 0x00..=0x1f.
+const KEY_BASE64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const REQUEST_TIMESTAMP: u64 = 1_700_000_000;
+const RESPONSE_TIMESTAMP: u64 = 1_700_000_001;
+const INITIAL_DATA: &[u8] = b"hello";
+const DATA: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
+
+fn key() -> Key {
+    Key::from_bytes(std::array::from_fn(|i| i as u8))
+}
+
+/// salt_L: bytes 0x20..=0x3f, the local's salt (local → remote).
+fn salt_l() -> [u8; SALT_LEN] {
+    std::array::from_fn(|i| 0x20 + i as u8)
+}
+
+/// salt_R: bytes 0x40..=0x5f, the remote's salt (remote → local).
+fn salt_r() -> [u8; SALT_LEN] {
+    std::array::from_fn(|i| 0x40 + i as u8)
+}
+
+fn request_header() -> RequestHeader {
+    RequestHeader {
+        command: Command::Connect,
+        timestamp: REQUEST_TIMESTAMP,
+        target: Address::domain("example.com", 443).unwrap(),
+        padding_len: 5,
+    }
+}
+
+fn response_header() -> ResponseHeader {
+    ResponseHeader {
+        request_salt: salt_l(),
+        status: ReplyCode::Succeeded,
+        timestamp: RESPONSE_TIMESTAMP,
+        bound: Address::Ip(SocketAddr::from(([192, 0, 2, 7], 40000))),
+        padding_len: 3,
+    }
+}
+
+// ---- expected outputs (from the Python script) ----------------------------------------------
+
+const SUBKEY_L: &str = "6ff8f409c0c79871d7c5f69834716c924d476ec06a5f1832c88e3abc63691aa8";
+const SUBKEY_R: &str = "bc3a162f93aa941edc24d600bf50e9ebb61e54a8f694d0dbfcbe8bdccdb6b474";
+
+const REQUEST_HEADER: &str = "01000000006553f100030b6578616d706c652e636f6d01bb00050000000000";
+
+/// salt_L || sealed length block (nonce 0) || sealed header + "hello" (nonce 1).
+const WIRE_REQUEST: &str = concat!(
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f",
+    "550fe1ae8207ddcf1e1f52d40b7e2f6114026e27c1bdac011204989fdf1fa449",
+    "3e25f8455e0951c1c8e02f744668ed4a4a8b6e4674583641da7fda687609f5fe",
+    "d62eaf1701a2",
+);
+
+const RESPONSE_HEADER: &str = concat!(
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f",
+    "00000000006553f10101c00002079c400003000000",
+);
+
+/// salt_R || sealed length block (nonce 0) || sealed response header (nonce 1).
+const WIRE_RESPONSE: &str = concat!(
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f",
+    "0cd45a949c2fb910487c926772d6cb47e1e921fae0b82f05ddeb9d8bdace72d9",
+    "6a5c168457190010c8887ad221276344727065e1e237733f886f3adfb5c6ce77",
+    "89ff8f83c006e94c65e716c80332b3bdf9ba8fe17e52ab",
+);
+
+/// The next chunk local → remote, carrying `DATA` (nonces 2 and 3).
+const WIRE_DATA: &str = concat!(
+    "c59cf1a4338f844ddf9e9eb78c442cec77e41ec61c60aee15671fdc7bcd8b5ab",
+    "c38fbdaa41a87b9a63a2ef166b33192a19e6838a",
+);
+
+/// The end-of-stream chunk local → remote after it (nonces 4 and 5).
+const WIRE_EOS: &str = concat!(
+    "d99d1e40b4c5569e804348e9a92c25a42d41c3aaa1511298733bf2d4ceb1755a",
+    "8086",
+);
+
+// ---- helpers --------------------------------------------------------------------------------
+
+fn unhex(text: &str) -> Vec<u8> {
+    hex::decode(text).unwrap()
+}
+
+/// Seals one chunk the way the docs describe the caller's part: LEN_BLOCK zero bytes, the
+/// payload, TAG_LEN zero bytes, then `seal_frame`.
+fn seal(cipher: &mut SessionCipher, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0u8; LEN_BLOCK];
+    frame.extend_from_slice(payload);
+    frame.extend_from_slice(&[0u8; TAG_LEN]);
+    assert_eq!(frame.len(), frame_len(payload.len()));
+    cipher.seal_frame(&mut frame).unwrap();
+    frame
+}
+
+/// Opens the chunk at the front of `wire` and returns its plaintext and the bytes it used.
+fn open(cipher: &mut SessionCipher, wire: &[u8]) -> (Vec<u8>, usize) {
+    let mut block: [u8; LEN_BLOCK] = wire[..LEN_BLOCK].try_into().unwrap();
+    let n = cipher.open_length(&mut block).unwrap();
+    let mut sealed = wire[LEN_BLOCK..LEN_BLOCK + n + TAG_LEN].to_vec();
+    cipher.open_payload(&mut sealed).unwrap();
+    sealed.truncate(n);
+    (sealed, frame_len(n))
+}
+
+fn request_plaintext() -> Vec<u8> {
+    let mut plaintext = unhex(REQUEST_HEADER);
+    plaintext.extend_from_slice(INITIAL_DATA);
+    plaintext
+}
+
+// ---- tests ----------------------------------------------------------------------------------
+
+#[test]
+fn documented_constants() {
+    assert_eq!(KEY_LEN, 32);
+    assert_eq!(SALT_LEN, 32);
+    assert_eq!(TAG_LEN, 16);
+    assert_eq!(LEN_BLOCK, 18);
+    assert_eq!(MAX_PAYLOAD, 65535);
+    assert_eq!(frame_len(0), 34);
+    assert_eq!(MAX_FRAME, 65535 + 34);
+    assert_eq!(MAX_PADDING, 1024);
+    assert_eq!(TIMESTAMP_WINDOW_SECS, 120);
+    assert_eq!(Command::Connect as u8, 0x01);
+}
+
+#[test]
+fn status_codes_are_the_socks5_reply_values() {
+    let table = [
+        (0x00, ReplyCode::Succeeded),
+        (0x01, ReplyCode::GeneralFailure),
+        (0x02, ReplyCode::NotAllowed),
+        (0x03, ReplyCode::NetworkUnreachable),
+        (0x04, ReplyCode::HostUnreachable),
+        (0x05, ReplyCode::ConnectionRefused),
+        (0x06, ReplyCode::TtlExpired),
+        (0x07, ReplyCode::CommandNotSupported),
+        (0x08, ReplyCode::AddressTypeNotSupported),
+    ];
+    for (value, code) in table {
+        assert_eq!(code as u8, value);
+        assert_eq!(ReplyCode::from_u8(value), Some(code));
+    }
+    assert_eq!(ReplyCode::from_u8(0x09), None);
+}
+
+#[test]
+fn key_base64() {
+    assert_eq!(key().to_base64(), KEY_BASE64);
+    assert_eq!(Key::from_base64(KEY_BASE64), Ok(key()));
+}
+
+#[test]
+fn subkeys() {
+    assert_eq!(hex::encode(key().subkey(&salt_l())), SUBKEY_L);
+    assert_eq!(hex::encode(key().subkey(&salt_r())), SUBKEY_R);
+}
+
+#[test]
+fn request_header_encoding() {
+    let header = request_header();
+    let mut buf = Vec::new();
+    header.encode(&mut buf);
+    assert_eq!(hex::encode(&buf), REQUEST_HEADER);
+    assert_eq!(buf.len(), header.encoded_len());
+
+    // Decoding the chunk plaintext gives the header back and leaves the initial data.
+    let plaintext = request_plaintext();
+    let (decoded, used) = decode_prefix::<RequestHeader>(&plaintext).unwrap();
+    assert_eq!(decoded, header);
+    assert_eq!(&plaintext[used..], INITIAL_DATA);
+}
+
+#[test]
+fn response_header_encoding() {
+    let header = response_header();
+    let mut buf = Vec::new();
+    header.encode(&mut buf);
+    assert_eq!(hex::encode(&buf), RESPONSE_HEADER);
+    assert_eq!(buf.len(), header.encoded_len());
+    assert_eq!(
+        decode_exact::<ResponseHeader>(&unhex(RESPONSE_HEADER)),
+        Ok(header)
+    );
+    // The response must fill its chunk exactly.
+    let mut longer = unhex(RESPONSE_HEADER);
+    longer.push(0);
+    assert_eq!(
+        decode_exact::<ResponseHeader>(&longer),
+        Err(DecodeError::TrailingBytes(1))
+    );
+}
+
+#[test]
+fn local_to_remote_sealing() {
+    let mut up = SessionCipher::new(&key(), &salt_l());
+    let mut wire = salt_l().to_vec();
+    wire.extend_from_slice(&seal(&mut up, &request_plaintext())); // nonces 0, 1
+    assert_eq!(hex::encode(&wire), WIRE_REQUEST);
+    assert_eq!(hex::encode(seal(&mut up, DATA)), WIRE_DATA); // nonces 2, 3
+    assert_eq!(hex::encode(seal(&mut up, b"")), WIRE_EOS); // nonces 4, 5
+}
+
+#[test]
+fn remote_to_local_sealing() {
+    let mut buf = Vec::new();
+    response_header().encode(&mut buf);
+    let mut down = SessionCipher::new(&key(), &salt_r());
+    let mut wire = salt_r().to_vec();
+    wire.extend_from_slice(&seal(&mut down, &buf)); // nonces 0, 1
+    assert_eq!(hex::encode(&wire), WIRE_RESPONSE);
+}
+
+#[test]
+fn local_to_remote_opening() {
+    let wire = unhex(WIRE_REQUEST);
+    let salt: [u8; SALT_LEN] = wire[..SALT_LEN].try_into().unwrap();
+    assert_eq!(salt, salt_l());
+    let mut up = SessionCipher::new(&key(), &salt);
+
+    let (plaintext, used) = open(&mut up, &wire[SALT_LEN..]);
+    assert_eq!(SALT_LEN + used, wire.len());
+    assert_eq!(plaintext, request_plaintext());
+    let (header, used) = decode_prefix::<RequestHeader>(&plaintext).unwrap();
+    assert_eq!(header, request_header());
+    assert_eq!(&plaintext[used..], INITIAL_DATA);
+
+    let data = unhex(WIRE_DATA);
+    assert_eq!(open(&mut up, &data), (DATA.to_vec(), data.len()));
+    let eos = unhex(WIRE_EOS);
+    assert_eq!(open(&mut up, &eos), (Vec::new(), eos.len()));
+}
+
+#[test]
+fn remote_to_local_opening() {
+    let wire = unhex(WIRE_RESPONSE);
+    let salt: [u8; SALT_LEN] = wire[..SALT_LEN].try_into().unwrap();
+    assert_eq!(salt, salt_r());
+    let mut down = SessionCipher::new(&key(), &salt);
+    let (plaintext, used) = open(&mut down, &wire[SALT_LEN..]);
+    assert_eq!(SALT_LEN + used, wire.len());
+    assert_eq!(hex::encode(&plaintext), RESPONSE_HEADER);
+    assert_eq!(
+        decode_exact::<ResponseHeader>(&plaintext),
+        Ok(response_header())
+    );
+}
+
+#[test]
+fn nonces_are_not_interchangeable() {
+    // The data chunk only opens at nonces 2 and 3: a fresh cipher (nonce 0) refuses it.
+    let data = unhex(WIRE_DATA);
+    let mut block: [u8; LEN_BLOCK] = data[..LEN_BLOCK].try_into().unwrap();
+    assert!(SessionCipher::new(&key(), &salt_l())
+        .open_length(&mut block)
+        .is_err());
+    // And the other direction's subkey refuses the request.
+    let wire = unhex(WIRE_REQUEST);
+    let mut block: [u8; LEN_BLOCK] = wire[SALT_LEN..SALT_LEN + LEN_BLOCK].try_into().unwrap();
+    assert!(SessionCipher::new(&key(), &salt_r())
+        .open_length(&mut block)
+        .is_err());
+}
+
+/// The remote's real handshake and stream code accept the vector bytes: the request, then the
+/// data chunk and the end of stream through the `EncryptedStream` that continues the counter.
+#[tokio::test]
+async fn remote_handshake_reads_the_vectors() {
+    let mut handshake = &unhex(WIRE_REQUEST)[..];
+    let accepted = AcceptedRequest::read(&mut handshake, &key()).await.unwrap();
+    assert!(handshake.is_empty());
+    assert_eq!(accepted.header, request_header());
+    assert_eq!(accepted.salt, salt_l());
+    assert_eq!(accepted.initial_data, INITIAL_DATA);
+
+    let (remote_end, mut local_end) = tokio::io::duplex(4096);
+    let mut rest = unhex(WIRE_DATA);
+    rest.extend_from_slice(&unhex(WIRE_EOS));
+    local_end.write_all(&rest).await.unwrap();
+
+    let mut stream = accepted
+        .respond(remote_end, &key(), &response_header())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, DATA);
+
+    // The response it sent (under a random salt) has the vector's length.
+    let mut response = vec![0u8; SALT_LEN + frame_len(unhex(RESPONSE_HEADER).len())];
+    local_end.read_exact(&mut response).await.unwrap();
+    assert_eq!(response.len(), unhex(WIRE_RESPONSE).len());
+}
