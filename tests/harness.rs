@@ -1,1 +1,256 @@
+//! Test harness for the end-to-end tests: real warren-remote and warren-local servers (their
+//! library entry points, each on its own 127.0.0.1:0 listener), real target servers, and a raw
+//! SOCKS5 client. Nothing here sleeps to wait for start-up: a listener is bound before its
+//! server task starts, so connecting right away always works.
 
+use std::net::SocketAddr;
+use std::process::Output;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use warren_common::config::{LocalConfig, RawConfig, RemoteConfig};
+use warren_common::crypto::Key;
+use warren_common::proto::address::Address;
+use warren_common::proto::socks5::{
+    Command, Greeting, MethodSelection, Reply, Request, UserPassReply, UserPassRequest,
+};
+use warren_common::proto::{decode_prefix, Decode, DecodeError};
+
+/// A running server: its address, and the means to stop it.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Signals shutdown and waits for the server to drain and return.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// A fresh random key in config form.
+pub fn new_key() -> String {
+    Key::generate().to_base64()
+}
+
+fn indent(extra: &str) -> String {
+    extra.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// Parses a config the way the binaries do.
+pub fn parse(yaml: &str) -> RawConfig {
+    RawConfig::from_yaml(yaml, "test.yaml").expect("test config parses")
+}
+
+/// Starts warren-remote. `extra` holds YAML lines for the `remote:` section (e.g. an `acl:`).
+pub async fn start_remote(key: &str, extra: &str) -> Server {
+    let yaml = format!(
+        "key: \"{key}\"\nremote:\n  listen: \"127.0.0.1:0\"\n{}",
+        indent(extra)
+    );
+    let config = RemoteConfig::try_from(&parse(&yaml)).expect("valid remote config");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind remote");
+    let addr = listener.local_addr().expect("remote addr");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(warren_remote::run(listener, config, shutdown.clone()));
+    Server {
+        addr,
+        shutdown,
+        task,
+    }
+}
+
+/// Starts warren-local pointing at `remote`. `extra` holds YAML lines for the `local:` section.
+pub async fn start_local(key: &str, remote: SocketAddr, extra: &str) -> Server {
+    let yaml = format!(
+        "key: \"{key}\"\nlocal:\n  listen: \"127.0.0.1:0\"\n  remote: \"{remote}\"\n{}",
+        indent(extra)
+    );
+    let config = LocalConfig::try_from(&parse(&yaml)).expect("valid local config");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind local");
+    let addr = listener.local_addr().expect("local addr");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(warren_local::run(listener, config, shutdown.clone()));
+    Server {
+        addr,
+        shutdown,
+        task,
+    }
+}
+
+/// warren-local and warren-remote sharing a fresh key.
+pub struct Pair {
+    pub local: Server,
+    pub remote: Server,
+}
+
+impl Pair {
+    /// The SOCKS5 address applications use.
+    pub fn socks(&self) -> SocketAddr {
+        self.local.addr
+    }
+}
+
+/// Starts both ends with a fresh key. The remote allows loopback targets (the tests' targets
+/// live there) ahead of `remote_extra`'s rules unless `remote_extra` has its own `acl:`.
+pub async fn start_pair(remote_extra: &str, local_extra: &str) -> Pair {
+    let key = new_key();
+    let remote_extra = if remote_extra.contains("acl:") {
+        remote_extra.to_owned()
+    } else {
+        format!("acl:\n  - allow: \"127.0.0.0/8\"\n  - allow: \"::1\"\n{remote_extra}")
+    };
+    let remote = start_remote(&key, &remote_extra).await;
+    let local = start_local(&key, remote.addr, local_extra).await;
+    Pair { local, remote }
+}
+
+/// An echo server on `bind` (e.g. "127.0.0.1:0" or "[::1]:0"): writes back everything it reads,
+/// then shuts down its write side when the client does.
+pub async fn echo_server(bind: &str) -> SocketAddr {
+    let listener = TcpListener::bind(bind).await.expect("bind echo");
+    let addr = listener.local_addr().expect("echo addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A minimal HTTP/1.1 server on `bind` that answers every request with `body` and closes.
+pub async fn http_server(bind: &str, body: Vec<u8>) -> SocketAddr {
+    let listener = TcpListener::bind(bind).await.expect("bind http");
+    let addr = listener.local_addr().expect("http addr");
+    let body = std::sync::Arc::new(body);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&body).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Deterministic test data of `len` bytes (not all one value, so misordering shows).
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8)
+        .collect()
+}
+
+/// Reads one message from a raw socket, pulling bytes until it is complete.
+pub async fn read_message<T: Decode>(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> std::io::Result<T> {
+    loop {
+        match decode_prefix::<T>(buf) {
+            Ok((msg, used)) => {
+                let _ = buf.split_to(used);
+                return Ok(msg);
+            }
+            Err(DecodeError::Incomplete) => {}
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    e.to_string(),
+                ))
+            }
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+/// A raw SOCKS5 CONNECT (no auth, or RFC 1929 if `login` is given). Returns the socket and
+/// the server's reply; on a success reply the socket is ready for data.
+pub async fn socks5_connect(
+    proxy: SocketAddr,
+    target: &Address,
+    login: Option<(&str, &str)>,
+) -> std::io::Result<(TcpStream, Reply)> {
+    let mut stream = TcpStream::connect(proxy).await?;
+    let mut out = Vec::new();
+    let method = if login.is_some() { 0x02 } else { 0x00 };
+    Greeting {
+        methods: vec![method],
+    }
+    .encode(&mut out);
+    stream.write_all(&out).await?;
+    let mut buf = BytesMut::new();
+    let MethodSelection(chosen) = read_message(&mut stream, &mut buf).await?;
+    if chosen != method {
+        return Err(std::io::Error::other(format!(
+            "server chose method {chosen:#04x}"
+        )));
+    }
+    if let Some((user, pass)) = login {
+        out.clear();
+        UserPassRequest {
+            username: user.into(),
+            password: pass.into(),
+        }
+        .encode(&mut out);
+        stream.write_all(&out).await?;
+        let reply: UserPassReply = read_message(&mut stream, &mut buf).await?;
+        if !reply.success {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "login refused",
+            ));
+        }
+    }
+    out.clear();
+    Request {
+        command: Command::Connect,
+        target: target.clone(),
+    }
+    .encode(&mut out);
+    stream.write_all(&out).await?;
+    let reply: Reply = read_message(&mut stream, &mut buf).await?;
+    assert!(buf.is_empty(), "bytes after the SOCKS5 reply");
+    Ok((stream, reply))
+}
+
+/// Runs curl with `args` (off the async runtime) and returns its output. Panics with a clear
+/// message if curl is not installed: .ci/run installs it.
+pub async fn curl(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["--silent", "--show-error", "--max-time", "30"])
+            .args(&args)
+            .output()
+            .expect("curl must be installed (apt-get install -y curl)")
+    })
+    .await
+    .expect("curl task")
+}
