@@ -53,9 +53,7 @@ impl Rule {
                             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
                 });
             if !valid {
-                return Err(format!(
-                    "{value:?} is not an IP address, a CIDR block or a domain name"
-                ));
+                return Err(format!("{value:?} is not an IP address, a CIDR block or a domain name"));
             }
             Matcher::Domain(name)
         };
@@ -67,9 +65,7 @@ impl Rule {
 fn default_verdict(ip: IpAddr) -> Verdict {
     let special = match ip {
         IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.octets()[0] == 0,
-        IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80
-        }
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80,
     };
     if special {
         Verdict::Deny
@@ -131,12 +127,7 @@ mod tests {
     use super::*;
 
     fn acl(rules: &[(Verdict, &str)]) -> Acl {
-        Acl::new(
-            rules
-                .iter()
-                .map(|(v, s)| Rule::parse(*v, s).unwrap())
-                .collect(),
-        )
+        Acl::new(rules.iter().map(|(v, s)| Rule::parse(*v, s).unwrap()).collect())
     }
 
     fn ip(s: &str) -> IpAddr {

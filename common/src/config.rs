@@ -23,16 +23,10 @@ pub const EXAMPLE_KEY: &str = "ZXhhbXBsZSBrZXkgLSBuZXZlciBkZXBsb3kgdGhpcyE=";
 pub enum ConfigError {
     /// The config file could not be read.
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     /// The YAML does not parse, or has an unknown or mistyped field (serde names it).
     #[error("{path}: {source}")]
-    Syntax {
-        path: String,
-        source: serde_yaml::Error,
-    },
+    Syntax { path: String, source: serde_yaml::Error },
     /// A field is missing or has an invalid value.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
@@ -216,18 +210,9 @@ pub fn default_max_connections() -> usize {
         .clamp(16, 1_000_000)
 }
 
-fn limits(
-    prefix: &str,
-    max: Option<usize>,
-    grace: Option<f64>,
-) -> Result<ServerLimits, ConfigError> {
+fn limits(prefix: &str, max: Option<usize>, grace: Option<f64>) -> Result<ServerLimits, ConfigError> {
     let max_connections = match max {
-        Some(0) => {
-            return Err(invalid(
-                format!("{prefix}.max_connections"),
-                "must be at least 1",
-            ))
-        }
+        Some(0) => return Err(invalid(format!("{prefix}.max_connections"), "must be at least 1")),
         Some(n) => n,
         None => default_max_connections(),
     };
@@ -242,37 +227,25 @@ impl TryFrom<&RawConfig> for LocalConfig {
 
     fn try_from(raw: &RawConfig) -> Result<Self, ConfigError> {
         let key = raw.key()?;
-        let local = raw
-            .local
-            .as_ref()
-            .ok_or_else(|| invalid("local", "section missing"))?;
+        let local = raw.local.as_ref().ok_or_else(|| invalid("local", "section missing"))?;
         let listen = socket_addr("local.listen", local.listen.as_deref(), "127.0.0.1:1080")?;
         let remote = local
             .remote
             .clone()
             .ok_or_else(|| invalid("local.remote", "missing (host:port of warren-remote)"))?;
-        let port_ok = remote.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
-        });
+        let port_ok = remote
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
         if !port_ok {
-            return Err(invalid(
-                "local.remote",
-                format!("{remote:?} is not host:port"),
-            ));
+            return Err(invalid("local.remote", format!("{remote:?} is not host:port")));
         }
         let mut users = Vec::new();
         for (i, user) in local.users.iter().flatten().enumerate() {
             if user.username.is_empty() || user.username.len() > 255 {
-                return Err(invalid(
-                    format!("local.users[{i}].username"),
-                    "must be 1 to 255 bytes",
-                ));
+                return Err(invalid(format!("local.users[{i}].username"), "must be 1 to 255 bytes"));
             }
             if user.password.is_empty() || user.password.len() > 255 {
-                return Err(invalid(
-                    format!("local.users[{i}].password"),
-                    "must be 1 to 255 bytes",
-                ));
+                return Err(invalid(format!("local.users[{i}].password"), "must be 1 to 255 bytes"));
             }
             users.push(User {
                 username: user.username.clone(),
@@ -322,10 +295,7 @@ impl TryFrom<&RawConfig> for RemoteConfig {
                     ))
                 }
             };
-            rules.push(
-                Rule::parse(verdict, value)
-                    .map_err(|m| invalid(format!("remote.acl[{i}].{name}"), m))?,
-            );
+            rules.push(Rule::parse(verdict, value).map_err(|m| invalid(format!("remote.acl[{i}].{name}"), m))?);
         }
         Ok(RemoteConfig {
             key,
@@ -372,23 +342,17 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         assert!(err(local("local: {remote: 'h:1'}")).starts_with("key:"));
-        assert!(
-            err(local(&format!("key: 'abc!'\nlocal: {{remote: 'h:1'}}")))
-                .starts_with("key: key is not valid base64")
-        );
-        assert!(err(local(&format!("key: 'AAAA'\nlocal: {{remote: 'h:1'}}"))).contains("32 bytes"));
+        assert!(err(local("key: 'abc!'\nlocal: {remote: 'h:1'}")).starts_with("key: key is not valid base64"));
+        assert!(err(local("key: 'AAAA'\nlocal: {remote: 'h:1'}")).contains("32 bytes"));
         assert!(err(local(&format!(
             "key: '{KEY}'\nlocal: {{remote: 'h:1', listen: 'nope'}}"
         )))
         .starts_with("local.listen:"));
+        assert!(err(local(&format!("key: '{KEY}'\nlocal: {{remote: 'nohost'}}"))).starts_with("local.remote:"));
         assert!(
-            err(local(&format!("key: '{KEY}'\nlocal: {{remote: 'nohost'}}")))
-                .starts_with("local.remote:")
+            err(local(&format!("key: '{KEY}'\nlocal: {{remote: 'h:1', colour: 1}}")))
+                .contains("unknown field `colour`")
         );
-        assert!(err(local(&format!(
-            "key: '{KEY}'\nlocal: {{remote: 'h:1', colour: 1}}"
-        )))
-        .contains("unknown field `colour`"));
         assert!(err(local(&format!(
             "key: '{KEY}'\nlocal: {{remote: 'h:1', idle_timeout: -1}}"
         )))
@@ -401,10 +365,7 @@ mod tests {
             "key: '{KEY}'\nremote: {{acl: [{{allow: 10.0.0.0/8}}, {{deny: '1.2.3.0/40'}}]}}"
         )))
         .starts_with("remote.acl[1].deny:"));
-        assert!(
-            err(remote(&format!("key: '{KEY}'\nlocal: {{remote: 'h:1'}}")))
-                .starts_with("remote: section missing")
-        );
+        assert!(err(remote(&format!("key: '{KEY}'\nlocal: {{remote: 'h:1'}}"))).starts_with("remote: section missing"));
     }
 
     #[test]
@@ -417,11 +378,11 @@ mod tests {
 
     #[test]
     fn secrets_stay_out_of_debug_output() {
-        let cfg = local(&format!("key: '{KEY}'\nlocal: {{remote: 'h:1', users: [{{username: alice, password: hunter22}}]}}")).unwrap();
+        let cfg = local(&format!(
+            "key: '{KEY}'\nlocal: {{remote: 'h:1', users: [{{username: alice, password: hunter22}}]}}"
+        ))
+        .unwrap();
         let shown = format!("{cfg:?}");
-        assert!(
-            !shown.contains("hunter22") && !shown.contains(KEY),
-            "{shown}"
-        );
+        assert!(!shown.contains("hunter22") && !shown.contains(KEY), "{shown}");
     }
 }

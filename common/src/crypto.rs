@@ -141,10 +141,7 @@ impl SessionCipher {
     fn next_nonce(&mut self) -> Result<Nonce, CryptoError> {
         let mut nonce = [0u8; 12];
         nonce[..8].copy_from_slice(&self.counter.to_le_bytes());
-        self.counter = self
-            .counter
-            .checked_add(1)
-            .ok_or(CryptoError::NonceExhausted)?;
+        self.counter = self.counter.checked_add(1).ok_or(CryptoError::NonceExhausted)?;
         Ok(nonce.into())
     }
 
@@ -205,10 +202,7 @@ mod tests {
 
     #[test]
     fn key_parsing_names_the_problem() {
-        assert_eq!(
-            Key::from_base64("not base64!"),
-            Err(CryptoError::KeyNotBase64)
-        );
+        assert_eq!(Key::from_base64("not base64!"), Err(CryptoError::KeyNotBase64));
         assert_eq!(Key::from_base64("AAAA"), Err(CryptoError::KeyLength(3)));
         let key = Key::generate();
         assert_eq!(Key::from_base64(&key.to_base64()), Ok(key.clone()));

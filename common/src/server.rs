@@ -24,12 +24,8 @@ pub struct ServerLimits {
 /// Accepts connections until `shutdown` is cancelled, running `handler` for each in its own
 /// task, then drains. Every deadline a connection needs lives inside `handler`, never here, so
 /// one slow client cannot hold up the accept loop.
-pub async fn serve<H, F>(
-    listener: TcpListener,
-    shutdown: CancellationToken,
-    limits: ServerLimits,
-    handler: H,
-) where
+pub async fn serve<H, F>(listener: TcpListener, shutdown: CancellationToken, limits: ServerLimits, handler: H)
+where
     H: Fn(TcpStream, SocketAddr) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
@@ -86,10 +82,7 @@ pub async fn serve<H, F>(
         .await
         .is_err()
     {
-        tracing::warn!(
-            open = tracker.len(),
-            "grace period over; closing remaining connections"
-        );
+        tracing::warn!(open = tracker.len(), "grace period over; closing remaining connections");
         kill.cancel();
         tracker.wait().await;
     }
@@ -110,10 +103,7 @@ pub fn shutdown_on_signals() -> CancellationToken {
 #[cfg(unix)]
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
         (Ok(mut int), Ok(mut term)) => {
             tokio::select! {
                 _ = int.recv() => {}

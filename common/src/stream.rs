@@ -55,10 +55,7 @@ fn truncated() -> io::Error {
 }
 
 fn auth_failed() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        "tunnel chunk failed authentication",
-    )
+    io::Error::new(io::ErrorKind::InvalidData, "tunnel chunk failed authentication")
 }
 
 impl<S> EncryptedStream<S> {
@@ -106,10 +103,7 @@ impl<S> EncryptedStream<S> {
                     let start = self.filled.0;
                     let mut block = [0u8; LEN_BLOCK];
                     block.copy_from_slice(&self.rbuf[start..start + LEN_BLOCK]);
-                    let n = self
-                        .recv
-                        .open_length(&mut block)
-                        .map_err(|_| auth_failed())?;
+                    let n = self.recv.open_length(&mut block).map_err(|_| auth_failed())?;
                     self.filled.0 += LEN_BLOCK;
                     // n == 0 is the end-of-stream chunk, which still carries a sealed (empty)
                     // payload.
@@ -178,11 +172,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> EncryptedStream<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for EncryptedStream<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
             let (start, end) = this.plain;
@@ -212,17 +202,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for EncryptedStream<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for EncryptedStream<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if this.eof_sent {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "write after shutdown",
-            )));
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "write after shutdown")));
         }
         ready!(this.poll_write_pending(cx))?;
         if data.is_empty() {
@@ -269,16 +252,8 @@ mod tests {
         let key = Key::generate();
         let (a_salt, b_salt) = (random_salt(), random_salt());
         let (a, b) = tokio::io::duplex(1000);
-        let a = EncryptedStream::new(
-            a,
-            SessionCipher::new(&key, &a_salt),
-            SessionCipher::new(&key, &b_salt),
-        );
-        let b = EncryptedStream::new(
-            b,
-            SessionCipher::new(&key, &b_salt),
-            SessionCipher::new(&key, &a_salt),
-        );
+        let a = EncryptedStream::new(a, SessionCipher::new(&key, &a_salt), SessionCipher::new(&key, &b_salt));
+        let b = EncryptedStream::new(b, SessionCipher::new(&key, &b_salt), SessionCipher::new(&key, &a_salt));
         (a, b)
     }
 
@@ -308,11 +283,7 @@ mod tests {
         let key = Key::generate();
         let salt = random_salt();
         let (raw, mut other) = tokio::io::duplex(100);
-        let mut s = EncryptedStream::new(
-            raw,
-            SessionCipher::new(&key, &salt),
-            SessionCipher::new(&key, &salt),
-        );
+        let mut s = EncryptedStream::new(raw, SessionCipher::new(&key, &salt), SessionCipher::new(&key, &salt));
         other.shutdown().await.unwrap();
         drop(other);
         let mut buf = [0u8; 10];

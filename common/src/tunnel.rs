@@ -11,9 +11,7 @@ use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::crypto::{
-    frame_len, random_salt, Key, SessionCipher, LEN_BLOCK, MAX_PAYLOAD, SALT_LEN, TAG_LEN,
-};
+use crate::crypto::{frame_len, random_salt, Key, SessionCipher, LEN_BLOCK, MAX_PAYLOAD, SALT_LEN, TAG_LEN};
 use crate::proto::header::{RequestHeader, ResponseHeader};
 use crate::proto::{decode_exact, decode_prefix, DecodeError};
 use crate::stream::EncryptedStream;
@@ -42,11 +40,7 @@ pub enum HandshakeError {
 }
 
 /// Seals one chunk whose plaintext is `plaintext` onto the end of `out`.
-fn push_chunk(
-    out: &mut Vec<u8>,
-    cipher: &mut SessionCipher,
-    plaintext: &[u8],
-) -> Result<(), HandshakeError> {
+fn push_chunk(out: &mut Vec<u8>, cipher: &mut SessionCipher, plaintext: &[u8]) -> Result<(), HandshakeError> {
     if plaintext.len() > MAX_PAYLOAD {
         return Err(HandshakeError::TooLarge);
     }
@@ -85,10 +79,7 @@ async fn read_first_chunk<S: AsyncRead + Unpin>(
     Ok((salt, payload, cipher))
 }
 
-async fn read_exact_or_closed<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    buf: &mut [u8],
-) -> Result<(), HandshakeError> {
+async fn read_exact_or_closed<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut [u8]) -> Result<(), HandshakeError> {
     match stream.read_exact(buf).await {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(HandshakeError::Closed),
@@ -130,9 +121,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PendingTunnel<S> {
     }
 
     /// Waits for the remote's response; on success the connection becomes an encrypted stream.
-    pub async fn read_response(
-        mut self,
-    ) -> Result<(ResponseHeader, EncryptedStream<S>), HandshakeError> {
+    pub async fn read_response(mut self) -> Result<(ResponseHeader, EncryptedStream<S>), HandshakeError> {
         let (_salt, plaintext, recv) = read_first_chunk(&mut self.stream, &self.key).await?;
         let response: ResponseHeader = decode_exact(&plaintext)?;
         if response.request_salt != self.salt {
@@ -155,10 +144,7 @@ pub struct AcceptedRequest {
 impl AcceptedRequest {
     /// Reads the salt and the first chunk. Callers must stay silent on
     /// [`HandshakeError::Unauthenticated`] (see the remote's probe handling).
-    pub async fn read<S: AsyncRead + Unpin>(
-        stream: &mut S,
-        key: &Key,
-    ) -> Result<Self, HandshakeError> {
+    pub async fn read<S: AsyncRead + Unpin>(stream: &mut S, key: &Key) -> Result<Self, HandshakeError> {
         let (salt, plaintext, recv) = read_first_chunk(stream, key).await?;
         let (header, used) = decode_prefix::<RequestHeader>(&plaintext)?;
         let initial_data = plaintext[used..].to_vec();

@@ -11,9 +11,7 @@ use warren_common::crypto::{
     frame_len, Key, SessionCipher, KEY_LEN, LEN_BLOCK, MAX_FRAME, MAX_PAYLOAD, SALT_LEN, TAG_LEN,
 };
 use warren_common::proto::address::Address;
-use warren_common::proto::header::{
-    Command, RequestHeader, ResponseHeader, MAX_PADDING, TIMESTAMP_WINDOW_SECS,
-};
+use warren_common::proto::header::{Command, RequestHeader, ResponseHeader, MAX_PADDING, TIMESTAMP_WINDOW_SECS};
 use warren_common::proto::socks5::ReplyCode;
 use warren_common::proto::{decode_exact, decode_prefix, DecodeError};
 use warren_common::tunnel::AcceptedRequest;
@@ -203,10 +201,7 @@ fn response_header_encoding() {
     header.encode(&mut buf);
     assert_eq!(hex::encode(&buf), RESPONSE_HEADER);
     assert_eq!(buf.len(), header.encoded_len());
-    assert_eq!(
-        decode_exact::<ResponseHeader>(&unhex(RESPONSE_HEADER)),
-        Ok(header)
-    );
+    assert_eq!(decode_exact::<ResponseHeader>(&unhex(RESPONSE_HEADER)), Ok(header));
     // The response must fill its chunk exactly.
     let mut longer = unhex(RESPONSE_HEADER);
     longer.push(0);
@@ -265,10 +260,7 @@ fn remote_to_local_opening() {
     let (plaintext, used) = open(&mut down, &wire[SALT_LEN..]);
     assert_eq!(SALT_LEN + used, wire.len());
     assert_eq!(hex::encode(&plaintext), RESPONSE_HEADER);
-    assert_eq!(
-        decode_exact::<ResponseHeader>(&plaintext),
-        Ok(response_header())
-    );
+    assert_eq!(decode_exact::<ResponseHeader>(&plaintext), Ok(response_header()));
 }
 
 #[test]
@@ -276,19 +268,17 @@ fn nonces_are_not_interchangeable() {
     // The data chunk only opens at nonces 2 and 3: a fresh cipher (nonce 0) refuses it.
     let data = unhex(WIRE_DATA);
     let mut block: [u8; LEN_BLOCK] = data[..LEN_BLOCK].try_into().unwrap();
-    assert!(SessionCipher::new(&key(), &salt_l())
-        .open_length(&mut block)
-        .is_err());
+    assert!(SessionCipher::new(&key(), &salt_l()).open_length(&mut block).is_err());
     // And the other direction's subkey refuses the request.
     let wire = unhex(WIRE_REQUEST);
     let mut block: [u8; LEN_BLOCK] = wire[SALT_LEN..SALT_LEN + LEN_BLOCK].try_into().unwrap();
-    assert!(SessionCipher::new(&key(), &salt_r())
-        .open_length(&mut block)
-        .is_err());
+    assert!(SessionCipher::new(&key(), &salt_r()).open_length(&mut block).is_err());
 }
 
 /// The remote's real handshake and stream code accept the vector bytes: the request, then the
 /// data chunk and the end of stream through the `EncryptedStream` that continues the counter.
+/// Part of the data chunk arrives as `already_read` (bytes the remote read while connecting),
+/// the rest from the socket.
 #[tokio::test]
 async fn remote_handshake_reads_the_vectors() {
     let mut handshake = &unhex(WIRE_REQUEST)[..];
@@ -298,21 +288,28 @@ async fn remote_handshake_reads_the_vectors() {
     assert_eq!(accepted.salt, salt_l());
     assert_eq!(accepted.initial_data, INITIAL_DATA);
 
-    let (remote_end, mut local_end) = tokio::io::duplex(4096);
     let mut rest = unhex(WIRE_DATA);
     rest.extend_from_slice(&unhex(WIRE_EOS));
-    local_end.write_all(&rest).await.unwrap();
+    let (already_read, from_socket) = rest.split_at(10);
+    let (remote_end, mut local_end) = tokio::io::duplex(4096);
+    local_end.write_all(from_socket).await.unwrap();
 
     let mut stream = accepted
-        .respond(remote_end, &key(), &response_header())
+        .respond(remote_end, &key(), &response_header(), already_read)
         .await
         .unwrap();
     let mut got = Vec::new();
     stream.read_to_end(&mut got).await.unwrap();
     assert_eq!(got, DATA);
+    drop(stream);
 
-    // The response it sent (under a random salt) has the vector's length.
-    let mut response = vec![0u8; SALT_LEN + frame_len(unhex(RESPONSE_HEADER).len())];
-    local_end.read_exact(&mut response).await.unwrap();
+    // The response it sent is under a random salt, so only its length and plaintext match.
+    let mut response = Vec::new();
+    local_end.read_to_end(&mut response).await.unwrap();
     assert_eq!(response.len(), unhex(WIRE_RESPONSE).len());
+    let salt: [u8; SALT_LEN] = response[..SALT_LEN].try_into().unwrap();
+    let mut down = SessionCipher::new(&key(), &salt);
+    let (plaintext, used) = open(&mut down, &response[SALT_LEN..]);
+    assert_eq!(SALT_LEN + used, response.len());
+    assert_eq!(hex::encode(plaintext), RESPONSE_HEADER);
 }

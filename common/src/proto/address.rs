@@ -33,8 +33,7 @@ pub enum Address {
 impl Address {
     /// The unspecified IPv4 address and port 0: what a SOCKS reply carries when there is no
     /// meaningful bound address (every error reply).
-    pub const UNSPECIFIED: Address =
-        Address::Ip(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
+    pub const UNSPECIFIED: Address = Address::Ip(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
 
     pub fn port(&self) -> u16 {
         match self {
@@ -102,19 +101,13 @@ impl Decode for Address {
                 need(buf, 4 + 2)?;
                 let mut ip = [0u8; 4];
                 buf.copy_to_slice(&mut ip);
-                Ok(Address::Ip(SocketAddr::new(
-                    Ipv4Addr::from(ip).into(),
-                    buf.get_u16(),
-                )))
+                Ok(Address::Ip(SocketAddr::new(Ipv4Addr::from(ip).into(), buf.get_u16())))
             }
             ATYP_IPV6 => {
                 need(buf, 16 + 2)?;
                 let mut ip = [0u8; 16];
                 buf.copy_to_slice(&mut ip);
-                Ok(Address::Ip(SocketAddr::new(
-                    Ipv6Addr::from(ip).into(),
-                    buf.get_u16(),
-                )))
+                Ok(Address::Ip(SocketAddr::new(Ipv6Addr::from(ip).into(), buf.get_u16())))
             }
             ATYP_DOMAIN => {
                 need(buf, 1)?;
@@ -168,10 +161,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        assert_eq!(
-            decode_exact::<Address>(&[2, 0]),
-            Err(DecodeError::BadAddressType(2))
-        );
+        assert_eq!(decode_exact::<Address>(&[2, 0]), Err(DecodeError::BadAddressType(2)));
         assert_eq!(
             decode_exact::<Address>(b"\x03\x00\x00\x50"),
             Err(DecodeError::BadDomain)
@@ -185,10 +175,7 @@ mod tests {
             Err(DecodeError::BadDomain)
         );
         // A domain with no port is incomplete, never a panic.
-        assert_eq!(
-            decode_exact::<Address>(b"\x03\x03abc"),
-            Err(DecodeError::Incomplete)
-        );
+        assert_eq!(decode_exact::<Address>(b"\x03\x03abc"), Err(DecodeError::Incomplete));
         assert_eq!(
             decode_exact::<Address>(&[1, 1, 2, 3, 4, 0, 80, 9]),
             Err(DecodeError::TrailingBytes(1))
@@ -197,8 +184,7 @@ mod tests {
 
     fn any_address() -> impl Strategy<Value = Address> {
         prop_oneof![
-            (any::<IpAddr>(), any::<u16>())
-                .prop_map(|(ip, port)| Address::Ip(SocketAddr::new(ip, port))),
+            (any::<IpAddr>(), any::<u16>()).prop_map(|(ip, port)| Address::Ip(SocketAddr::new(ip, port))),
             ("[a-z0-9.-]{1,255}", any::<u16>()).prop_map(|(n, p)| Address::Domain(n, p)),
         ]
     }

@@ -67,7 +67,7 @@ impl RequestHeader {
 
     /// Bytes the header takes (the chunk may carry initial data after it).
     pub fn encoded_len(&self) -> usize {
-        1 + 8 + self.target.encoded_len() + 2 + usize::from(self.padding_len)
+        1 + 8 + self.target.encoded_len() + 2 + padding_len(self.padding_len)
     }
 
     pub fn encode(&self, buf: &mut impl BufMut) {
@@ -112,12 +112,7 @@ pub struct ResponseHeader {
 }
 
 impl ResponseHeader {
-    pub fn new(
-        request_salt: [u8; SALT_LEN],
-        status: ReplyCode,
-        timestamp: u64,
-        bound: Address,
-    ) -> Self {
+    pub fn new(request_salt: [u8; SALT_LEN], status: ReplyCode, timestamp: u64, bound: Address) -> Self {
         ResponseHeader {
             request_salt,
             status,
@@ -128,7 +123,7 @@ impl ResponseHeader {
     }
 
     pub fn encoded_len(&self) -> usize {
-        SALT_LEN + 1 + 8 + self.bound.encoded_len() + 2 + usize::from(self.padding_len)
+        SALT_LEN + 1 + 8 + self.bound.encoded_len() + 2 + padding_len(self.padding_len)
     }
 
     pub fn encode(&self, buf: &mut impl BufMut) {
@@ -165,10 +160,16 @@ fn random_padding_len() -> u16 {
 }
 
 fn put_padding(buf: &mut impl BufMut, len: u16) {
-    buf.put_u16(len);
+    let len = padding_len(len);
+    buf.put_u16(len as u16);
     // Zero bytes: the padding is encrypted with the rest of the chunk, so only its length shows
     // on the wire, and zeros keep encoding deterministic (test vectors).
-    buf.put_bytes(0, usize::from(len).min(MAX_PADDING));
+    buf.put_bytes(0, len);
+}
+
+/// The padding actually encoded: at most [`MAX_PADDING`], as decoders require.
+fn padding_len(len: u16) -> usize {
+    usize::from(len).min(MAX_PADDING)
 }
 
 fn get_padding(buf: &mut impl Buf) -> Result<u16, DecodeError> {
@@ -190,8 +191,7 @@ mod tests {
 
     #[test]
     fn request_leaves_initial_data() {
-        let header =
-            RequestHeader::connect(Address::domain("example.com", 80).unwrap(), 1_700_000_000);
+        let header = RequestHeader::connect(Address::domain("example.com", 80).unwrap(), 1_700_000_000);
         let mut buf = Vec::new();
         header.encode(&mut buf);
         assert_eq!(buf.len(), header.encoded_len());
@@ -203,20 +203,12 @@ mod tests {
 
     #[test]
     fn response_must_fill_its_chunk() {
-        let resp = ResponseHeader::new(
-            [9; 32],
-            ReplyCode::ConnectionRefused,
-            5,
-            Address::UNSPECIFIED,
-        );
+        let resp = ResponseHeader::new([9; 32], ReplyCode::ConnectionRefused, 5, Address::UNSPECIFIED);
         let mut buf = Vec::new();
         resp.encode(&mut buf);
         assert_eq!(decode_exact::<ResponseHeader>(&buf), Ok(resp));
         buf.push(0);
-        assert_eq!(
-            decode_exact::<ResponseHeader>(&buf),
-            Err(DecodeError::TrailingBytes(1))
-        );
+        assert_eq!(decode_exact::<ResponseHeader>(&buf), Err(DecodeError::TrailingBytes(1)));
     }
 
     #[test]

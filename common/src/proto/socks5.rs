@@ -308,8 +308,7 @@ mod tests {
         let login: UserPassRequest = decode_exact(b"\x01\x06myuser\x08mypasswd").unwrap();
         assert_eq!(login.username, b"myuser");
         assert_eq!(login.password, b"mypasswd");
-        let req: Request =
-            decode_exact(&[0x05, 0x01, 0x00, 0x01, 0x7f, 0x00, 0x00, 0x01, 0x00, 0x50]).unwrap();
+        let req: Request = decode_exact(&[0x05, 0x01, 0x00, 0x01, 0x7f, 0x00, 0x00, 0x01, 0x00, 0x50]).unwrap();
         assert_eq!(req.command, Command::Connect);
         assert_eq!(req.target, Address::Ip("127.0.0.1:80".parse().unwrap()));
         assert!(!format!("{login:?}").contains("mypasswd"));
@@ -340,10 +339,7 @@ mod tests {
             decode_exact::<Greeting>(&[0x05, 0x00]),
             Err(DecodeError::BadField("NMETHODS"))
         );
-        assert_eq!(
-            decode_exact::<Greeting>(&[0x05, 0x03, 0]),
-            Err(DecodeError::Incomplete)
-        );
+        assert_eq!(decode_exact::<Greeting>(&[0x05, 0x03, 0]), Err(DecodeError::Incomplete));
         assert_eq!(
             decode_exact::<UserPassRequest>(b"\x01\x00\x00"),
             Err(DecodeError::BadField("ULEN"))
