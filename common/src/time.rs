@@ -9,3 +9,8 @@ pub fn unix_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// `a - b` in seconds, signed, for any two timestamps (no overflow whatever a peer sent).
+pub fn skew(a: u64, b: u64) -> i128 {
+    i128::from(a) - i128::from(b)
+}

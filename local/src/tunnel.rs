@@ -80,8 +80,8 @@ pub async fn open(
     let header = RequestHeader::connect(target.clone(), unix_now());
     let pending = PendingTunnel::send_request(stream, &config.key, &header, initial).await?;
     let (response, tunnel) = pending.read_response().await?;
-    let drift = response.timestamp as i64 - unix_now() as i64;
-    if drift.unsigned_abs() > TIMESTAMP_WINDOW_SECS / 2 {
+    let drift = warren_common::time::skew(response.timestamp, unix_now());
+    if drift.unsigned_abs() > u128::from(TIMESTAMP_WINDOW_SECS / 2) {
         tracing::warn!(
             remote = %config.remote,
             "the remote's clock is {drift:+} s off ours; beyond ±{TIMESTAMP_WINDOW_SECS} s it will refuse every \

@@ -83,14 +83,12 @@ async fn happy_eyeballs(addrs: Vec<SocketAddr>) -> io::Result<TcpStream> {
                     if best_error.as_ref().is_none_or(|b| rank(&e) > rank(b)) {
                         best_error = Some(e);
                     }
-                    if running.is_empty() {
-                        match waiting.next() {
-                            Some(addr) => {
-                                running.push(TcpStream::connect(addr));
-                                delay.as_mut().reset(tokio::time::Instant::now() + ATTEMPT_DELAY);
-                            }
-                            None => return Err(best_error.unwrap_or_else(|| io::ErrorKind::NotFound.into())),
-                        }
+                    // A failure starts the next attempt at once instead of waiting out the delay.
+                    if let Some(addr) = waiting.next() {
+                        running.push(TcpStream::connect(addr));
+                        delay.as_mut().reset(tokio::time::Instant::now() + ATTEMPT_DELAY);
+                    } else if running.is_empty() {
+                        return Err(best_error.unwrap_or_else(|| io::ErrorKind::NotFound.into()));
                     }
                 }
             },

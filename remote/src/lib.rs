@@ -75,8 +75,8 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         }
     };
     let now = unix_now();
-    let skew = request.header.timestamp as i64 - now as i64;
-    if skew.unsigned_abs() > TIMESTAMP_WINDOW_SECS {
+    let skew = warren_common::time::skew(request.header.timestamp, now);
+    if skew.unsigned_abs() > u128::from(TIMESTAMP_WINDOW_SECS) {
         tracing::warn!(
             %peer,
             "request stamped {skew:+} s from our clock, outside ±{TIMESTAMP_WINDOW_SECS} s: ignored. If this is your \
