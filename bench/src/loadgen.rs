@@ -1,0 +1,205 @@
+//! Load generator for bench/run.sh: a sink target server, and clients that go through any
+//! SOCKS5 proxy (or straight to the sink, for the no-proxy ceiling).
+//!
+//! The sink writes one byte (`!`) on accept, so "first byte back" measures connection set-up
+//! end to end; then it reads and discards until EOF and answers with the byte count (u64 BE),
+//! so a throughput client knows every byte arrived before it stops its clock.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Parser)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the sink target server; prints its address, then serves until killed.
+    Sink {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+    /// Push `bytes` through each of `streams` parallel connections; prints aggregate MB/s.
+    Throughput {
+        #[command(flatten)]
+        route: Route,
+        #[arg(long)]
+        bytes: u64,
+        #[arg(long, default_value_t = 1)]
+        streams: usize,
+    },
+    /// `count` sequential connections: handshake + CONNECT + first byte; prints p50 and p99 in µs.
+    Latency {
+        #[command(flatten)]
+        route: Route,
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+    },
+    /// Open `count` connections and hold them idle for `hold` seconds; prints how many opened.
+    Idle {
+        #[command(flatten)]
+        route: Route,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 10.0)]
+        hold: f64,
+    },
+}
+
+#[derive(clap::Args, Clone, Copy)]
+struct Route {
+    /// SOCKS5 proxy to go through; omit to connect to the target directly.
+    #[arg(long)]
+    socks: Option<SocketAddr>,
+    /// The sink's address.
+    #[arg(long)]
+    target: SocketAddr,
+}
+
+/// Connects to the sink through the route and waits for its first byte.
+async fn open(route: Route) -> Result<TcpStream> {
+    let mut stream = match route.socks {
+        None => TcpStream::connect(route.target).await?,
+        Some(proxy) => {
+            let mut s = TcpStream::connect(proxy).await?;
+            s.set_nodelay(true)?;
+            let mut req = vec![5, 1, 0, 5, 1, 0];
+            match route.target {
+                SocketAddr::V4(a) => {
+                    req.push(1);
+                    req.extend_from_slice(&a.ip().octets());
+                }
+                SocketAddr::V6(a) => {
+                    req.push(4);
+                    req.extend_from_slice(&a.ip().octets());
+                }
+            }
+            req.extend_from_slice(&route.target.port().to_be_bytes());
+            s.write_all(&req).await?;
+            let mut sel = [0u8; 2];
+            s.read_exact(&mut sel).await?;
+            if sel != [5, 0] {
+                bail!("method selection {sel:?}");
+            }
+            let mut head = [0u8; 4];
+            s.read_exact(&mut head).await?;
+            if head[1] != 0 {
+                bail!("SOCKS5 reply {:#04x}", head[1]);
+            }
+            let rest = match head[3] {
+                1 => 4 + 2,
+                4 => 16 + 2,
+                3 => usize::from(s.read_u8().await?) + 2,
+                t => bail!("reply ATYP {t}"),
+            };
+            let mut skip = vec![0u8; rest];
+            s.read_exact(&mut skip).await?;
+            s
+        }
+    };
+    stream.set_nodelay(true)?;
+    let mut first = [0u8; 1];
+    stream.read_exact(&mut first).await.context("first byte")?;
+    Ok(stream)
+}
+
+async fn sink(listen: SocketAddr) -> Result<()> {
+    let listener = TcpListener::bind(listen).await?;
+    println!("{}", listener.local_addr()?);
+    loop {
+        let (mut s, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let _ = s.set_nodelay(true);
+            if s.write_all(b"!").await.is_err() {
+                return;
+            }
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut total: u64 = 0;
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => total += n as u64,
+                    Err(_) => return,
+                }
+            }
+            let _ = s.write_all(&total.to_be_bytes()).await;
+            let _ = s.shutdown().await;
+        });
+    }
+}
+
+async fn push(route: Route, bytes: u64) -> Result<()> {
+    let mut s = open(route).await?;
+    let buf = vec![0x5au8; 256 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        s.write_all(&buf[..n]).await?;
+        left -= n as u64;
+    }
+    s.shutdown().await?;
+    let got = s.read_u64().await.context("sink's byte count")?;
+    if got != bytes {
+        bail!("sink received {got} of {bytes} bytes");
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Args::parse().cmd {
+        Cmd::Sink { listen } => sink(listen).await,
+        Cmd::Throughput { route, bytes, streams } => {
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..streams).map(|_| tokio::spawn(push(route, bytes))).collect();
+            for t in tasks {
+                t.await??;
+            }
+            let secs = start.elapsed().as_secs_f64();
+            println!("{:.1}", (bytes * streams as u64) as f64 / secs / 1e6);
+            Ok(())
+        }
+        Cmd::Latency { route, count } => {
+            let mut times = Vec::with_capacity(count);
+            for _ in 0..count {
+                let start = Instant::now();
+                let s = open(route).await?;
+                times.push(start.elapsed());
+                drop(s);
+            }
+            times.sort();
+            println!("{} {}", percentile(&times, 0.5).as_micros(), percentile(&times, 0.99).as_micros());
+            Ok(())
+        }
+        Cmd::Idle { route, count, hold } => {
+            let mut held = Vec::with_capacity(count);
+            let mut failed = 0usize;
+            // Open in batches so the proxies see a realistic ramp, not one burst of SYNs.
+            for batch in (0..count).collect::<Vec<_>>().chunks(200) {
+                let opens: Vec<_> = batch.iter().map(|_| tokio::spawn(open(route))).collect();
+                for o in opens {
+                    match o.await? {
+                        Ok(s) => held.push(s),
+                        Err(_) => failed += 1,
+                    }
+                }
+            }
+            println!("{} {}", held.len(), failed);
+            tokio::time::sleep(Duration::from_secs_f64(hold)).await;
+            drop(held);
+            Ok(())
+        }
+    }
+}
