@@ -88,35 +88,43 @@ where
     }
 }
 
-/// A token cancelled on SIGINT or SIGTERM.
+/// A token cancelled on SIGINT or SIGTERM. The handlers are installed before this returns, so
+/// a signal that arrives any time after the call is caught (call it before announcing readiness).
 pub fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let trigger = token.clone();
+    let signal = wait_for_signal();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signal.await;
         tracing::info!("shutdown signal received");
         trigger.cancel();
     });
     token
 }
 
+/// Installs the handlers at once (not at the first poll) and returns a future for the first signal.
 #[cfg(unix)]
-async fn wait_for_signal() {
+fn wait_for_signal() -> impl Future<Output = ()> + Send {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
+    let streams = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+    async move {
+        match streams {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+fn wait_for_signal() -> impl Future<Output = ()> + Send {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -58,8 +58,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     let config = LocalConfig::try_from(&raw)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let listener = warren_common::net::bind(config.listen)
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener =
+            warren_common::net::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+        // Signal handlers go in before the ready line, so a signal sent on seeing it is caught.
+        let shutdown = warren_common::server::shutdown_on_signals();
         tracing::info!(
             listen = %config.listen,
             remote = %config.remote,
@@ -68,7 +70,6 @@ fn run(args: Args) -> anyhow::Result<()> {
             "warren-local {} serving SOCKS5",
             env!("CARGO_PKG_VERSION")
         );
-        let shutdown = warren_common::server::shutdown_on_signals();
         warren_local::run(listener, config, shutdown).await;
         tracing::info!("stopped");
         Ok(())

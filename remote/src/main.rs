@@ -65,15 +65,16 @@ fn run(args: Args) -> anyhow::Result<()> {
     let config = RemoteConfig::try_from(&raw)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let listener = warren_common::net::bind(config.listen)
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener =
+            warren_common::net::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+        // Signal handlers go in before the ready line, so a signal sent on seeing it is caught.
+        let shutdown = warren_common::server::shutdown_on_signals();
         tracing::info!(
             listen = %config.listen,
             max_connections = config.limits.max_connections,
             "warren-remote {} accepting tunnels",
             env!("CARGO_PKG_VERSION")
         );
-        let shutdown = warren_common::server::shutdown_on_signals();
         warren_remote::run(listener, config, shutdown).await;
         tracing::info!("stopped");
         Ok(())
