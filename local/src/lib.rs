@@ -53,17 +53,13 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig
     let target = request.target;
     if request.command != Command::Connect {
         tracing::info!(%peer, %target, command = ?request.command, "refused: command not supported");
-        let _ =
-            socks5::send_reply(&mut client, &Reply::error(ReplyCode::CommandNotSupported)).await;
+        let _ = socks5::send_reply(&mut client, &Reply::error(ReplyCode::CommandNotSupported)).await;
         return;
     }
 
     // Bytes the client sent after its request (pipelining) ride in the tunnel's first chunk.
     let initial = buf.split();
-    let open = tokio::time::timeout(
-        config.timeouts.connect,
-        tunnel::open(&config, &target, &initial),
-    );
+    let open = tokio::time::timeout(config.timeouts.connect, tunnel::open(&config, &target, &initial));
     tokio::pin!(open);
     let mut early = BytesMut::new();
     let opened = loop {

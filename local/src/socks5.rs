@@ -7,8 +7,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warren_common::config::User;
 use warren_common::proto::socks5::{
-    Greeting, MethodSelection, Reply, ReplyCode, Request, UserPassReply, UserPassRequest,
-    METHOD_NONE_ACCEPTABLE, METHOD_NO_AUTH, METHOD_USER_PASS,
+    Greeting, MethodSelection, Reply, ReplyCode, Request, UserPassReply, UserPassRequest, METHOD_NONE_ACCEPTABLE,
+    METHOD_NO_AUTH, METHOD_USER_PASS,
 };
 use warren_common::proto::{decode_prefix, Decode, DecodeError};
 
@@ -37,10 +37,7 @@ pub enum Socks5Error {
 }
 
 /// Reads one message, pulling more bytes from the socket until it is complete.
-async fn read_message<T: Decode>(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-) -> Result<T, Socks5Error> {
+async fn read_message<T: Decode>(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<T, Socks5Error> {
     loop {
         match decode_prefix::<T>(buf) {
             Ok((msg, used)) => {
@@ -48,9 +45,7 @@ async fn read_message<T: Decode>(
                 return Ok(msg);
             }
             Err(DecodeError::Incomplete) if buf.len() < MAX_MESSAGE => {}
-            Err(DecodeError::Incomplete) => {
-                return Err(Socks5Error::Malformed(DecodeError::BadField("length")))
-            }
+            Err(DecodeError::Incomplete) => return Err(Socks5Error::Malformed(DecodeError::BadField("length"))),
             Err(e) => return Err(Socks5Error::Malformed(e)),
         }
         if stream.read_buf(buf).await? == 0 {
@@ -67,11 +62,7 @@ pub async fn send_reply(stream: &mut TcpStream, reply: &Reply) -> std::io::Resul
 
 /// Runs the handshake up to and including the request. Refusals (method 0xFF, failed login,
 /// an error reply for a malformed request) are sent here before returning the error.
-pub async fn negotiate(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    users: &[User],
-) -> Result<Request, Socks5Error> {
+pub async fn negotiate(stream: &mut TcpStream, buf: &mut BytesMut, users: &[User]) -> Result<Request, Socks5Error> {
     let greeting: Greeting = match read_message(stream, buf).await {
         Ok(greeting) => greeting,
         Err(Socks5Error::Malformed(DecodeError::BadVersion(4))) => {
@@ -79,6 +70,13 @@ pub async fn negotiate(
             // refusal instead of a protocol error.
             let _ = stream.write_all(&[0x00, 0x5B, 0, 0, 0, 0, 0, 0]).await;
             return Err(Socks5Error::Malformed(DecodeError::BadVersion(4)));
+        }
+        Err(Socks5Error::Malformed(DecodeError::BadField("NMETHODS"))) => {
+            // No methods offered: none is acceptable, which RFC 1928 §3 answers with 0xFF.
+            let mut out = Vec::with_capacity(2);
+            MethodSelection(METHOD_NONE_ACCEPTABLE).encode(&mut out);
+            let _ = stream.write_all(&out).await;
+            return Err(Socks5Error::NoAcceptableMethod);
         }
         Err(e) => return Err(e),
     };

@@ -28,11 +28,10 @@ pub async fn connect(target: &Address, acl: &Acl) -> Result<TcpStream, ReplyCode
             if acl.check_name(name) == Some(Verdict::Deny) {
                 return Err(ReplyCode::NotAllowed);
             }
-            let resolved: Vec<SocketAddr> =
-                match tokio::net::lookup_host((name.as_str(), *port)).await {
-                    Ok(addrs) => addrs.collect(),
-                    Err(_) => return Err(ReplyCode::HostUnreachable),
-                };
+            let resolved: Vec<SocketAddr> = match tokio::net::lookup_host((name.as_str(), *port)).await {
+                Ok(addrs) => addrs.collect(),
+                Err(_) => return Err(ReplyCode::HostUnreachable),
+            };
             if resolved.is_empty() {
                 return Err(ReplyCode::HostUnreachable);
             }
@@ -80,7 +79,7 @@ async fn happy_eyeballs(addrs: Vec<SocketAddr>) -> io::Result<TcpStream> {
             Some(result) = running.next(), if !running.is_empty() => match result {
                 Ok(stream) => return Ok(stream),
                 Err(e) => {
-                    if best_error.as_ref().is_none_or(|b| rank(&e) > rank(b)) {
+                    if best_error.as_ref().map_or(true, |b| rank(&e) > rank(b)) {
                         best_error = Some(e);
                     }
                     // A failure starts the next attempt at once instead of waiting out the delay.
@@ -114,9 +113,7 @@ fn reply_code(e: &io::Error) -> ReplyCode {
     match (e.kind(), e.raw_os_error()) {
         (io::ErrorKind::ConnectionRefused, _) => ReplyCode::ConnectionRefused,
         (io::ErrorKind::TimedOut, _) => ReplyCode::TtlExpired,
-        (io::ErrorKind::NetworkUnreachable, _) | (_, Some(ENETUNREACH)) => {
-            ReplyCode::NetworkUnreachable
-        }
+        (io::ErrorKind::NetworkUnreachable, _) | (_, Some(ENETUNREACH)) => ReplyCode::NetworkUnreachable,
         (io::ErrorKind::HostUnreachable, _) | (_, Some(EHOSTUNREACH)) => ReplyCode::HostUnreachable,
         _ => ReplyCode::GeneralFailure,
     }
@@ -133,9 +130,6 @@ mod tests {
             .map(|s| s.parse().unwrap())
             .collect();
         let got: Vec<String> = interleave(a).iter().map(ToString::to_string).collect();
-        assert_eq!(
-            got,
-            ["[::1]:1", "1.1.1.1:1", "[::2]:1", "2.2.2.2:1", "3.3.3.3:1"]
-        );
+        assert_eq!(got, ["[::1]:1", "1.1.1.1:1", "[::2]:1", "2.2.2.2:1", "3.3.3.3:1"]);
     }
 }

@@ -54,12 +54,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let started = Instant::now();
     let config = &shared.config;
     let deadline = tokio::time::Instant::now() + config.timeouts.handshake;
-    let mut request = match tokio::time::timeout_at(
-        deadline,
-        AcceptedRequest::read(&mut stream, &config.key),
-    )
-    .await
-    {
+    let mut request = match tokio::time::timeout_at(deadline, AcceptedRequest::read(&mut stream, &config.key)).await {
         Ok(Ok(request)) => request,
         Ok(Err(HandshakeError::Unauthenticated | HandshakeError::Malformed(_))) => {
             tracing::info!(%peer, "request failed authentication (a probe, or a client with another key): ignored");
@@ -96,10 +91,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
 
     // Connect, but give up at once if the local goes away meanwhile. Bytes it sends meanwhile
     // are kept for the relay.
-    let connect = tokio::time::timeout(
-        config.timeouts.connect,
-        connect::connect(&target, &config.acl),
-    );
+    let connect = tokio::time::timeout(config.timeouts.connect, connect::connect(&target, &config.acl));
     tokio::pin!(connect);
     let mut early = Vec::new();
     let connected = loop {
@@ -121,20 +113,14 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     };
     let (status, bound, outbound) = match result {
         Ok(outbound) => {
-            let bound = outbound
-                .local_addr()
-                .map(Address::Ip)
-                .unwrap_or(Address::UNSPECIFIED);
+            let bound = outbound.local_addr().map(Address::Ip).unwrap_or(Address::UNSPECIFIED);
             (ReplyCode::Succeeded, bound, Some(outbound))
         }
         Err(code) => (code, Address::UNSPECIFIED, None),
     };
     let response = ResponseHeader::new(request.salt, status, unix_now(), bound);
     let initial_data = std::mem::take(&mut request.initial_data);
-    let mut tunnel = match request
-        .respond(stream, &config.key, &response, &early)
-        .await
-    {
+    let mut tunnel = match request.respond(stream, &config.key, &response, &early).await {
         Ok(tunnel) => tunnel,
         Err(e) => {
             tracing::debug!(%peer, %target, "could not send the response: {e}");

@@ -27,10 +27,7 @@ impl ReplayFilter {
     /// requests that authenticated and whose timestamp is inside the window, so the map holds at
     /// most one window's worth of genuine requests.
     pub fn check_and_insert(&self, salt: [u8; SALT_LEN], timestamp: u64, now: u64) -> bool {
-        let mut inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if now >= inner.next_prune {
             inner.seen.retain(|_, expires| *expires >= now);
             inner.next_prune = now + PRUNE_EVERY_SECS;
