@@ -1,0 +1,380 @@
+//! The warren-local binary as a user runs it: flags, exit codes, config errors reported before
+//! anything is bound, signals, the `--listen` override, and the log's hints and discretion.
+//! A warren-remote, where one is needed, runs in-process from the library.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use warren_common::config::{RawConfig, RemoteConfig};
+use warren_common::crypto::Key;
+
+const BIN: &str = env!("CARGO_BIN_EXE_warren-local");
+/// Upper bound for anything the tests wait for.
+const BOUND: Duration = Duration::from_secs(10);
+
+/// A running warren-local process whose stderr is collected line by line. Killed if a test
+/// fails before it exits.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start warren-local");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits (up to 10 s) for a stderr line containing `needle` and returns it.
+    fn wait_line(&mut self, needle: &str) -> String {
+        let until = Instant::now() + BOUND;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no stderr line with {needle:?} within 10 s; stderr so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits (up to 10 s) for the process to exit; returns its status and all of its stderr.
+    fn wait_exit(&mut self) -> (ExitStatus, String) {
+        let until = Instant::now() + BOUND;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < until,
+                "warren-local still running after 10 s; stderr:\n{}",
+                self.log.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The reader thread ends at EOF, which comes right after the exit.
+        while let Ok(line) = self.lines.recv_timeout(BOUND) {
+            self.log.push(line);
+        }
+        (status, self.log.join("\n"))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Writes `yaml` to a fresh file under the target's temporary directory.
+fn config_file(yaml: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "local-cli-{}-{}.yaml",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, yaml).expect("write config");
+    path
+}
+
+/// A loopback port nothing listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn key() -> String {
+    Key::generate().to_base64()
+}
+
+/// A raw, blocking SOCKS5 CONNECT (with an RFC 1929 login if given). Returns the reply code, or
+/// None if the server refused the login.
+fn socks5_connect(proxy: SocketAddr, target: SocketAddr, login: Option<(&str, &str)>) -> Option<u8> {
+    let mut s = TcpStream::connect(proxy).expect("connect to warren-local");
+    s.set_read_timeout(Some(BOUND)).unwrap();
+    let method = if login.is_some() { 0x02 } else { 0x00 };
+    s.write_all(&[5, 1, method]).unwrap();
+    let mut sel = [0u8; 2];
+    s.read_exact(&mut sel).expect("method selection");
+    assert_eq!(sel, [5, method]);
+    if let Some((user, pass)) = login {
+        let mut msg = vec![1, user.len() as u8];
+        msg.extend_from_slice(user.as_bytes());
+        msg.push(pass.len() as u8);
+        msg.extend_from_slice(pass.as_bytes());
+        s.write_all(&msg).unwrap();
+        let mut status = [0u8; 2];
+        s.read_exact(&mut status).expect("login status");
+        if status[1] != 0 {
+            return None;
+        }
+    }
+    let SocketAddr::V4(v4) = target else {
+        panic!("IPv4 targets only")
+    };
+    let mut req = vec![5, 1, 0, 1];
+    req.extend_from_slice(&v4.ip().octets());
+    req.extend_from_slice(&v4.port().to_be_bytes());
+    s.write_all(&req).unwrap();
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).expect("a complete SOCKS5 reply within 10 s");
+    assert_eq!(reply[0], 5);
+    Some(reply[1])
+}
+
+/// Starts an in-process warren-remote with `key` on 127.0.0.1:0; `extra` holds lines for its
+/// `remote:` section.
+async fn start_remote(key: &str, extra: &str) -> (SocketAddr, CancellationToken) {
+    let yaml = format!("key: \"{key}\"\nremote:\n  listen: \"127.0.0.1:0\"\n{extra}");
+    let raw = RawConfig::from_yaml(&yaml, "remote.yaml").unwrap();
+    let config = RemoteConfig::try_from(&raw).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(warren_remote::run(listener, config, shutdown.clone()));
+    (addr, shutdown)
+}
+
+// --version and --help print and exit 0.
+#[test]
+fn version_and_help_exit_0() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("warren-local") && text.contains(env!("CARGO_PKG_VERSION")),
+        "{text}"
+    );
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("--listen") && text.contains("--config"), "{text}");
+}
+
+// Each config error exits with code 2 and a message naming the field, without binding: the
+// listen port is held by the test, so a bind attempt would have failed with "cannot listen"
+// instead (the control case shows that it does).
+#[test]
+fn config_errors_exit_2_before_binding_and_name_the_field() {
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = held.local_addr().unwrap();
+    let good = key();
+    let with = |key: &str, extra: &str| {
+        format!("key: \"{key}\"\nlocal:\n  listen: \"{listen}\"\n  remote: \"127.0.0.1:9\"\n{extra}")
+    };
+    let missing = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("no-such-config.yaml");
+    let file = |yaml: String| config_file(&yaml).to_str().unwrap().to_owned();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["-c".into(), file(with("not base64!", ""))],
+            "key: key is not valid base64",
+        ),
+        (vec!["-c".into(), file(with("AAAA", ""))], "key: key must be 32 bytes"),
+        (
+            vec![
+                "-c".into(),
+                file(format!(
+                    "key: \"{good}\"\nlocal:\n  listen: \"nope\"\n  remote: \"127.0.0.1:9\"\n"
+                )),
+            ],
+            "local.listen",
+        ),
+        (
+            vec!["-c".into(), file(with(&good, "  colour: blue\n"))],
+            "unknown field `colour`",
+        ),
+        (
+            vec![
+                "-c".into(),
+                file(with(&good, "  users:\n    - {username: alice, password: \"\"}\n")),
+            ],
+            "local.users[0].password",
+        ),
+        // No file at all; the flag supplies the listen address.
+        (
+            vec![
+                "-c".into(),
+                missing.to_str().unwrap().into(),
+                "--listen".into(),
+                listen.to_string(),
+            ],
+            "cannot read",
+        ),
+    ];
+    for (args, needle) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let started = Instant::now();
+        let mut proc = Proc::spawn(&args);
+        let (status, stderr) = proc.wait_exit();
+        assert_eq!(status.code(), Some(2), "{needle}: {stderr}");
+        assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+        assert!(!stderr.contains("cannot listen"), "{needle}: bound first: {stderr}");
+        assert!(started.elapsed() < BOUND);
+    }
+
+    // Control: a valid config on the held port gets as far as binding, and fails there.
+    let mut proc = Proc::spawn(&["-c", config_file(&with(&good, "")).to_str().unwrap()]);
+    let (status, stderr) = proc.wait_exit();
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("cannot listen"), "{stderr}");
+
+    // And none of the failed runs left anything bound on the port.
+    drop(held);
+    TcpListener::bind(listen).expect("the port is free again");
+}
+
+// SIGTERM and SIGINT each stop the server with exit code 0 and a "stopped" log line.
+#[test]
+fn sigterm_and_sigint_exit_0() {
+    for sig in ["TERM", "INT"] {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let path = config_file(&format!(
+            "key: \"{}\"\nlocal:\n  listen: \"{listen}\"\n  remote: \"127.0.0.1:9\"\n",
+            key()
+        ));
+        let mut proc = Proc::spawn(&["-c", path.to_str().unwrap()]);
+        proc.wait_line("serving SOCKS5");
+        proc.signal(sig);
+        let (status, stderr) = proc.wait_exit();
+        assert_eq!(status.code(), Some(0), "SIG{sig}: {stderr}");
+        assert!(stderr.contains("shutdown signal received"), "SIG{sig}: {stderr}");
+        assert!(
+            stderr.lines().last().unwrap_or("").contains("stopped"),
+            "SIG{sig}: {stderr}"
+        );
+    }
+}
+
+// --listen wins over local.listen: the log names the flag's address, that port accepts
+// connections, and the config's port stays unbound.
+#[test]
+fn listen_flag_overrides_the_config() {
+    let in_config = free_port();
+    let flag = format!("127.0.0.1:{}", free_port());
+    let path = config_file(&format!(
+        "key: \"{}\"\nlocal:\n  listen: \"127.0.0.1:{in_config}\"\n  remote: \"127.0.0.1:9\"\n",
+        key()
+    ));
+    let mut proc = Proc::spawn(&["-c", path.to_str().unwrap(), "--listen", &flag]);
+    let line = proc.wait_line("serving SOCKS5");
+    assert!(line.contains(&format!("listen={flag}")), "{line}");
+    TcpStream::connect(&flag).expect("the flag's port is bound");
+    TcpListener::bind(("127.0.0.1", in_config)).expect("the config's port is not bound");
+    proc.signal("TERM");
+    assert_eq!(proc.wait_exit().0.code(), Some(0));
+}
+
+// Against a remote holding another key, a CONNECT gets 0x01 and the log explains the silence
+// (wrong key or clocks); even at trace level, neither key nor any password reaches the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_key_hint_and_no_secrets_in_the_log() {
+    let (local_key, remote_key) = (key(), key());
+    let (remote, remote_stop) = start_remote(
+        &remote_key,
+        "  handshake_timeout: 1\n  acl:\n    - allow: \"127.0.0.1\"\n",
+    )
+    .await;
+    let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target_addr = target.local_addr().unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let password = "correct-horse-battery-staple";
+    let wrong_password = "not-the-password-0451";
+    let path = config_file(&format!(
+        "key: \"{local_key}\"\nlocal:\n  listen: \"{listen}\"\n  remote: \"{remote}\"\n  connect_timeout: 3\n  \
+         users:\n    - {{username: alice, password: \"{password}\"}}\n"
+    ));
+    let mut proc = Proc::spawn(&["-c", path.to_str().unwrap(), "--log-level", "trace"]);
+    proc.wait_line("serving SOCKS5");
+
+    assert_eq!(
+        socks5_connect(listen, target_addr, Some(("alice", wrong_password))),
+        None
+    );
+    let started = Instant::now();
+    assert_eq!(
+        socks5_connect(listen, target_addr, Some(("alice", password))),
+        Some(0x01)
+    );
+    assert!(started.elapsed() < BOUND);
+    let hint = proc.wait_line("wrong key");
+    assert!(hint.contains("clock"), "{hint}");
+
+    proc.signal("TERM");
+    let (status, stderr) = proc.wait_exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    for secret in [local_key.as_str(), remote_key.as_str(), password, wrong_password] {
+        assert!(
+            !stderr.contains(secret),
+            "the log shows the secret {secret:?}:\n{stderr}"
+        );
+    }
+    remote_stop.cancel();
+}
+
+// A remote that accepts and never answers: after connect_timeout the client gets 0x01 and the
+// log says the remote did not answer, naming the wrong-key and clock causes.
+#[test]
+fn silent_remote_hint() {
+    // The kernel completes connections into this listener's backlog; nothing ever answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let path = config_file(&format!(
+        "key: \"{}\"\nlocal:\n  listen: \"{listen}\"\n  remote: \"{}\"\n  connect_timeout: 2\n",
+        key(),
+        silent.local_addr().unwrap()
+    ));
+    let mut proc = Proc::spawn(&["-c", path.to_str().unwrap()]);
+    proc.wait_line("serving SOCKS5");
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    assert_eq!(socks5_connect(listen, target.local_addr().unwrap(), None), Some(0x01));
+    let hint = proc.wait_line("did not answer");
+    assert!(hint.contains("wrong key") && hint.contains("clock"), "{hint}");
+    proc.signal("TERM");
+    assert_eq!(proc.wait_exit().0.code(), Some(0));
+}

@@ -1,0 +1,392 @@
+//! The warren-remote binary as a user runs it: flags, `genkey`, exit codes, config errors
+//! reported before anything is bound, the published example key, signals, the `--listen`
+//! override, and a log that never shows the key.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use warren_common::config::EXAMPLE_KEY;
+use warren_common::crypto::Key;
+use warren_common::proto::address::Address;
+use warren_common::proto::header::RequestHeader;
+use warren_common::proto::socks5::ReplyCode;
+use warren_common::time::unix_now;
+use warren_common::tunnel::PendingTunnel;
+
+const BIN: &str = env!("CARGO_BIN_EXE_warren-remote");
+/// Upper bound for anything the tests wait for.
+const BOUND: Duration = Duration::from_secs(10);
+
+/// A running warren-remote process whose stderr is collected line by line. Killed if a test
+/// fails before it exits.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start warren-remote");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits (up to 10 s) for a stderr line containing `needle` and returns it.
+    fn wait_line(&mut self, needle: &str) -> String {
+        let until = Instant::now() + BOUND;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no stderr line with {needle:?} within 10 s; stderr so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits (up to 10 s) for the process to exit; returns its status and all of its stderr.
+    fn wait_exit(&mut self) -> (ExitStatus, String) {
+        let until = Instant::now() + BOUND;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < until,
+                "warren-remote still running after 10 s; stderr:\n{}",
+                self.log.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The reader thread ends at EOF, which comes right after the exit.
+        while let Ok(line) = self.lines.recv_timeout(BOUND) {
+            self.log.push(line);
+        }
+        (status, self.log.join("\n"))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Writes `yaml` to a fresh file under the target's temporary directory.
+fn config_file(yaml: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "remote-cli-{}-{}.yaml",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, yaml).expect("write config");
+    path
+}
+
+/// A loopback port nothing listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn key() -> String {
+    Key::generate().to_base64()
+}
+
+/// Starts the binary on a free loopback port with `key` and `extra` lines for `remote:`, and
+/// waits for its "accepting tunnels" line.
+fn start(key: &str, extra: &str, more_args: &[&str]) -> (Proc, SocketAddr) {
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let path = config_file(&format!("key: \"{key}\"\nremote:\n  listen: \"{listen}\"\n{extra}"));
+    let mut args = vec!["-c", path.to_str().unwrap()];
+    args.extend_from_slice(more_args);
+    let mut proc = Proc::spawn(&args);
+    proc.wait_line("accepting tunnels");
+    (proc, listen)
+}
+
+// --version and --help print and exit 0.
+#[test]
+fn version_and_help_exit_0() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("warren-remote") && text.contains(env!("CARGO_PKG_VERSION")),
+        "{text}"
+    );
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("genkey") && text.contains("--listen") && text.contains("--config"),
+        "{text}"
+    );
+}
+
+// `genkey` prints standard padded base64 of 32 bytes, a different key each run, which the
+// config accepts.
+#[test]
+fn genkey_prints_a_fresh_32_byte_key() {
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let out = Command::new(BIN).arg("genkey").output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let key = text.trim_end_matches('\n');
+        assert_eq!(key.len(), 44, "{key:?}");
+        assert!(key.ends_with('='), "not padded: {key:?}");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .unwrap_or_else(|e| panic!("{key:?} is not standard base64: {e}"));
+        assert_eq!(bytes.len(), 32);
+        Key::from_base64(key).expect("the config accepts it");
+        keys.push(key.to_owned());
+    }
+    assert_ne!(keys[0], keys[1], "genkey printed the same key twice");
+}
+
+// Each config error exits with code 2 and a message naming the field, without binding: the
+// listen port is held by the test, so a bind attempt would have failed with "cannot listen"
+// instead (the control case shows that it does).
+#[test]
+fn config_errors_exit_2_before_binding_and_name_the_field() {
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = held.local_addr().unwrap();
+    let good = key();
+    let with = |key: &str, extra: &str| format!("key: \"{key}\"\nremote:\n  listen: \"{listen}\"\n{extra}");
+    let missing = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("no-such-config.yaml");
+    let file = |yaml: String| config_file(&yaml).to_str().unwrap().to_owned();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["-c".into(), file(with("not base64!", ""))],
+            "key: key is not valid base64",
+        ),
+        (vec!["-c".into(), file(with("AAAA", ""))], "key: key must be 32 bytes"),
+        (
+            vec![
+                "-c".into(),
+                file(format!("key: \"{good}\"\nremote:\n  listen: \"nope\"\n")),
+            ],
+            "remote.listen",
+        ),
+        (
+            vec!["-c".into(), file(with(&good, "  colour: blue\n"))],
+            "unknown field `colour`",
+        ),
+        (
+            vec!["-c".into(), file(with(&good, "  acl:\n    - allow: \"10.0.0.0/33\"\n"))],
+            "remote.acl[0]",
+        ),
+        (
+            vec![
+                "-c".into(),
+                file(with(&good, "  acl:\n    - {allow: \"10.0.0.1\", deny: \"10.0.0.2\"}\n")),
+            ],
+            "remote.acl[0]",
+        ),
+        (
+            vec!["-c".into(), file(with(&good, "  connect_timeout: 0\n"))],
+            "remote.connect_timeout",
+        ),
+        // No file at all; the flag supplies the listen address.
+        (
+            vec![
+                "-c".into(),
+                missing.to_str().unwrap().into(),
+                "--listen".into(),
+                listen.to_string(),
+            ],
+            "cannot read",
+        ),
+    ];
+    for (args, needle) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let started = Instant::now();
+        let mut proc = Proc::spawn(&args);
+        let (status, stderr) = proc.wait_exit();
+        assert_eq!(status.code(), Some(2), "{needle}: {stderr}");
+        assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+        assert!(!stderr.contains("cannot listen"), "{needle}: bound first: {stderr}");
+        assert!(started.elapsed() < BOUND);
+    }
+
+    // Control: a valid config on the held port gets as far as binding, and fails there.
+    let mut proc = Proc::spawn(&["-c", &file(with(&good, ""))]);
+    let (status, stderr) = proc.wait_exit();
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("cannot listen"), "{stderr}");
+
+    // And none of the failed runs left anything bound on the port.
+    drop(held);
+    TcpListener::bind(listen).expect("the port is free again");
+}
+
+// The published example key is refused on 0.0.0.0 before binding (the message points to
+// genkey), and accepted on loopback. The test holds 127.0.0.1 on the same port, so even a
+// wrongly accepted config could not listen beyond loopback.
+#[test]
+fn example_key_is_refused_beyond_loopback() {
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let path = config_file(&format!(
+        "key: \"{EXAMPLE_KEY}\"\nremote:\n  listen: \"0.0.0.0:{port}\"\n"
+    ));
+    let mut proc = Proc::spawn(&["-c", path.to_str().unwrap()]);
+    let (status, stderr) = proc.wait_exit();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("key:") && stderr.contains("genkey"), "{stderr}");
+    assert!(!stderr.contains("cannot listen"), "{stderr}");
+    drop(held);
+
+    let (mut proc, _) = start(EXAMPLE_KEY, "", &[]);
+    proc.signal("TERM");
+    assert_eq!(proc.wait_exit().0.code(), Some(0));
+}
+
+// SIGTERM and SIGINT each stop the server with exit code 0 and a "stopped" log line.
+#[test]
+fn sigterm_and_sigint_exit_0() {
+    for sig in ["TERM", "INT"] {
+        let (mut proc, _) = start(&key(), "", &[]);
+        proc.signal(sig);
+        let (status, stderr) = proc.wait_exit();
+        assert_eq!(status.code(), Some(0), "SIG{sig}: {stderr}");
+        assert!(stderr.contains("shutdown signal received"), "SIG{sig}: {stderr}");
+        assert!(
+            stderr.lines().last().unwrap_or("").contains("stopped"),
+            "SIG{sig}: {stderr}"
+        );
+    }
+}
+
+// --listen wins over remote.listen: the log names the flag's address, that port accepts
+// connections, and the config's port stays unbound.
+#[test]
+fn listen_flag_overrides_the_config() {
+    let flag = format!("127.0.0.1:{}", free_port());
+    let in_config: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let path = config_file(&format!("key: \"{}\"\nremote:\n  listen: \"{in_config}\"\n", key()));
+    let mut proc = Proc::spawn(&["-c", path.to_str().unwrap(), "--listen", &flag]);
+    let line = proc.wait_line("accepting tunnels");
+    assert!(line.contains(&format!("listen={flag}")), "{line}");
+    TcpStream::connect(&flag).expect("the flag's port is bound");
+    TcpListener::bind(in_config).expect("the config's port is not bound");
+    proc.signal("TERM");
+    assert_eq!(proc.wait_exit().0.code(), Some(0));
+}
+
+// Even at trace level, with a genuine tunnel relayed and a wrong-key request refused, the log
+// never shows the key (nor the other end's key).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_never_shows_the_key() {
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let key_text = key();
+    let other_key = key();
+    let (mut proc, remote) = start(
+        &key_text,
+        "  handshake_timeout: 1\n  acl:\n    - allow: \"127.0.0.1\"\n",
+        &["--log-level", "trace"],
+    );
+
+    // A genuine tunnel, relayed end to end.
+    let key = Key::from_base64(&key_text).unwrap();
+    let stream = tokio::net::TcpStream::connect(remote).await.unwrap();
+    let header = RequestHeader::connect(Address::Ip(echo_addr), unix_now());
+    let pending = PendingTunnel::send_request(stream, &key, &header, b"ping")
+        .await
+        .unwrap();
+    let (response, mut tunnel) = tokio::time::timeout(BOUND, pending.read_response())
+        .await
+        .expect("response within 10 s")
+        .expect("genuine request answered");
+    assert_eq!(response.status, ReplyCode::Succeeded);
+    let mut got = [0u8; 4];
+    tokio::time::timeout(BOUND, tunnel.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got, b"ping");
+    tunnel.shutdown().await.unwrap();
+    drop(tunnel);
+    proc.wait_line("connection finished");
+
+    // A request under another key: refused in silence, and logged as such.
+    let wrong = Key::from_base64(&other_key).unwrap();
+    let mut stream = tokio::net::TcpStream::connect(remote).await.unwrap();
+    let header = RequestHeader::connect(Address::Ip(echo_addr), unix_now());
+    PendingTunnel::send_request(&mut stream, &wrong, &header, b"")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(BOUND, stream.read(&mut buf))
+        .await
+        .expect("closed within 10 s");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the remote answered a wrong key: {read:?}"
+    );
+    proc.wait_line("failed authentication");
+
+    proc.signal("TERM");
+    let (status, stderr) = proc.wait_exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    for secret in [key_text.as_str(), other_key.as_str()] {
+        assert!(!stderr.contains(secret), "the log shows a key:\n{stderr}");
+    }
+}
