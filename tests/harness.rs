@@ -50,20 +50,13 @@ pub fn parse(yaml: &str) -> RawConfig {
 
 /// Starts warren-remote. `extra` holds YAML lines for the `remote:` section (e.g. an `acl:`).
 pub async fn start_remote(key: &str, extra: &str) -> Server {
-    let yaml = format!(
-        "key: \"{key}\"\nremote:\n  listen: \"127.0.0.1:0\"\n{}",
-        indent(extra)
-    );
+    let yaml = format!("key: \"{key}\"\nremote:\n  listen: \"127.0.0.1:0\"\n{}", indent(extra));
     let config = RemoteConfig::try_from(&parse(&yaml)).expect("valid remote config");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind remote");
     let addr = listener.local_addr().expect("remote addr");
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(warren_remote::run(listener, config, shutdown.clone()));
-    Server {
-        addr,
-        shutdown,
-        task,
-    }
+    Server { addr, shutdown, task }
 }
 
 /// Starts warren-local pointing at `remote`. `extra` holds YAML lines for the `local:` section.
@@ -77,11 +70,7 @@ pub async fn start_local(key: &str, remote: SocketAddr, extra: &str) -> Server {
     let addr = listener.local_addr().expect("local addr");
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(warren_local::run(listener, config, shutdown.clone()));
-    Server {
-        addr,
-        shutdown,
-        task,
-    }
+    Server { addr, shutdown, task }
 }
 
 /// warren-local and warren-remote sharing a fresh key.
@@ -160,16 +149,11 @@ pub async fn http_server(bind: &str, body: Vec<u8>) -> SocketAddr {
 
 /// Deterministic test data of `len` bytes (not all one value, so misordering shows).
 pub fn pattern(len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8)
-        .collect()
+    (0..len).map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8).collect()
 }
 
 /// Reads one message from a raw socket, pulling bytes until it is complete.
-pub async fn read_message<T: Decode>(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-) -> std::io::Result<T> {
+pub async fn read_message<T: Decode>(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<T> {
     loop {
         match decode_prefix::<T>(buf) {
             Ok((msg, used)) => {
@@ -177,12 +161,7 @@ pub async fn read_message<T: Decode>(
                 return Ok(msg);
             }
             Err(DecodeError::Incomplete) => {}
-            Err(e) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    e.to_string(),
-                ))
-            }
+            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())),
         }
         if stream.read_buf(buf).await? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
@@ -200,17 +179,12 @@ pub async fn socks5_connect(
     let mut stream = TcpStream::connect(proxy).await?;
     let mut out = Vec::new();
     let method = if login.is_some() { 0x02 } else { 0x00 };
-    Greeting {
-        methods: vec![method],
-    }
-    .encode(&mut out);
+    Greeting { methods: vec![method] }.encode(&mut out);
     stream.write_all(&out).await?;
     let mut buf = BytesMut::new();
     let MethodSelection(chosen) = read_message(&mut stream, &mut buf).await?;
     if chosen != method {
-        return Err(std::io::Error::other(format!(
-            "server chose method {chosen:#04x}"
-        )));
+        return Err(std::io::Error::other(format!("server chose method {chosen:#04x}")));
     }
     if let Some((user, pass)) = login {
         out.clear();
@@ -253,4 +227,54 @@ pub async fn curl(args: &[&str]) -> Output {
     })
     .await
     .expect("curl task")
+}
+
+/// An echo server that remembers the peer of every connection it accepts, so a test can prove a
+/// target was (or was not) reached.
+pub struct Target {
+    pub addr: SocketAddr,
+    peers: tokio::sync::watch::Receiver<Vec<SocketAddr>>,
+    probes: std::sync::Mutex<Vec<SocketAddr>>,
+}
+
+/// Starts a [`Target`] on `bind` (e.g. "127.0.0.1:0" or "[::1]:0").
+pub async fn target(bind: &str) -> Target {
+    let listener = TcpListener::bind(bind).await.expect("bind target");
+    let addr = listener.local_addr().expect("target addr");
+    let (tx, peers) = tokio::sync::watch::channel(Vec::new());
+    tokio::spawn(async move {
+        while let Ok((mut stream, peer)) = listener.accept().await {
+            tx.send_modify(|peers| peers.push(peer));
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    Target {
+        addr,
+        peers,
+        probes: std::sync::Mutex::new(Vec::new()),
+    }
+}
+
+impl Target {
+    /// How many connections other than our own probes the target has accepted so far. Settled,
+    /// not sampled: it connects a probe and waits (up to 10 s) until the target has accepted it,
+    /// and the accept queue is first in, first out, so every connection made before this call
+    /// is counted.
+    pub async fn connections(&self) -> usize {
+        let probe = TcpStream::connect(self.addr).await.expect("probe the target");
+        let me = probe.local_addr().expect("probe addr");
+        self.probes.lock().unwrap().push(me);
+        let mut peers = self.peers.clone();
+        tokio::time::timeout(std::time::Duration::from_secs(10), peers.wait_for(|p| p.contains(&me)))
+            .await
+            .expect("the target accepts a probe within 10 s")
+            .expect("target running");
+        let probes = self.probes.lock().unwrap().clone();
+        let n = peers.borrow().iter().filter(|p| !probes.contains(p)).count();
+        n
+    }
 }
