@@ -75,7 +75,9 @@ async fn thirty_two_mib_each_way_byte_exact() {
 async fn unresolvable_name_gets_reply_0x04() {
     let pair = start_pair("", "").await;
     let name = format!("{}.test", "a".repeat(64));
-    let (_s, reply) = socks5_connect(pair.socks(), &Address::Domain(name, 80), None).await.unwrap();
+    let (_s, reply) = socks5_connect(pair.socks(), &Address::Domain(name, 80), None)
+        .await
+        .unwrap();
     assert_eq!(reply.code, ReplyCode::HostUnreachable);
     assert_eq!(reply.bound, Address::UNSPECIFIED);
 }
