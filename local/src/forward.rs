@@ -133,6 +133,8 @@ pub async fn forward(
                         may_retry = false;
                         continue;
                     }
+                    let message = "the connection to the origin broke";
+                    answer_and_close(client, &canned(502, "Bad Gateway", message, &[])).await;
                     return Next::Close;
                 }
             }
