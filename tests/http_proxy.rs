@@ -395,9 +395,10 @@ async fn keep_alive_two_requests_share_one_connection() {
     let proxy = format!("http://{}", pair.socks());
     let a = format!("http://127.0.0.1:{}/a", origin.addr.port());
     let b = format!("http://127.0.0.1:{}/b", origin.addr.port());
-    let out = curl_env(&[], &["-x", &proxy, &a, &b]).await;
-    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "GET /a #1GET /b #2");
+    let out = curl_env(&[], &["-v", "-x", &proxy, &a, &b]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "curl: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "GET /a #1GET /b #2", "{stderr}");
     let host = format!("host=127.0.0.1:{}", origin.addr.port());
     let seen: Vec<(usize, String)> = origin.requests().into_iter().map(|(c, l, _)| (c, l)).collect();
     assert_eq!(

@@ -221,6 +221,9 @@ async fn exchange(
     let mut request_done = false;
     loop {
         tokio::select! {
+            // The request side first: a response that is already complete (it may have arrived
+            // with the tunnel) must not be mistaken for one that came before the whole body.
+            biased;
             sent = &mut request, if !request_done => match sent {
                 Ok(_) => request_done = true,
                 Err(e) => {
