@@ -255,7 +255,7 @@ async fn file_descriptors_return_to_baseline_after_a_flood() {
         let proxy = pair.socks();
         flood.spawn(async move {
             let mut stream = TcpStream::connect(proxy).await.expect("connect");
-            let _ = stream.write_all(b"GET / HTTP/1.1\r\n\r\n").await;
+            let _ = stream.write_all(b"\x16\x03\x01\x00\x05hello").await;
             assert_eq!(read_until_closed(&mut stream).await, b"");
         });
     }

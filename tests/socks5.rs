@@ -278,23 +278,31 @@ async fn truncated_greeting_then_close_is_survived() {
     assert!(!pair.local.task.is_finished(), "the local stopped");
 }
 
-// A SOCKS4 client gets the 8-byte SOCKS4 rejection (VN=0, CD=91), then the close.
+// A SOCKS4 client whose CONNECT fails (nothing listens on the port) gets the 8-byte SOCKS4
+// rejection (VN=0, CD=91), then the close. (SOCKS4 itself: tests/socks4.rs.)
 #[tokio::test]
 async fn socks4_client_gets_socks4_rejection() {
     let echo = echo_server("127.0.0.1:0").await;
     let pair = start_pair("", "").await;
-    let socks4_connect = [0x04, 0x01, 0x00, 0x50, 127, 0, 0, 1, 0x00];
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let [hi, lo] = closed.to_be_bytes();
+    let socks4_connect = [0x04, 0x01, hi, lo, 127, 0, 0, 1, 0x00];
     let answer = send_raw(pair.socks(), &socks4_connect).await;
     assert_eq!(answer, [0x00, 0x5B, 0, 0, 0, 0, 0, 0]);
     assert_still_serves(pair.socks(), echo).await;
 }
 
-// Bytes that are not SOCKS at all (an HTTP request) are closed without an answer.
+// Bytes that are neither SOCKS nor HTTP (a TLS ClientHello's start) are closed without an answer.
+// (An HTTP request gets an HTTP answer: tests/http_proxy.rs.)
 #[tokio::test]
 async fn garbage_is_closed_without_an_answer() {
     let echo = echo_server("127.0.0.1:0").await;
     let pair = start_pair("", "").await;
-    assert_eq!(send_raw(pair.socks(), b"GET / HTTP/1.1\r\n\r\n").await, b"");
+    assert_eq!(send_raw(pair.socks(), b"\x16\x03\x01\x00\x05hello").await, b"");
     assert_still_serves(pair.socks(), echo).await;
 }
 

@@ -1,11 +1,18 @@
 //! warren-local: a SOCKS5 server for applications on this machine that carries each CONNECT
-//! through an encrypted tunnel to warren-remote, which makes the real connection.
+//! through an encrypted tunnel to warren-remote, which makes the real connection. The same port
+//! speaks SOCKS4/4a and HTTP proxy (see `inbound`, which picks by the first byte).
 //!
 //! Per connection: SOCKS5 handshake (deadline: `handshake_timeout`) → tunnel request to the
 //! remote and its answer (deadline: `connect_timeout`, abandoned at once if the client leaves)
 //! → SOCKS5 reply carrying the remote's status → relay until both sides close or go idle.
 #![forbid(unsafe_code)]
 
+mod connect;
+mod forward;
+mod http;
+mod inbound;
+pub mod resources;
+mod socks4;
 mod socks5;
 mod tunnel;
 
@@ -24,13 +31,13 @@ use warren_common::relay::relay;
 /// Most bytes buffered from a client while its tunnel is being opened.
 const EARLY_DATA_LIMIT: usize = 64 * 1024;
 
-/// Serves SOCKS5 clients on `listener` until `shutdown` is cancelled, then drains.
+/// Serves SOCKS5, SOCKS4/4a and HTTP proxy clients on `listener` until `shutdown` is cancelled, then drains.
 pub async fn run(listener: TcpListener, config: LocalConfig, shutdown: CancellationToken) {
     let config = Arc::new(config);
     let limits = config.limits;
     warren_common::server::serve(listener, shutdown, limits, move |stream, peer| {
         let config = config.clone();
-        async move { handle(stream, peer, config).await }
+        async move { inbound::handle(stream, peer, config).await }
     })
     .await;
 }

@@ -67,7 +67,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             remote = %config.remote,
             auth = if config.users.is_empty() { "none" } else { "username/password" },
             max_connections = config.limits.max_connections,
-            "warren-local {} serving SOCKS5",
+            "warren-local {} serving SOCKS5, SOCKS4 and HTTP proxy",
             env!("CARGO_PKG_VERSION")
         );
         warren_local::run(listener, config, shutdown).await;

@@ -9,7 +9,10 @@
 //! from a copy of the cursor (see [`decode_prefix`]) and retry once more bytes have arrived.
 
 pub mod address;
+pub mod chunked;
 pub mod header;
+pub mod http;
+pub mod socks4;
 pub mod socks5;
 
 use bytes::Buf;

@@ -1,0 +1,313 @@
+//! SOCKS4 and SOCKS4a (Ying-Da Lee's "SOCKS: A protocol for TCP proxy across firewalls" and
+//! the SOCKS4A extension), as warren-local speaks them to applications on the SOCKS5 port.
+//!
+//! ```text
+//! request   VN=4 | CD | DSTPORT (u16 BE) | DSTIP (4) | USERID ... | 0x00
+//! SOCKS4a   VN=4 | CD | DSTPORT (u16 BE) | 0.0.0.x   | USERID ... | 0x00 | DOMAIN ... | 0x00
+//!           (x != 0: the name after the USERID is resolved by the proxy; here, by the remote)
+//! reply     VN=0 | CD | DSTPORT (u16 BE) | DSTIP (4)
+//!
+//! CD in a request: 1 CONNECT, 2 BIND.
+//! CD in a reply:   0x5A granted, 0x5B rejected or failed,
+//!                  0x5C / 0x5D identd unreachable / mismatch (never sent by warren).
+//! ```
+//!
+//! USERID and DOMAIN are each at most 255 bytes before their NUL; a longer field is an error,
+//! not an endless wait for a terminator.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use bytes::{Buf, BufMut};
+
+use super::address::Address;
+use super::{need, Decode, DecodeError};
+
+pub const VERSION: u8 = 0x04;
+/// The version byte of every reply.
+pub const REPLY_VERSION: u8 = 0x00;
+/// Longest USERID or SOCKS4a DOMAIN accepted (bytes, without the NUL).
+pub const MAX_FIELD: usize = 255;
+
+/// What the client asks the proxy to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Connect = 0x01,
+    Bind = 0x02,
+}
+
+/// A SOCKS4 or SOCKS4a request. A SOCKS4a name becomes [`Address::Domain`]; a plain SOCKS4
+/// request carries an IPv4 [`Address::Ip`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub command: Command,
+    pub target: Address,
+    /// The USERID field: opaque bytes, logged, never used for authentication.
+    pub userid: Vec<u8>,
+}
+
+/// Reads a NUL-terminated field of at most [`MAX_FIELD`] bytes, consuming the NUL.
+fn read_nul_terminated(buf: &mut impl Buf, field: &'static str) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::new();
+    loop {
+        need(buf, 1)?;
+        match buf.get_u8() {
+            0 => return Ok(out),
+            _ if out.len() == MAX_FIELD => return Err(DecodeError::BadField(field)),
+            b => out.push(b),
+        }
+    }
+}
+
+impl Decode for Request {
+    fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        need(buf, 8)?;
+        let version = buf.get_u8();
+        if version != VERSION {
+            return Err(DecodeError::BadVersion(version));
+        }
+        let command = match buf.get_u8() {
+            0x01 => Command::Connect,
+            0x02 => Command::Bind,
+            other => return Err(DecodeError::BadCommand(other)),
+        };
+        let port = buf.get_u16();
+        let mut ip = [0u8; 4];
+        buf.copy_to_slice(&mut ip);
+        let userid = read_nul_terminated(buf, "USERID")?;
+        let target = if ip[..3] == [0, 0, 0] && ip[3] != 0 {
+            let name = read_nul_terminated(buf, "DOMAIN")?;
+            let name = std::str::from_utf8(&name).map_err(|_| DecodeError::BadDomain)?;
+            Address::domain(name, port)?
+        } else {
+            Address::Ip(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port)))
+        };
+        Ok(Request {
+            command,
+            target,
+            userid,
+        })
+    }
+}
+
+impl Request {
+    /// Encodes the request: SOCKS4a for a domain, SOCKS4 for IPv4. An IPv6 target has no
+    /// SOCKS4 form and is encoded as 0.0.0.0 (a client-side concern; warren never sends one).
+    pub fn encode(&self, buf: &mut impl BufMut) {
+        buf.put_u8(VERSION);
+        buf.put_u8(self.command as u8);
+        buf.put_u16(self.target.port());
+        match &self.target {
+            Address::Ip(SocketAddr::V4(sa)) => buf.put_slice(&sa.ip().octets()),
+            Address::Ip(SocketAddr::V6(_)) => buf.put_slice(&[0, 0, 0, 0]),
+            Address::Domain(..) => buf.put_slice(&[0, 0, 0, 1]),
+        }
+        buf.put_slice(&self.userid);
+        buf.put_u8(0);
+        if let Address::Domain(name, _) = &self.target {
+            buf.put_slice(name.as_bytes());
+            buf.put_u8(0);
+        }
+    }
+}
+
+/// Reply codes (CD in a reply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ReplyCode {
+    Granted = 0x5A,
+    /// Rejected or failed: every refusal warren sends.
+    Rejected = 0x5B,
+    /// The client's identd could not be reached.
+    IdentUnreachable = 0x5C,
+    /// The client's identd reported a different user.
+    IdentMismatch = 0x5D,
+}
+
+/// A SOCKS4 reply. `bound` is meaningful for BIND; CONNECT clients ignore it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    pub code: ReplyCode,
+    pub bound: SocketAddrV4,
+}
+
+impl Reply {
+    /// A reply with 0.0.0.0:0 as the address.
+    pub fn new(code: ReplyCode) -> Reply {
+        Reply {
+            code,
+            bound: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+        }
+    }
+
+    /// A reply carrying `bound` if it is an IPv4 address, else 0.0.0.0:0 (SOCKS4 has no other
+    /// address form).
+    pub fn with_address(code: ReplyCode, bound: &Address) -> Reply {
+        match bound {
+            Address::Ip(SocketAddr::V4(sa)) => Reply { code, bound: *sa },
+            _ => Reply::new(code),
+        }
+    }
+
+    pub fn encode(&self, buf: &mut impl BufMut) {
+        buf.put_u8(REPLY_VERSION);
+        buf.put_u8(self.code as u8);
+        buf.put_u16(self.bound.port());
+        buf.put_slice(&self.bound.ip().octets());
+    }
+}
+
+impl Decode for Reply {
+    fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        need(buf, 8)?;
+        let version = buf.get_u8();
+        if version != REPLY_VERSION {
+            return Err(DecodeError::BadVersion(version));
+        }
+        let code = match buf.get_u8() {
+            0x5A => ReplyCode::Granted,
+            0x5B => ReplyCode::Rejected,
+            0x5C => ReplyCode::IdentUnreachable,
+            0x5D => ReplyCode::IdentMismatch,
+            _ => return Err(DecodeError::BadField("CD")),
+        };
+        let port = buf.get_u16();
+        let mut ip = [0u8; 4];
+        buf.copy_to_slice(&mut ip);
+        Ok(Reply {
+            code,
+            bound: SocketAddrV4::new(Ipv4Addr::from(ip), port),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{decode_exact, decode_prefix};
+    use proptest::prelude::*;
+
+    /// The CONNECT example of the SOCKS4 reference (003): 127.0.0.1:80, USERID "fred".
+    #[test]
+    fn socks4_connect() {
+        let req: Request = decode_exact(b"\x04\x01\x00\x50\x7f\x00\x00\x01fred\x00").unwrap();
+        assert_eq!(req.command, Command::Connect);
+        assert_eq!(req.target, Address::Ip("127.0.0.1:80".parse().unwrap()));
+        assert_eq!(req.userid, b"fred");
+    }
+
+    #[test]
+    fn socks4a_domain_and_bind() {
+        let req: Request = decode_exact(b"\x04\x02\x01\xbb\x00\x00\x00\x07\x00example.com\x00").unwrap();
+        assert_eq!(req.command, Command::Bind);
+        assert_eq!(req.target, Address::Domain("example.com".into(), 443));
+        assert!(req.userid.is_empty());
+        // 0.0.0.0 is an IPv4 address, not the SOCKS4a marker.
+        let req: Request = decode_exact(b"\x04\x01\x00\x50\x00\x00\x00\x00\x00").unwrap();
+        assert_eq!(req.target, Address::Ip("0.0.0.0:80".parse().unwrap()));
+    }
+
+    #[test]
+    fn replies() {
+        let mut buf = Vec::new();
+        Reply::new(ReplyCode::Rejected).encode(&mut buf);
+        assert_eq!(buf, [0x00, 0x5B, 0, 0, 0, 0, 0, 0]);
+        buf.clear();
+        Reply::with_address(ReplyCode::Granted, &Address::Ip("10.1.2.3:4660".parse().unwrap())).encode(&mut buf);
+        assert_eq!(buf, [0x00, 0x5A, 0x12, 0x34, 10, 1, 2, 3]);
+        assert_eq!(
+            decode_exact::<Reply>(&buf).unwrap().bound,
+            "10.1.2.3:4660".parse().unwrap()
+        );
+        buf.clear();
+        Reply::with_address(ReplyCode::Granted, &Address::Ip("[::1]:80".parse().unwrap())).encode(&mut buf);
+        assert_eq!(buf, [0x00, 0x5A, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            decode_exact::<Reply>(&[1, 0x5A, 0, 0, 0, 0, 0, 0]),
+            Err(DecodeError::BadVersion(1))
+        );
+        assert_eq!(
+            decode_exact::<Reply>(&[0, 0x10, 0, 0, 0, 0, 0, 0]),
+            Err(DecodeError::BadField("CD"))
+        );
+    }
+
+    #[test]
+    fn malformed_requests() {
+        assert_eq!(
+            decode_exact::<Request>(b"\x05\x01\x00\x50\x7f\x00\x00\x01\x00"),
+            Err(DecodeError::BadVersion(5))
+        );
+        assert_eq!(
+            decode_exact::<Request>(b"\x04\x03\x00\x50\x7f\x00\x00\x01\x00"),
+            Err(DecodeError::BadCommand(3))
+        );
+        // No NUL yet: more bytes may come.
+        assert_eq!(
+            decode_exact::<Request>(b"\x04\x01\x00\x50\x7f\x00\x00\x01ab"),
+            Err(DecodeError::Incomplete)
+        );
+        assert_eq!(
+            decode_exact::<Request>(b"\x04\x01\x00\x50\x00\x00\x00\x01\x00exa"),
+            Err(DecodeError::Incomplete)
+        );
+        // 256 bytes without a NUL: too long, whatever follows.
+        let mut long = b"\x04\x01\x00\x50\x7f\x00\x00\x01".to_vec();
+        long.extend(std::iter::repeat(b'u').take(256));
+        assert_eq!(
+            decode_prefix::<Request>(&long).map(|_| ()),
+            Err(DecodeError::BadField("USERID"))
+        );
+        let mut long = b"\x04\x01\x00\x50\x00\x00\x00\x01\x00".to_vec();
+        long.extend(std::iter::repeat(b'd').take(256));
+        assert_eq!(
+            decode_prefix::<Request>(&long).map(|_| ()),
+            Err(DecodeError::BadField("DOMAIN"))
+        );
+        // An empty or non-UTF-8 SOCKS4a name.
+        assert_eq!(
+            decode_exact::<Request>(b"\x04\x01\x00\x50\x00\x00\x00\x01\x00\x00"),
+            Err(DecodeError::BadDomain)
+        );
+        assert_eq!(
+            decode_exact::<Request>(b"\x04\x01\x00\x50\x00\x00\x00\x01\x00\xff\x00"),
+            Err(DecodeError::BadDomain)
+        );
+        assert_eq!(
+            decode_exact::<Request>(b"\x04\x01\x00\x50\x7f\x00\x00\x01\x00\x99"),
+            Err(DecodeError::TrailingBytes(1))
+        );
+    }
+
+    fn any_request() -> impl Strategy<Value = Request> {
+        let target = prop_oneof![
+            (any::<u32>(), any::<u16>())
+                .prop_filter("not the SOCKS4a marker", |(ip, _)| *ip == 0 || *ip > 255)
+                .prop_map(|(ip, port)| Address::Ip(SocketAddr::V4(SocketAddrV4::new(ip.into(), port)))),
+            ("[a-z0-9.-]{1,255}", any::<u16>()).prop_map(|(n, p)| Address::Domain(n, p)),
+        ];
+        let command = prop_oneof![Just(Command::Connect), Just(Command::Bind)];
+        (command, target, proptest::collection::vec(1u8..=255, 0..=255)).prop_map(|(command, target, userid)| Request {
+            command,
+            target,
+            userid,
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn requests_round_trip(req in any_request()) {
+            let mut buf = Vec::new();
+            req.encode(&mut buf);
+            prop_assert_eq!(decode_exact::<Request>(&buf), Ok(req));
+            for cut in 0..buf.len() {
+                prop_assert_eq!(decode_prefix::<Request>(&buf[..cut]).map(|_| ()), Err(DecodeError::Incomplete));
+            }
+        }
+
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = decode_prefix::<Request>(&bytes);
+            let _ = decode_prefix::<Reply>(&bytes);
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Opening the tunnel for a client's request while watching the client, shared by the SOCKS4
+//! and HTTP front ends: a client that leaves abandons the attempt at once (the remote then
+//! abandons its outbound connect), and bytes it sends meanwhile are kept for after the reply.
+
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use warren_common::config::LocalConfig;
+use warren_common::proto::address::Address;
+use warren_common::proto::socks5::ReplyCode;
+use warren_common::stream::EncryptedStream;
+
+use crate::tunnel::{self, OpenError};
+
+/// Why no tunnel is open for a request (already logged when this is returned).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenFailure {
+    /// The client closed or failed while the tunnel was being opened; nothing to answer.
+    #[error("client left before the tunnel opened")]
+    ClientLeft,
+    /// The remote could not be reached, failed the handshake, or refused the target.
+    #[error("{0}")]
+    Failed(#[from] OpenError),
+    /// The remote did not answer within `local.connect_timeout`.
+    #[error("the remote did not answer in time")]
+    TimedOut,
+}
+
+impl OpenFailure {
+    /// The SOCKS5-style code for this failure (the tunnel's status when the remote refused).
+    pub fn reply_code(&self) -> ReplyCode {
+        match self {
+            OpenFailure::Failed(e) => e.reply_code(),
+            _ => ReplyCode::GeneralFailure,
+        }
+    }
+}
+
+/// Opens a tunnel to `target` whose first chunk carries `initial`, within the connect timeout,
+/// reading whatever the client sends meanwhile into `early` (up to the early-data limit).
+/// Returns the remote's bound address and the open tunnel; failures are logged here.
+pub async fn open_watching(
+    client: &mut TcpStream,
+    early: &mut BytesMut,
+    config: &LocalConfig,
+    peer: &SocketAddr,
+    target: &Address,
+    initial: &[u8],
+) -> Result<(Address, EncryptedStream<TcpStream>), OpenFailure> {
+    let open = tokio::time::timeout(config.timeouts.connect, tunnel::open(config, target, initial));
+    tokio::pin!(open);
+    let limit = early.len() + crate::EARLY_DATA_LIMIT;
+    let opened = loop {
+        tokio::select! {
+            result = &mut open => break result,
+            read = client.read_buf(early), if early.len() < limit => match read {
+                Ok(0) | Err(_) => {
+                    tracing::info!(%peer, %target, "client left before the tunnel opened");
+                    return Err(OpenFailure::ClientLeft);
+                }
+                Ok(_) => {}
+            },
+        }
+    };
+    match opened {
+        Ok(Ok(opened)) => Ok(opened),
+        Ok(Err(failure)) => {
+            failure.log(peer, target, &config.remote);
+            Err(OpenFailure::Failed(failure))
+        }
+        Err(_) => {
+            tunnel::log_silent_remote(peer, target, &config.remote, config.timeouts.connect);
+            Err(OpenFailure::TimedOut)
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! SOCKS4 and SOCKS4a clients on the shared port. Message formats live in
+//! `warren_common::proto::socks4`; this module reads the request, refuses what warren cannot
+//! do (with reply 0x5B, then a close), and carries a CONNECT through the tunnel.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use warren_common::config::LocalConfig;
+use warren_common::proto::socks4::{Command, Reply, ReplyCode, Request};
+use warren_common::proto::{decode_prefix, DecodeError};
+use warren_common::relay::relay;
+
+use crate::connect::{open_watching, OpenFailure};
+
+/// A request is at most 8 + 256 + 256 bytes; more without a complete one is not SOCKS4.
+const MAX_REQUEST: usize = 1024;
+
+/// Why a SOCKS4 request was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum Socks4Error {
+    /// The socket failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The client closed before finishing its request.
+    #[error("client closed during the request")]
+    Closed,
+    /// Bytes that are not a valid SOCKS4 request.
+    #[error("malformed request: {0}")]
+    Malformed(DecodeError),
+}
+
+async fn read_request(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Request, Socks4Error> {
+    loop {
+        match decode_prefix::<Request>(buf) {
+            Ok((request, used)) => {
+                buf.advance(used);
+                return Ok(request);
+            }
+            Err(DecodeError::Incomplete) if buf.len() < MAX_REQUEST => {}
+            Err(DecodeError::Incomplete) => return Err(Socks4Error::Malformed(DecodeError::BadField("length"))),
+            Err(e) => return Err(Socks4Error::Malformed(e)),
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(Socks4Error::Closed);
+        }
+    }
+}
+
+async fn send_reply(stream: &mut TcpStream, reply: Reply) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(8);
+    reply.encode(&mut out);
+    stream.write_all(&out).await
+}
+
+/// Serves one SOCKS4/4a client whose first byte was 0x04.
+pub async fn handle(mut client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig>) {
+    let started = Instant::now();
+    let mut buf = BytesMut::with_capacity(512);
+    let request = match tokio::time::timeout(config.timeouts.handshake, read_request(&mut client, &mut buf)).await {
+        Ok(Ok(request)) => request,
+        Ok(Err(Socks4Error::Malformed(e))) => {
+            tracing::debug!(%peer, "SOCKS4 request refused: {e}");
+            let _ = send_reply(&mut client, Reply::new(ReplyCode::Rejected)).await;
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "SOCKS4 request not read: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "SOCKS4 request timed out");
+            let _ = send_reply(&mut client, Reply::new(ReplyCode::Rejected)).await;
+            return;
+        }
+    };
+    let target = request.target;
+    let userid = String::from_utf8_lossy(&request.userid).into_owned();
+    if !config.users.is_empty() {
+        tracing::info!(%peer, %target, %userid, "SOCKS4 refused: users are configured and SOCKS4 cannot carry a password");
+        let _ = send_reply(&mut client, Reply::new(ReplyCode::Rejected)).await;
+        return;
+    }
+    match request.command {
+        Command::Connect => {}
+        Command::Bind => {
+            // BIND: wired by the bind module (the tunnel-side BIND machinery lives on the BIND
+            // branch). Until then a SOCKS4 BIND is refused like any other failure.
+            tracing::info!(%peer, %target, %userid, "SOCKS4 BIND refused: not carried yet");
+            let _ = send_reply(&mut client, Reply::new(ReplyCode::Rejected)).await;
+            return;
+        }
+    }
+
+    let initial = buf.split();
+    let mut early = BytesMut::new();
+    let (bound, tunnel) = match open_watching(&mut client, &mut early, &config, &peer, &target, &initial).await {
+        Ok(opened) => opened,
+        Err(OpenFailure::ClientLeft) => return,
+        Err(_) => {
+            let _ = send_reply(&mut client, Reply::new(ReplyCode::Rejected)).await;
+            return;
+        }
+    };
+    let mut tunnel = tunnel;
+    if send_reply(&mut client, Reply::with_address(ReplyCode::Granted, &bound))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if !early.is_empty() && tunnel.write_all(&early).await.is_err() {
+        return;
+    }
+    let outcome = relay(client, tunnel, config.timeouts.idle).await;
+    tracing::info!(
+        %peer,
+        %target,
+        %userid,
+        protocol = "socks4",
+        sent = outcome.sent + (initial.len() + early.len()) as u64,
+        received = outcome.received,
+        duration_ms = started.elapsed().as_millis() as u64,
+        end = %outcome.end,
+        "connection finished"
+    );
+}
