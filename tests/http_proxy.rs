@@ -760,7 +760,9 @@ async fn ipv6_targets_for_connect_and_absolute_form() {
         .unwrap();
     let established = b"HTTP/1.1 200 Connection established\r\n\r\n";
     let mut answer = vec![0u8; established.len()];
-    within(10, "CONNECT answer", stream.read_exact(&mut answer)).await.unwrap();
+    within(10, "CONNECT answer", stream.read_exact(&mut answer))
+        .await
+        .unwrap();
     assert_eq!(answer, established);
     stream.write_all(b"over IPv6").await.unwrap();
     let mut got = [0u8; 9];
@@ -771,5 +773,8 @@ async fn ipv6_targets_for_connect_and_absolute_form() {
     let answer = send_raw(pair.socks(), request.as_bytes()).await;
     assert_eq!(status_line(&answer), "HTTP/1.1 200 OK");
     assert!(answer.ends_with(b"GET /v6 #1"));
-    assert_eq!(origin.requests()[0].1, format!("GET /v6 HTTP/1.1 host={} fields=Host", origin.addr));
+    assert_eq!(
+        origin.requests()[0].1,
+        format!("GET /v6 HTTP/1.1 host={} fields=Host", origin.addr)
+    );
 }
