@@ -63,7 +63,8 @@ where
             },
         };
         crate::net::tune(&stream);
-        let conn = handler(stream, peer);
+        // Boxed, so the task wrapping it is not a second copy of the connection's state.
+        let conn = Box::pin(handler(stream, peer));
         let kill = kill.clone();
         tracker.spawn(async move {
             tokio::select! {

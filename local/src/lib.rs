@@ -25,8 +25,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use warren_common::config::LocalConfig;
+use warren_common::proto::address::Address;
 use warren_common::proto::socks5::{Command, Reply, ReplyCode};
 use warren_common::relay::relay;
+use warren_common::stream::EncryptedStream;
 
 /// Most bytes buffered from a client while its tunnel is being opened.
 const EARLY_DATA_LIMIT: usize = 64 * 1024;
@@ -42,31 +44,66 @@ pub async fn run(listener: TcpListener, config: LocalConfig, shutdown: Cancellat
     .await;
 }
 
-async fn handle(mut client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig>) {
+async fn handle(client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig>) {
     let started = Instant::now();
+    // The handshake's states are boxed and freed once it is done: otherwise every connection's
+    // task would stay as large as its largest handshake state for its whole (mostly idle) life.
+    let Some(established) = Box::pin(establish(client, peer, &config)).await else {
+        return;
+    };
+    let Established {
+        client,
+        tunnel,
+        target,
+        early_bytes,
+    } = established;
+    let outcome = relay(client, tunnel, config.timeouts.idle).await;
+    tracing::info!(
+        %peer,
+        %target,
+        sent = outcome.sent + early_bytes,
+        received = outcome.received,
+        duration_ms = started.elapsed().as_millis() as u64,
+        end = %outcome.end,
+        "connection finished"
+    );
+}
+
+/// A SOCKS5 client with its tunnel open and its success reply sent.
+struct Established {
+    client: TcpStream,
+    tunnel: EncryptedStream<TcpStream>,
+    target: Address,
+    /// Client bytes that went into the tunnel before the relay started.
+    early_bytes: u64,
+}
+
+/// The SOCKS5 handshake and the tunnel's opening, up to the success reply; `None` once an
+/// error was answered (or the client left).
+async fn establish(mut client: TcpStream, peer: SocketAddr, config: &LocalConfig) -> Option<Established> {
     let mut buf = BytesMut::with_capacity(1024);
     let handshake = socks5::negotiate(&mut client, &mut buf, &config.users);
     let request = match tokio::time::timeout(config.timeouts.handshake, handshake).await {
         Ok(Ok(request)) => request,
         Ok(Err(e)) => {
             tracing::debug!(%peer, "SOCKS5 handshake failed: {e}");
-            return;
+            return None;
         }
         Err(_) => {
             tracing::debug!(%peer, "SOCKS5 handshake timed out");
-            return;
+            return None;
         }
     };
     let target = request.target;
     if request.command != Command::Connect {
         tracing::info!(%peer, %target, command = ?request.command, "refused: command not supported");
         let _ = socks5::send_reply(&mut client, &Reply::error(ReplyCode::CommandNotSupported)).await;
-        return;
+        return None;
     }
 
     // Bytes the client sent after its request (pipelining) ride in the tunnel's first chunk.
     let initial = buf.split();
-    let open = tokio::time::timeout(config.timeouts.connect, tunnel::open(&config, &target, &initial));
+    let open = tokio::time::timeout(config.timeouts.connect, tunnel::open(config, &target, &initial));
     tokio::pin!(open);
     let mut early = BytesMut::new();
     let opened = loop {
@@ -77,7 +114,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig
                     // The client gave up: dropping `open` closes the tunnel connection, and the
                     // remote abandons its outbound connect.
                     tracing::info!(%peer, %target, "client left before the tunnel opened");
-                    return;
+                    return None;
                 }
                 Ok(_) => {}
             },
@@ -89,12 +126,12 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig
             let code = failure.reply_code();
             failure.log(&peer, &target, &config.remote);
             let _ = socks5::send_reply(&mut client, &Reply::error(code)).await;
-            return;
+            return None;
         }
         Err(_) => {
             tunnel::log_silent_remote(&peer, &target, &config.remote, config.timeouts.connect);
             let _ = socks5::send_reply(&mut client, &Reply::error(ReplyCode::GeneralFailure)).await;
-            return;
+            return None;
         }
     };
     if socks5::send_reply(
@@ -107,19 +144,16 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig
     .await
     .is_err()
     {
-        return;
+        return None;
     }
     if !early.is_empty() && tunnel.write_all(&early).await.is_err() {
-        return;
+        return None;
     }
-    let outcome = relay(client, tunnel, config.timeouts.idle).await;
-    tracing::info!(
-        %peer,
-        %target,
-        sent = outcome.sent + (initial.len() + early.len()) as u64,
-        received = outcome.received,
-        duration_ms = started.elapsed().as_millis() as u64,
-        end = %outcome.end,
-        "connection finished"
-    );
+    let early_bytes = (initial.len() + early.len()) as u64;
+    Some(Established {
+        client,
+        tunnel,
+        target: target.clone(),
+        early_bytes,
+    })
 }

@@ -94,8 +94,10 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let connect = tokio::time::timeout(config.timeouts.connect, connect::connect(&target, &config.acl));
     tokio::pin!(connect);
     let mut early = Vec::new();
+    // On the heap and dropped before the relay: an array here would sit in every connection's
+    // task for its whole life (a future is as large as its largest state).
+    let mut chunk = vec![0u8; 4096];
     let connected = loop {
-        let mut chunk = [0u8; 4096];
         tokio::select! {
             result = &mut connect => break result,
             read = stream.read(&mut chunk), if early.len() + 4096 <= MAX_FRAME => match read {
@@ -107,6 +109,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             },
         }
     };
+    drop(chunk);
     let result = match connected {
         Ok(result) => result,
         Err(_) => Err(ReplyCode::TtlExpired),

@@ -1,7 +1,9 @@
-//! The relay: both directions at once with `tokio::io::copy_bidirectional_with_sizes`, which
-//! carries a half-close from one side to the other (EOF on one side becomes a shutdown of the
-//! other's write half) and ends when both directions have finished. We add what it lacks: byte
-//! counts that survive an error, and an idle timeout.
+//! The relay: both directions at once, carrying a half-close from one side to the other (EOF on
+//! one side becomes a shutdown of the other's write half), ending when both directions have
+//! finished. It is `tokio::io::copy_bidirectional` with what that lacks: buffers held only while
+//! bytes move (see [`pipe`]), byte counts that survive an error, and an idle timeout.
+
+mod pipe;
 
 use std::io;
 use std::pin::Pin;
@@ -13,10 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use crate::crypto::MAX_PAYLOAD;
-
-/// Copy buffer per direction: one chunk's worth, so a full read becomes a single full chunk.
-const BUF_SIZE: usize = MAX_PAYLOAD;
+use pipe::Pipe;
 
 /// How a relay ended, and what it moved.
 #[derive(Debug)]
@@ -95,7 +94,16 @@ where
         inner: b,
         count: received.clone(),
     };
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, BUF_SIZE, BUF_SIZE);
+    let (mut up, mut down) = (Pipe::new(), Pipe::new());
+    let copy = std::future::poll_fn(|cx| {
+        let a_to_b = up.poll_copy(cx, &mut a, &mut b)?;
+        let b_to_a = down.poll_copy(cx, &mut b, &mut a)?;
+        if a_to_b.is_ready() && b_to_a.is_ready() {
+            Poll::Ready(Ok::<(), io::Error>(()))
+        } else {
+            Poll::Pending
+        }
+    });
     let idle = async {
         // Check a few times per timeout period: the connection ends between 1 and 1.25 idle
         // timeouts after the last byte, with no timer reset per read.
