@@ -8,7 +8,6 @@
 #![forbid(unsafe_code)]
 
 pub mod acl;
-pub mod bufpool;
 pub mod config;
 pub mod crypto;
 pub mod logging;

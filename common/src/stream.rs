@@ -10,9 +10,8 @@
 //! truncated stream (an attacker's injected FIN, a crashed peer) is not mistaken for a complete
 //! one.
 //!
-//! Buffers: one receive buffer and one send buffer per stream, each one chunk ([`MAX_FRAME`]),
-//! borrowed from [`crate::bufpool`] while bytes move and given back when they are empty and the
-//! socket has nothing more (an idle stream holds no buffer); sealing and opening happen in place.
+//! Buffers: one receive buffer and one send buffer per stream, each at most one chunk
+//! ([`MAX_FRAME`]), allocated on first use and reused; sealing and opening happen in place.
 
 use std::io;
 use std::pin::Pin;
@@ -20,11 +19,7 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::bufpool;
 use crate::crypto::{frame_len, SessionCipher, LEN_BLOCK, MAX_FRAME, MAX_PAYLOAD, TAG_LEN};
-
-/// The first read after an idle spell goes to a stack buffer of this size.
-const SMALL_READ: usize = 2048;
 
 enum ReadState {
     /// Waiting for a sealed length block.
@@ -46,10 +41,9 @@ pub struct EncryptedStream<S> {
     plain: (usize, usize),
     filled: (usize, usize),
     rstate: ReadState,
-    /// `wbuf[wpos..wlen]` is the rest of a sealed chunk being written (empty `wbuf`: none held).
+    /// A sealed chunk being written; `wpos` bytes of it are already on the wire.
     wbuf: Vec<u8>,
     wpos: usize,
-    wlen: usize,
     eof_sent: bool,
 }
 
@@ -78,7 +72,6 @@ impl<S> EncryptedStream<S> {
             rstate: ReadState::Length,
             wbuf: Vec::new(),
             wpos: 0,
-            wlen: 0,
             eof_sent: false,
         }
     }
@@ -86,13 +79,6 @@ impl<S> EncryptedStream<S> {
     /// Queues ciphertext that was read from the inner stream before this wrapper existed.
     pub fn prefill(&mut self, ciphertext: &[u8]) {
         if ciphertext.is_empty() {
-            return;
-        }
-        if self.rbuf.is_empty() && ciphertext.len() < SMALL_READ {
-            // A short burst gets a buffer of its own size; make_room swaps in a chunk-sized
-            // one if a chunk turns out to need it.
-            self.rbuf = ciphertext.to_vec();
-            self.filled = (0, ciphertext.len());
             return;
         }
         self.make_room();
@@ -144,13 +130,8 @@ impl<S> EncryptedStream<S> {
 
     /// Makes room at the end of the receive buffer for at least one whole chunk.
     fn make_room(&mut self) {
-        if self.rbuf.len() != bufpool::BUF_LEN {
-            let mut chunk_buf = bufpool::take();
-            let (start, end) = self.filled;
-            chunk_buf[..end - start].copy_from_slice(&self.rbuf[start..end]);
-            self.filled = (0, end - start);
-            self.rbuf = chunk_buf;
-            return;
+        if self.rbuf.is_empty() {
+            self.rbuf = vec![0u8; MAX_FRAME];
         }
         let (start, end) = self.filled;
         if start == end {
@@ -162,47 +143,31 @@ impl<S> EncryptedStream<S> {
     }
 }
 
-impl<S> Drop for EncryptedStream<S> {
-    fn drop(&mut self) {
-        bufpool::release(&mut self.rbuf);
-        bufpool::release(&mut self.wbuf);
-    }
-}
-
 impl<S: AsyncRead + AsyncWrite + Unpin> EncryptedStream<S> {
     /// Writes out the sealed chunk in `wbuf`, if any.
     fn poll_write_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.wpos < self.wlen {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.wbuf[self.wpos..self.wlen]))?;
+        while self.wpos < self.wbuf.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.wbuf[self.wpos..]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.wpos += n;
         }
+        self.wbuf.clear();
         self.wpos = 0;
-        self.wlen = 0;
-        bufpool::release(&mut self.wbuf);
         Poll::Ready(Ok(()))
     }
 
     /// Seals `payload` (at most [`MAX_PAYLOAD`] bytes; empty for end-of-stream) into `wbuf`.
     fn seal_into_wbuf(&mut self, payload: &[u8]) -> io::Result<()> {
-        debug_assert!(self.wlen == 0 && payload.len() <= MAX_PAYLOAD);
-        if self.wbuf.is_empty() {
-            // The end-of-stream chunk (34 bytes) needs no chunk-sized buffer.
-            self.wbuf = if payload.is_empty() {
-                vec![0u8; frame_len(0)]
-            } else {
-                bufpool::take()
-            };
-        }
-        let len = frame_len(payload.len());
-        self.wbuf[LEN_BLOCK..LEN_BLOCK + payload.len()].copy_from_slice(payload);
+        debug_assert!(self.wbuf.is_empty() && payload.len() <= MAX_PAYLOAD);
+        self.wbuf.reserve(frame_len(payload.len()));
+        self.wbuf.extend_from_slice(&[0u8; LEN_BLOCK]);
+        self.wbuf.extend_from_slice(payload);
+        self.wbuf.extend_from_slice(&[0u8; TAG_LEN]);
         self.send
-            .seal_frame(&mut self.wbuf[..len])
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        self.wlen = len;
-        Ok(())
+            .seal_frame(&mut self.wbuf)
+            .map_err(|e| io::Error::other(e.to_string()))
     }
 }
 
@@ -223,31 +188,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for EncryptedStream<S> {
                 }
                 continue;
             }
-            if this.filled.0 == this.filled.1 && this.rbuf.len() != bufpool::BUF_LEN {
-                // Idle (no chunk buffer held): read into a small one on the stack first, so that
-                // an end-of-stream chunk or a few interactive bytes cost no chunk buffer.
-                bufpool::release(&mut this.rbuf);
-                this.filled = (0, 0);
-                let mut small = [0u8; SMALL_READ];
-                let mut rb = ReadBuf::new(&mut small);
-                ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
-                if rb.filled().is_empty() {
-                    return Poll::Ready(Err(truncated()));
-                }
-                this.prefill(rb.filled());
-                continue;
-            }
             this.make_room();
             let end = this.filled.1;
             let mut rb = ReadBuf::new(&mut this.rbuf[end..]);
-            if Pin::new(&mut this.inner).poll_read(cx, &mut rb)?.is_pending() {
-                if this.filled.0 == this.filled.1 {
-                    // Nothing buffered and nothing to read: hold no buffer while idle.
-                    this.filled = (0, 0);
-                    bufpool::release(&mut this.rbuf);
-                }
-                return Poll::Pending;
-            }
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
             let n = rb.filled().len();
             if n == 0 {
                 return Poll::Ready(Err(truncated()));

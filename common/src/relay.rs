@@ -1,9 +1,7 @@
-//! The relay: both directions at once, carrying a half-close from one side to the other (EOF on
-//! one side becomes a shutdown of the other's write half), ending when both directions have
-//! finished. It is `tokio::io::copy_bidirectional` with what that lacks: buffers held only while
-//! bytes move (see [`pipe`]), byte counts that survive an error, and an idle timeout.
-
-mod pipe;
+//! The relay: both directions at once with `tokio::io::copy_bidirectional_with_sizes`, which
+//! carries a half-close from one side to the other (EOF on one side becomes a shutdown of the
+//! other's write half) and ends when both directions have finished. We add what it lacks: byte
+//! counts that survive an error, and an idle timeout.
 
 use std::io;
 use std::pin::Pin;
@@ -15,7 +13,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use pipe::Pipe;
+use crate::crypto::MAX_PAYLOAD;
+
+/// Copy buffer per direction: one chunk's worth, so a full read becomes a single full chunk.
+const BUF_SIZE: usize = MAX_PAYLOAD;
 
 /// How a relay ended, and what it moved.
 #[derive(Debug)]
@@ -94,16 +95,7 @@ where
         inner: b,
         count: received.clone(),
     };
-    let (mut up, mut down) = (Pipe::new(), Pipe::new());
-    let copy = std::future::poll_fn(|cx| {
-        let a_to_b = up.poll_copy(cx, &mut a, &mut b)?;
-        let b_to_a = down.poll_copy(cx, &mut b, &mut a)?;
-        if a_to_b.is_ready() && b_to_a.is_ready() {
-            Poll::Ready(Ok::<(), io::Error>(()))
-        } else {
-            Poll::Pending
-        }
-    });
+    let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, BUF_SIZE, BUF_SIZE);
     let idle = async {
         // Check a few times per timeout period: the connection ends between 1 and 1.25 idle
         // timeouts after the last byte, with no timer reset per read.
