@@ -10,8 +10,10 @@
 //! learns nothing from when it closes.
 #![forbid(unsafe_code)]
 
+mod bind;
 mod connect;
 mod replay;
+mod udp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,7 +88,11 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         tracing::warn!(%peer, "replayed request (salt seen before): ignored");
         return drain_until(stream, deadline).await;
     }
-    let Command::Connect = request.header.command;
+    match request.header.command {
+        Command::Connect => {}
+        Command::Bind => return bind::serve(stream, peer, request, config).await,
+        Command::UdpOverTcp => return udp::serve(stream, peer, request, config).await,
+    }
     let target = request.header.target.clone();
 
     // Connect, but give up at once if the local goes away meanwhile. Bytes it sends meanwhile

@@ -9,8 +9,10 @@
 //! from a copy of the cursor (see [`decode_prefix`]) and retry once more bytes have arrived.
 
 pub mod address;
+pub mod bind;
 pub mod header;
 pub mod socks5;
+pub mod udp;
 
 use bytes::Buf;
 
