@@ -6,8 +6,10 @@
 //! → SOCKS5 reply carrying the remote's status → relay until both sides close or go idle.
 #![forbid(unsafe_code)]
 
+pub mod bind;
 mod socks5;
 mod tunnel;
+mod udp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,10 +53,10 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig
         }
     };
     let target = request.target;
-    if request.command != Command::Connect {
-        tracing::info!(%peer, %target, command = ?request.command, "refused: command not supported");
-        let _ = socks5::send_reply(&mut client, &Reply::error(ReplyCode::CommandNotSupported)).await;
-        return;
+    match request.command {
+        Command::Connect => {}
+        Command::Bind => return bind::bind(client, peer, &config, target, bind::socks5_replies).await,
+        Command::UdpAssociate => return udp::associate(client, peer, &config, target).await,
     }
 
     // Bytes the client sent after its request (pipelining) ride in the tunnel's first chunk.
