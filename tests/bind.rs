@@ -39,7 +39,10 @@ async fn second_reply(control: &mut TcpStream, buf: &mut BytesMut) -> Reply {
 async fn connect_from(source: [u8; 4], to: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::from((source, 0))).unwrap();
-    socket.connect(to).await.expect("peer connects to the announced address")
+    socket
+        .connect(to)
+        .await
+        .expect("peer connects to the announced address")
 }
 
 async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
@@ -62,7 +65,11 @@ async fn bind_announces_remote_listener_then_the_peer_and_relays_both_ways() {
     let mut peer = connect_from([127, 0, 0, 1], listening).await;
     let second = second_reply(&mut control, &mut buf).await;
     assert_eq!(second.code, ReplyCode::Succeeded);
-    assert_eq!(second.bound, Address::Ip(peer.local_addr().unwrap()), "second reply names the peer");
+    assert_eq!(
+        second.bound,
+        Address::Ip(peer.local_addr().unwrap()),
+        "second reply names the peer"
+    );
     assert!(buf.is_empty());
 
     let up = pattern(100_000);
@@ -73,7 +80,9 @@ async fn bind_announces_remote_listener_then_the_peer_and_relays_both_ways() {
     within(20, "peer reads", peer.read_exact(&mut got_up)).await.unwrap();
     assert_eq!(got_up, up);
     let mut got_down = vec![0u8; down.len()];
-    within(20, "client reads", control.read_exact(&mut got_down)).await.unwrap();
+    within(20, "client reads", control.read_exact(&mut got_down))
+        .await
+        .unwrap();
     assert_eq!(got_down, down);
     // Half-close crosses in both directions.
     control.shutdown().await.unwrap();
@@ -107,7 +116,10 @@ async fn mismatched_peer_is_refused_and_both_connections_close() {
     let second = second_reply(&mut control, &mut buf).await;
     assert_eq!(second.code, ReplyCode::NotAllowed);
     assert_eq!(second.bound, Address::Ip(wrong.local_addr().unwrap()));
-    assert!(read_to_end(&mut control).await.is_empty(), "control closed after the refusal");
+    assert!(
+        read_to_end(&mut control).await.is_empty(),
+        "control closed after the refusal"
+    );
     let mut sink = Vec::new();
     let closed = within(20, "wrong peer closed", wrong.read_to_end(&mut sink)).await;
     assert!(closed.map_or(true, |n| n == 0), "wrong peer gets nothing");
@@ -128,7 +140,10 @@ async fn bind_times_out_with_ttl_expired_when_no_peer_comes() {
     assert_eq!(second.bound, Address::UNSPECIFIED);
     assert!(read_to_end(&mut control).await.is_empty());
     // The listener is gone.
-    assert!(TcpStream::connect(listening).await.is_err(), "listener closed after the timeout");
+    assert!(
+        TcpStream::connect(listening).await.is_err(),
+        "listener closed after the timeout"
+    );
 }
 
 #[tokio::test]

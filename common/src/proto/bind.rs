@@ -77,7 +77,10 @@ mod tests {
             decode_prefix::<BindNotice>(&[0x09, 1, 0, 0, 0, 0, 0, 0]).map(|_| ()),
             Err(DecodeError::BadField("STATUS"))
         );
-        assert_eq!(decode_prefix::<BindNotice>(&[0x00, 1, 0]).map(|_| ()), Err(DecodeError::Incomplete));
+        assert_eq!(
+            decode_prefix::<BindNotice>(&[0x00, 1, 0]).map(|_| ()),
+            Err(DecodeError::Incomplete)
+        );
     }
 
     proptest! {

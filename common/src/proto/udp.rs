@@ -148,7 +148,10 @@ mod tests {
             decode_exact::<Socks5Datagram>(&[0, 0, 0, 9, 1, 2]),
             Err(DecodeError::BadAddressType(9))
         );
-        assert_eq!(decode_exact::<Socks5Datagram>(&[0, 0, 0, 1, 1, 2]), Err(DecodeError::Incomplete));
+        assert_eq!(
+            decode_exact::<Socks5Datagram>(&[0, 0, 0, 1, 1, 2]),
+            Err(DecodeError::Incomplete)
+        );
     }
 
     #[test]
