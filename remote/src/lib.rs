@@ -12,6 +12,7 @@
 
 mod bind;
 mod connect;
+mod packet;
 mod replay;
 mod udp;
 
@@ -41,6 +42,15 @@ struct Shared {
 /// Serves tunnel connections on `listener` until `shutdown` is cancelled, then drains.
 pub async fn run(listener: TcpListener, config: RemoteConfig, shutdown: CancellationToken) {
     let limits = config.limits;
+    // The encrypted UDP transport listens on the same address and port number, over UDP.
+    if let Ok(addr) = listener.local_addr() {
+        match tokio::net::UdpSocket::bind(addr).await {
+            Ok(socket) => {
+                tokio::spawn(packet::serve(socket, Arc::new(config.clone()), shutdown.clone()));
+            }
+            Err(e) => tracing::warn!(%addr, "cannot bind the UDP relay socket ({e}): encrypted UDP is unavailable"),
+        }
+    }
     let shared = Arc::new(Shared {
         config,
         replay: ReplayFilter::default(),

@@ -25,15 +25,15 @@ const NAME_CACHE: usize = 64;
 
 /// The association's outbound sockets and resolved names.
 #[derive(Default)]
-struct Nat {
-    v4: Option<UdpSocket>,
-    v6: Option<UdpSocket>,
+pub(crate) struct Nat {
+    pub(crate) v4: Option<UdpSocket>,
+    pub(crate) v6: Option<UdpSocket>,
     names: HashMap<(String, u16), Option<SocketAddr>>,
 }
 
 impl Nat {
     /// Where a frame goes, if the ACL allows it (None: drop it).
-    async fn destination(&mut self, target: &Address, config: &RemoteConfig) -> Option<SocketAddr> {
+    pub(crate) async fn destination(&mut self, target: &Address, config: &RemoteConfig) -> Option<SocketAddr> {
         if let Address::Domain(name, port) = target {
             if let Some(found) = self.names.get(&(name.clone(), *port)) {
                 return *found;
@@ -53,7 +53,7 @@ impl Nat {
         found
     }
 
-    async fn socket(&mut self, to: SocketAddr) -> Option<&UdpSocket> {
+    pub(crate) async fn socket(&mut self, to: SocketAddr) -> Option<&UdpSocket> {
         let (slot, bind) = if to.is_ipv4() {
             (&mut self.v4, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
         } else {
@@ -66,7 +66,7 @@ impl Nat {
     }
 }
 
-async fn recv(socket: &Option<UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+pub(crate) async fn recv(socket: &Option<UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
     match socket {
         Some(s) => s.recv_from(buf).await,
         None => std::future::pending().await,

@@ -25,6 +25,16 @@
 //!
 //! LEN counts the address and the data. Local → remote the address is the destination;
 //! remote → local it is the source of the reply.
+//!
+//! Encrypted UDP packet plaintext (`local.udp_transport: udp`; sealed by
+//! `crypto::seal_packet` as `SALT (32) | sealed plaintext | TAG (16)`), both directions:
+//!
+//! ```text
+//! +-----------+------+------+------+------+
+//! | TIMESTAMP | ATYP | ADDR | PORT | DATA |
+//! | u64 BE    | address (address.rs)| rest |
+//! +-----------+------+------+------+------+
+//! ```
 
 use bytes::{Buf, BufMut};
 
@@ -116,6 +126,44 @@ impl Decode for DatagramFrame {
     }
 }
 
+/// The plaintext of one encrypted UDP packet. It fills its packet: DATA is the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketPlaintext {
+    /// Seconds since the Unix epoch on the sender's clock (checked against the replay window).
+    pub timestamp: u64,
+    /// Destination (local → remote) or source of the reply (remote → local).
+    pub address: Address,
+    pub data: Vec<u8>,
+}
+
+impl PacketPlaintext {
+    /// Encodes the parts without building a message first.
+    pub fn encode_parts(timestamp: u64, address: &Address, data: &[u8], buf: &mut impl BufMut) {
+        buf.put_u64(timestamp);
+        address.encode(buf);
+        buf.put_slice(data);
+    }
+
+    pub fn encode(&self, buf: &mut impl BufMut) {
+        PacketPlaintext::encode_parts(self.timestamp, &self.address, &self.data, buf);
+    }
+}
+
+impl Decode for PacketPlaintext {
+    fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        need(buf, 8)?;
+        let timestamp = buf.get_u64();
+        let address = Address::decode(buf)?;
+        let mut data = vec![0u8; buf.remaining()];
+        buf.copy_to_slice(&mut data);
+        Ok(PacketPlaintext {
+            timestamp,
+            address,
+            data,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +234,15 @@ mod tests {
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = decode_exact::<Socks5Datagram>(&bytes);
             let _ = decode_prefix::<DatagramFrame>(&bytes);
+            let _ = decode_exact::<PacketPlaintext>(&bytes);
+        }
+
+        #[test]
+        fn packet_plaintext_round_trips(ts in any::<u64>(), port in any::<u16>(), data in proptest::collection::vec(any::<u8>(), 0..1500)) {
+            let p = PacketPlaintext { timestamp: ts, address: Address::Ip(([10, 0, 0, 1], port).into()), data };
+            let mut buf = Vec::new();
+            p.encode(&mut buf);
+            prop_assert_eq!(decode_exact::<PacketPlaintext>(&buf), Ok(p));
         }
 
         #[test]
