@@ -14,7 +14,7 @@ use warren_common::proto::socks5::{Command, ReplyCode};
 use warren_common::proto::udp::Socks5Datagram;
 use warren_tests::*;
 
-const TRANSPORTS: &[&str] = &["tcp"];
+const TRANSPORTS: &[&str] = &["udp", "tcp"];
 
 async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(secs), fut)
@@ -278,4 +278,47 @@ async fn denied_and_unresolvable_targets_are_dropped_and_the_association_keeps_w
             .unwrap();
         assert_eq!(receive(&client).await.data, b"yes", "{transport}");
     }
+}
+
+#[tokio::test]
+async fn remote_drops_garbage_stale_and_replayed_packets_and_keeps_serving() {
+    use warren_common::crypto::{open_packet, random_salt, seal_packet, Key};
+    use warren_common::proto::udp::PacketPlaintext;
+    use warren_common::time::unix_now;
+
+    let echo = udp_echo_server("127.0.0.1:0").await;
+    let key = new_key();
+    let remote = start_remote(&key, "acl:\n  - allow: \"127.0.0.0/8\"").await;
+    let key = Key::from_base64(&key).unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(remote.addr).await.unwrap();
+    let packet = |timestamp: u64, data: &[u8]| {
+        let mut plaintext = Vec::new();
+        PacketPlaintext::encode_parts(timestamp, &Address::Ip(echo), data, &mut plaintext);
+        seal_packet(&key, &random_salt(), &plaintext).unwrap()
+    };
+    let first = packet(unix_now(), b"first");
+    socket.send(&[0u8; 100]).await.unwrap(); // garbage
+    socket.send(&packet(unix_now() - 1000, b"stale")).await.unwrap();
+    socket.send(&first).await.unwrap();
+    socket.send(&first).await.unwrap(); // replay
+    let mut sealed_other_key = packet(unix_now(), b"other key");
+    sealed_other_key[40] ^= 1;
+    socket.send(&sealed_other_key).await.unwrap();
+    socket.send(&packet(unix_now(), b"second")).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let n = within(20, "an answer", socket.recv(&mut buf)).await.unwrap();
+        let (_, plaintext) = open_packet(&key, &buf[..n]).expect("answers are sealed with the key");
+        let p: PacketPlaintext = decode_exact(&plaintext).unwrap();
+        assert_eq!(p.address, Address::Ip(echo), "answer names its source");
+        answers.push(p.data);
+    }
+    assert_eq!(
+        answers,
+        [b"first".to_vec(), b"second".to_vec()],
+        "only fresh, authentic packets relayed"
+    );
+    remote.stop().await;
 }

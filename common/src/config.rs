@@ -177,6 +177,9 @@ pub struct LocalConfig {
 /// How the local carries a UDP association's datagrams to the remote (`local.udp_transport`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UdpTransport {
+    /// Each datagram sealed on its own and sent to the remote's UDP socket (same port number
+    /// as its TCP listener).
+    Udp,
     /// One tunnel stream per association, datagrams length-prefixed inside it.
     Tcp,
 }
@@ -277,8 +280,14 @@ impl TryFrom<&RawConfig> for LocalConfig {
             },
             limits: limits("local", local.max_connections, local.shutdown_grace)?,
             udp_transport: match local.udp_transport.as_deref() {
-                None | Some("tcp") => UdpTransport::Tcp,
-                Some(other) => return Err(invalid("local.udp_transport", format!("{other:?} is not `tcp`"))),
+                None | Some("udp") => UdpTransport::Udp,
+                Some("tcp") => UdpTransport::Tcp,
+                Some(other) => {
+                    return Err(invalid(
+                        "local.udp_transport",
+                        format!("{other:?} is not `udp` or `tcp`"),
+                    ))
+                }
             },
         })
     }
