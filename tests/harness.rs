@@ -278,3 +278,46 @@ impl Target {
         n
     }
 }
+
+/// A raw SOCKS5 request of any command, without authentication. Returns the socket, the first
+/// reply, and any bytes already read after it (BIND's second reply may follow at once).
+pub async fn socks5_request(
+    proxy: SocketAddr,
+    command: Command,
+    target: &Address,
+) -> std::io::Result<(TcpStream, Reply, BytesMut)> {
+    let mut stream = TcpStream::connect(proxy).await?;
+    let mut out = Vec::new();
+    Greeting { methods: vec![0x00] }.encode(&mut out);
+    Request {
+        command,
+        target: target.clone(),
+    }
+    .encode(&mut out);
+    stream.write_all(&out).await?;
+    let mut buf = BytesMut::new();
+    let MethodSelection(chosen) = read_message(&mut stream, &mut buf).await?;
+    if chosen != 0x00 {
+        return Err(std::io::Error::other(format!("server chose method {chosen:#04x}")));
+    }
+    let reply: Reply = read_message(&mut stream, &mut buf).await?;
+    Ok((stream, reply, buf))
+}
+
+/// A UDP echo server on `bind`: sends every datagram back to its sender.
+pub async fn udp_echo_server(bind: &str) -> SocketAddr {
+    let socket = tokio::net::UdpSocket::bind(bind).await.expect("bind udp echo");
+    let addr = socket.local_addr().expect("udp echo addr");
+    spawn_udp_echo(socket);
+    addr
+}
+
+/// Echoes datagrams on an already bound socket.
+pub fn spawn_udp_echo(socket: tokio::net::UdpSocket) {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(&buf[..n], from).await;
+        }
+    });
+}

@@ -58,6 +58,7 @@ pub struct RawLocal {
     pub idle_timeout: Option<f64>,
     pub max_connections: Option<usize>,
     pub shutdown_grace: Option<f64>,
+    pub udp_transport: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +78,7 @@ pub struct RawRemote {
     pub idle_timeout: Option<f64>,
     pub max_connections: Option<usize>,
     pub shutdown_grace: Option<f64>,
+    pub bind_timeout: Option<f64>,
 }
 
 /// One ACL rule: `{ allow: VALUE }` or `{ deny: VALUE }`.
@@ -168,6 +170,18 @@ pub struct LocalConfig {
     pub users: Vec<User>,
     pub timeouts: Timeouts,
     pub limits: ServerLimits,
+    /// How UDP ASSOCIATE datagrams travel to the remote.
+    pub udp_transport: UdpTransport,
+}
+
+/// How the local carries a UDP association's datagrams to the remote (`local.udp_transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpTransport {
+    /// Each datagram sealed on its own and sent to the remote's UDP socket (same port number
+    /// as its TCP listener).
+    Udp,
+    /// One tunnel stream per association, datagrams length-prefixed inside it.
+    Tcp,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +191,8 @@ pub struct RemoteConfig {
     pub acl: Acl,
     pub timeouts: Timeouts,
     pub limits: ServerLimits,
+    /// How long a BIND waits for its peer to connect.
+    pub bind_timeout: Duration,
 }
 
 fn seconds(field: &str, value: Option<f64>, default: f64) -> Result<Duration, ConfigError> {
@@ -263,6 +279,16 @@ impl TryFrom<&RawConfig> for LocalConfig {
                 idle: seconds("local.idle_timeout", local.idle_timeout, 300.0)?,
             },
             limits: limits("local", local.max_connections, local.shutdown_grace)?,
+            udp_transport: match local.udp_transport.as_deref() {
+                None | Some("udp") => UdpTransport::Udp,
+                Some("tcp") => UdpTransport::Tcp,
+                Some(other) => {
+                    return Err(invalid(
+                        "local.udp_transport",
+                        format!("{other:?} is not `udp` or `tcp`"),
+                    ))
+                }
+            },
         })
     }
 }
@@ -307,6 +333,7 @@ impl TryFrom<&RawConfig> for RemoteConfig {
                 idle: seconds("remote.idle_timeout", remote.idle_timeout, 300.0)?,
             },
             limits: limits("remote", remote.max_connections, remote.shutdown_grace)?,
+            bind_timeout: seconds("remote.bind_timeout", remote.bind_timeout, 120.0)?,
         })
     }
 }

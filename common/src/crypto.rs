@@ -196,6 +196,35 @@ impl SessionCipher {
     }
 }
 
+/// Bytes a sealed UDP packet adds to its plaintext: the salt and the tag.
+pub const PACKET_OVERHEAD: usize = SALT_LEN + TAG_LEN;
+
+/// Seals one UDP packet on its own: `salt | ChaCha20-Poly1305(subkey(salt), nonce 0, plaintext) |
+/// tag`. Each packet has a fresh salt, so its subkey is used once and nonce 0 is never reused.
+pub fn seal_packet(key: &Key, salt: &[u8; SALT_LEN], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let mut cipher = SessionCipher::new(key, salt);
+    let mut out = Vec::with_capacity(PACKET_OVERHEAD + plaintext.len());
+    out.extend_from_slice(salt);
+    out.extend_from_slice(plaintext);
+    let tag = cipher.seal(&mut out[SALT_LEN..])?;
+    out.extend_from_slice(&tag);
+    Ok(out)
+}
+
+/// Opens a packet sealed by [`seal_packet`]; returns its salt (the replay filter's key) and the
+/// plaintext. Fails with [`CryptoError::Authentication`] on anything not sealed with `key`.
+pub fn open_packet(key: &Key, packet: &[u8]) -> Result<([u8; SALT_LEN], Vec<u8>), CryptoError> {
+    if packet.len() < PACKET_OVERHEAD {
+        return Err(CryptoError::Authentication);
+    }
+    let mut salt = [0u8; SALT_LEN];
+    salt.copy_from_slice(&packet[..SALT_LEN]);
+    let (body, tag) = packet[SALT_LEN..].split_at(packet.len() - PACKET_OVERHEAD);
+    let mut plaintext = body.to_vec();
+    SessionCipher::new(key, &salt).open(&mut plaintext, tag)?;
+    Ok((salt, plaintext))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +264,22 @@ mod tests {
             opener.open_payload(&mut frame[LEN_BLOCK..]),
             Err(CryptoError::Authentication)
         );
+    }
+
+    #[test]
+    fn packets_round_trip_and_refuse_tampering_and_other_keys() {
+        let key = Key::generate();
+        let salt = random_salt();
+        let packet = seal_packet(&key, &salt, b"datagram").unwrap();
+        assert_eq!(packet.len(), PACKET_OVERHEAD + 8);
+        assert_eq!(open_packet(&key, &packet), Ok((salt, b"datagram".to_vec())));
+        for i in [0, SALT_LEN, packet.len() - 1] {
+            let mut bad = packet.clone();
+            bad[i] ^= 1;
+            assert_eq!(open_packet(&key, &bad), Err(CryptoError::Authentication), "byte {i}");
+        }
+        assert_eq!(open_packet(&Key::generate(), &packet), Err(CryptoError::Authentication));
+        assert_eq!(open_packet(&key, &packet[..40]), Err(CryptoError::Authentication));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! → SOCKS5 reply carrying the remote's status → relay until both sides close or go idle.
 #![forbid(unsafe_code)]
 
+pub mod bind;
 mod connect;
 mod forward;
 mod http;
@@ -15,6 +16,7 @@ pub mod resources;
 mod socks4;
 mod socks5;
 mod tunnel;
+mod udp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -95,10 +97,17 @@ async fn establish(mut client: TcpStream, peer: SocketAddr, config: &LocalConfig
         }
     };
     let target = request.target;
-    if request.command != Command::Connect {
-        tracing::info!(%peer, %target, command = ?request.command, "refused: command not supported");
-        let _ = socks5::send_reply(&mut client, &Reply::error(ReplyCode::CommandNotSupported)).await;
-        return None;
+    // BIND and UDP ASSOCIATE run to their end here, inside this boxed future.
+    match request.command {
+        Command::Connect => {}
+        Command::Bind => {
+            bind::bind(client, peer, config, target, bind::socks5_replies).await;
+            return None;
+        }
+        Command::UdpAssociate => {
+            udp::associate(client, peer, config, target).await;
+            return None;
+        }
     }
 
     // Bytes the client sent after its request (pipelining) ride in the tunnel's first chunk.

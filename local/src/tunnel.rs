@@ -73,11 +73,19 @@ pub async fn open(
     target: &Address,
     initial: &[u8],
 ) -> Result<(Address, EncryptedStream<TcpStream>), OpenError> {
+    open_request(config, RequestHeader::connect(target.clone(), unix_now()), initial).await
+}
+
+/// [`open`] for any tunnel command (BIND, UDP-over-TCP).
+pub async fn open_request(
+    config: &LocalConfig,
+    header: RequestHeader,
+    initial: &[u8],
+) -> Result<(Address, EncryptedStream<TcpStream>), OpenError> {
     let stream = TcpStream::connect(&config.remote)
         .await
         .map_err(OpenError::Unreachable)?;
     warren_common::net::tune(&stream);
-    let header = RequestHeader::connect(target.clone(), unix_now());
     let pending = PendingTunnel::send_request(stream, &config.key, &header, initial).await?;
     let (response, tunnel) = pending.read_response().await?;
     let drift = warren_common::time::skew(response.timestamp, unix_now());

@@ -17,12 +17,20 @@ const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
 /// Connects to `target` if the ACL allows it; the error is the SOCKS5 reply code to send.
 pub async fn connect(target: &Address, acl: &Acl) -> Result<TcpStream, ReplyCode> {
-    let addrs = match target {
+    let addrs = allowed_addresses(target, acl).await?;
+    happy_eyeballs(addrs).await.map_err(|e| reply_code(&e))
+}
+
+/// The addresses `target` stands for that the ACL allows (a name is resolved here, and checked
+/// before and after), IPv6 and IPv4 interleaved; the error is the SOCKS5 reply code to send.
+/// Also used for BIND's expected peer and for UDP destinations.
+pub async fn allowed_addresses(target: &Address, acl: &Acl) -> Result<Vec<SocketAddr>, ReplyCode> {
+    match target {
         Address::Ip(addr) => {
             if acl.check(None, addr.ip()) == Verdict::Deny {
                 return Err(ReplyCode::NotAllowed);
             }
-            vec![*addr]
+            Ok(vec![*addr])
         }
         Address::Domain(name, port) => {
             if acl.check_name(name) == Some(Verdict::Deny) {
@@ -42,10 +50,9 @@ pub async fn connect(target: &Address, acl: &Acl) -> Result<TcpStream, ReplyCode
             if allowed.is_empty() {
                 return Err(ReplyCode::NotAllowed);
             }
-            interleave(allowed)
+            Ok(interleave(allowed))
         }
-    };
-    happy_eyeballs(addrs).await.map_err(|e| reply_code(&e))
+    }
 }
 
 /// Orders addresses IPv6, IPv4, IPv6, ... keeping the resolver's order within each family.

@@ -10,8 +10,11 @@
 //! learns nothing from when it closes.
 #![forbid(unsafe_code)]
 
+mod bind;
 mod connect;
+mod packet;
 mod replay;
+mod udp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +42,15 @@ struct Shared {
 /// Serves tunnel connections on `listener` until `shutdown` is cancelled, then drains.
 pub async fn run(listener: TcpListener, config: RemoteConfig, shutdown: CancellationToken) {
     let limits = config.limits;
+    // The encrypted UDP transport listens on the same address and port number, over UDP.
+    if let Ok(addr) = listener.local_addr() {
+        match tokio::net::UdpSocket::bind(addr).await {
+            Ok(socket) => {
+                tokio::spawn(packet::serve(socket, Arc::new(config.clone()), shutdown.clone()));
+            }
+            Err(e) => tracing::warn!(%addr, "cannot bind the UDP relay socket ({e}): encrypted UDP is unavailable"),
+        }
+    }
     let shared = Arc::new(Shared {
         config,
         replay: ReplayFilter::default(),
@@ -86,7 +98,11 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         tracing::warn!(%peer, "replayed request (salt seen before): ignored");
         return drain_until(stream, deadline).await;
     }
-    let Command::Connect = request.header.command;
+    match request.header.command {
+        Command::Connect => {}
+        Command::Bind => return bind::serve(stream, peer, request, config).await,
+        Command::UdpOverTcp => return udp::serve(stream, peer, request, config).await,
+    }
     let target = request.header.target.clone();
 
     // Connect, but give up at once if the local goes away meanwhile. Bytes it sends meanwhile

@@ -41,6 +41,12 @@ pub const TIMESTAMP_WINDOW_SECS: u64 = 120;
 pub enum Command {
     /// Open a TCP connection to the target and relay bytes.
     Connect = 0x01,
+    /// Listen for one inbound connection from the target's address (SOCKS5 BIND); the response
+    /// names the listening address and a [`super::bind::BindNotice`] follows in the stream.
+    Bind = 0x02,
+    /// Relay UDP datagrams framed as [`super::udp::DatagramFrame`]s in the stream (the target is
+    /// ignored: each frame names its destination).
+    UdpOverTcp = 0x03,
 }
 
 /// The first message of a tunnel connection.
@@ -65,6 +71,16 @@ impl RequestHeader {
         }
     }
 
+    /// A request for `command` stamped `timestamp`, with a random amount of padding.
+    pub fn new(command: Command, target: Address, timestamp: u64) -> RequestHeader {
+        RequestHeader {
+            command,
+            timestamp,
+            target,
+            padding_len: random_padding_len(),
+        }
+    }
+
     /// Bytes the header takes (the chunk may carry initial data after it).
     pub fn encoded_len(&self) -> usize {
         1 + 8 + self.target.encoded_len() + 2 + padding_len(self.padding_len)
@@ -83,6 +99,8 @@ impl Decode for RequestHeader {
         need(buf, 1 + 8)?;
         let command = match buf.get_u8() {
             0x01 => Command::Connect,
+            0x02 => Command::Bind,
+            0x03 => Command::UdpOverTcp,
             other => return Err(DecodeError::BadCommand(other)),
         };
         let timestamp = buf.get_u64();

@@ -9,11 +9,13 @@
 //! from a copy of the cursor (see [`decode_prefix`]) and retry once more bytes have arrived.
 
 pub mod address;
+pub mod bind;
 pub mod chunked;
 pub mod header;
 pub mod http;
 pub mod socks4;
 pub mod socks5;
+pub mod udp;
 
 use bytes::Buf;
 

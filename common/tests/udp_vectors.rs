@@ -1,0 +1,122 @@
+//! The BIND and UDP test vectors of docs/PROTOCOL.md (§16), checked against the public API.
+//! The expected bytes were computed independently, in Python with the `cryptography` package
+//! (the script is PROTOCOL.md appendix B); if they disagree, the script is the reference.
+
+use std::net::SocketAddr;
+
+use warren_common::crypto::{open_packet, seal_packet, Key, SALT_LEN};
+use warren_common::proto::address::Address;
+use warren_common::proto::bind::BindNotice;
+use warren_common::proto::socks5::ReplyCode;
+use warren_common::proto::udp::{DatagramFrame, PacketPlaintext, Socks5Datagram};
+use warren_common::proto::{decode_exact, decode_prefix};
+
+fn key() -> Key {
+    Key::from_bytes(std::array::from_fn(|i| i as u8))
+}
+
+fn salt(first: u8) -> [u8; SALT_LEN] {
+    std::array::from_fn(|i| first + i as u8)
+}
+
+fn example_dns() -> Address {
+    Address::domain("example.com", 53).unwrap()
+}
+
+const NOTICE_OK: &str = "0001c00002091388";
+const NOTICE_TIMEOUT: &str = "0601000000000000";
+const SOCKS5_DATAGRAM: &str = "000000030b6578616d706c652e636f6d003570696e67";
+const FRAME_UP: &str = "0013030b6578616d706c652e636f6d003570696e67";
+const FRAME_DOWN: &str = "00170420010db80000000000000000000000010035706f6e67";
+const SUBKEY_UP: &str = "5d45a4d40012824d431ca7d5c32b8141fd168ff3545c663f3578df04804c2a65";
+const SUBKEY_DOWN: &str = "8bc8ce39fa7a193434a3e64bfc90135fd369d9d416a8bd0709b58373a9f473c5";
+const PLAINTEXT_UP: &str = "000000006553f100030b6578616d706c652e636f6d003570696e67";
+const PACKET_UP: &str = concat!(
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f",
+    "0d0b0bacdd71debefd657b5a1f5c0b5a7333d2ba2a836d13c8e6090b67d339ce",
+    "636bf57c1c5899bac973a5",
+);
+const PLAINTEXT_DOWN: &str = "000000006553f10101c00002350035706f6e67";
+const PACKET_DOWN: &str = concat!(
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f",
+    "d466f031a431cc4eb02c78c295c89f06a1b7bd67c5c88f8b14f02b37616fd26b",
+    "893d2e",
+);
+
+fn encoded(f: impl FnOnce(&mut Vec<u8>)) -> String {
+    let mut buf = Vec::new();
+    f(&mut buf);
+    hex::encode(buf)
+}
+
+#[test]
+fn bind_notices() {
+    let ok = BindNotice {
+        status: ReplyCode::Succeeded,
+        peer: Address::Ip(SocketAddr::from(([192, 0, 2, 9], 5000))),
+    };
+    assert_eq!(encoded(|b| ok.encode(b)), NOTICE_OK);
+    assert_eq!(
+        decode_prefix::<BindNotice>(&hex::decode(NOTICE_OK).unwrap()),
+        Ok((ok, 8))
+    );
+    let timeout = BindNotice {
+        status: ReplyCode::TtlExpired,
+        peer: Address::UNSPECIFIED,
+    };
+    assert_eq!(encoded(|b| timeout.encode(b)), NOTICE_TIMEOUT);
+}
+
+#[test]
+fn socks5_udp_header() {
+    let d = Socks5Datagram {
+        frag: 0,
+        address: example_dns(),
+        data: b"ping".to_vec(),
+    };
+    assert_eq!(encoded(|b| d.encode(b)), SOCKS5_DATAGRAM);
+    assert_eq!(decode_exact(&hex::decode(SOCKS5_DATAGRAM).unwrap()), Ok(d));
+}
+
+#[test]
+fn udp_over_tcp_frames() {
+    let up = DatagramFrame {
+        address: example_dns(),
+        data: b"ping".to_vec(),
+    };
+    assert_eq!(encoded(|b| up.encode(b).unwrap()), FRAME_UP);
+    let down = DatagramFrame {
+        address: Address::Ip("[2001:db8::1]:53".parse().unwrap()),
+        data: b"pong".to_vec(),
+    };
+    assert_eq!(encoded(|b| down.encode(b).unwrap()), FRAME_DOWN);
+    assert_eq!(decode_exact(&hex::decode(FRAME_DOWN).unwrap()), Ok(down));
+}
+
+#[test]
+fn encrypted_udp_packets() {
+    assert_eq!(hex::encode(key().subkey(&salt(0x60))), SUBKEY_UP);
+    assert_eq!(hex::encode(key().subkey(&salt(0x80))), SUBKEY_DOWN);
+    let up = PacketPlaintext {
+        timestamp: 1_700_000_000,
+        address: example_dns(),
+        data: b"ping".to_vec(),
+    };
+    assert_eq!(encoded(|b| up.encode(b)), PLAINTEXT_UP);
+    let sealed = seal_packet(&key(), &salt(0x60), &hex::decode(PLAINTEXT_UP).unwrap()).unwrap();
+    assert_eq!(hex::encode(&sealed), PACKET_UP);
+    let (got_salt, plaintext) = open_packet(&key(), &hex::decode(PACKET_UP).unwrap()).unwrap();
+    assert_eq!(got_salt, salt(0x60));
+    assert_eq!(decode_exact(&plaintext), Ok(up));
+
+    let down = PacketPlaintext {
+        timestamp: 1_700_000_001,
+        address: Address::Ip(SocketAddr::from(([192, 0, 2, 53], 53))),
+        data: b"pong".to_vec(),
+    };
+    assert_eq!(encoded(|b| down.encode(b)), PLAINTEXT_DOWN);
+    let sealed = seal_packet(&key(), &salt(0x80), &hex::decode(PLAINTEXT_DOWN).unwrap()).unwrap();
+    assert_eq!(hex::encode(&sealed), PACKET_DOWN);
+    let (_, plaintext) = open_packet(&key(), &sealed).unwrap();
+    assert_eq!(decode_exact(&plaintext), Ok(down));
+}

@@ -1,0 +1,263 @@
+//! UDP ASSOCIATE on the local (RFC 1928 §7): a relay socket per association, bound on the IP
+//! the client reached our TCP listener on, announced in the reply. Only datagrams from the
+//! client's address are relayed; fragments (FRAG ≠ 0) and malformed headers are dropped. The
+//! datagrams travel to the remote as `local.udp_transport` says: sealed packets to its UDP
+//! socket (`udp`), or one UDP-over-TCP tunnel stream (`tcp`). The association ends when the
+//! client's TCP control connection closes, the tunnel ends, or nothing moves for `idle_timeout`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use warren_common::config::{LocalConfig, UdpTransport};
+use warren_common::crypto::{open_packet, random_salt, seal_packet};
+use warren_common::proto::address::Address;
+use warren_common::proto::header::{Command, RequestHeader};
+use warren_common::proto::socks5::{Reply, ReplyCode};
+use warren_common::proto::udp::{DatagramFrame, PacketPlaintext, Socks5Datagram};
+use warren_common::proto::{decode_exact, decode_prefix, DecodeError};
+use warren_common::replay::PacketReplayFilter;
+use warren_common::stream::EncryptedStream;
+use warren_common::time::unix_now;
+
+use crate::socks5::send_reply;
+use crate::tunnel;
+
+/// The client address datagrams must come from: the IP is fixed, the port may be learnt from
+/// the first datagram.
+struct ClientFilter {
+    ip: IpAddr,
+    port: Option<u16>,
+}
+
+impl ClientFilter {
+    /// From the request's DST (RFC 1928: the address the client will send from, or zeros when it
+    /// does not know it) and the control connection's peer.
+    fn new(requested: &Address, control_peer: SocketAddr) -> ClientFilter {
+        let (ip, port) = match requested {
+            Address::Ip(a) if !a.ip().is_unspecified() => (a.ip().to_canonical(), a.port()),
+            other => (control_peer.ip().to_canonical(), other.port()),
+        };
+        ClientFilter {
+            ip,
+            port: (port != 0).then_some(port),
+        }
+    }
+
+    /// True if `from` is the client; learns the port from the first datagram if needed.
+    fn accept(&mut self, from: SocketAddr) -> bool {
+        if from.ip().to_canonical() != self.ip {
+            return false;
+        }
+        match self.port {
+            Some(port) => port == from.port(),
+            None => {
+                self.port = Some(from.port());
+                true
+            }
+        }
+    }
+}
+
+/// Where the association's datagrams go.
+enum Upstream {
+    /// A UDP-over-TCP tunnel stream and the frame bytes received but not yet decoded.
+    Stream(EncryptedStream<TcpStream>, BytesMut),
+    /// A socket connected to the remote's UDP port, and the replay filter for its answers.
+    Packets(UdpSocket, PacketReplayFilter),
+}
+
+impl Upstream {
+    /// Opens the transport `config` asks for; the error is the SOCKS5 reply code.
+    async fn open(config: &LocalConfig, peer: SocketAddr, requested: &Address) -> Result<Upstream, ReplyCode> {
+        match config.udp_transport {
+            UdpTransport::Tcp => {
+                let header = RequestHeader::new(Command::UdpOverTcp, Address::UNSPECIFIED, unix_now());
+                let open = tunnel::open_request(config, header, &[]);
+                match tokio::time::timeout(config.timeouts.connect, open).await {
+                    Ok(Ok((_, tunnel))) => Ok(Upstream::Stream(tunnel, BytesMut::new())),
+                    Ok(Err(failure)) => {
+                        failure.log(&peer, requested, &config.remote);
+                        Err(failure.reply_code())
+                    }
+                    Err(_) => {
+                        tunnel::log_silent_remote(&peer, requested, &config.remote, config.timeouts.connect);
+                        Err(ReplyCode::GeneralFailure)
+                    }
+                }
+            }
+            UdpTransport::Udp => {
+                let resolve = tokio::net::lookup_host(config.remote.as_str());
+                let remote = match tokio::time::timeout(config.timeouts.connect, resolve).await {
+                    Ok(Ok(mut addrs)) => addrs.next(),
+                    _ => None,
+                };
+                let Some(remote) = remote else {
+                    tracing::warn!(%peer, remote = %config.remote, "cannot resolve the remote for UDP");
+                    return Err(ReplyCode::GeneralFailure);
+                };
+                let any: SocketAddr = if remote.is_ipv4() {
+                    (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+                } else {
+                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+                };
+                let socket = UdpSocket::bind(any).await.map_err(|_| ReplyCode::GeneralFailure)?;
+                socket.connect(remote).await.map_err(|_| ReplyCode::GeneralFailure)?;
+                Ok(Upstream::Packets(socket, PacketReplayFilter::default()))
+            }
+        }
+    }
+
+    /// Sends one datagram for `to`.
+    async fn send(&mut self, config: &LocalConfig, to: &Address, data: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
+        out.clear();
+        match self {
+            Upstream::Stream(tunnel, _) => {
+                if DatagramFrame::encode_parts(to, data, out).is_none() {
+                    return Ok(()); // too large for a frame: dropped
+                }
+                tunnel.write_all(out).await.map_err(|_| ())?;
+                tunnel.flush().await.map_err(|_| ())
+            }
+            Upstream::Packets(socket, _) => {
+                PacketPlaintext::encode_parts(unix_now(), to, data, out);
+                let Ok(packet) = seal_packet(&config.key, &random_salt(), out) else {
+                    return Ok(());
+                };
+                // A send error (e.g. ICMP unreachable from an earlier packet) loses one datagram.
+                let _ = socket.send(&packet).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits for datagrams from the remote (cancel-safe: the only await is a socket read).
+    /// `Err` ends the association.
+    async fn recv(&mut self, config: &LocalConfig, buf: &mut [u8]) -> Result<Vec<DatagramFrame>, &'static str> {
+        match self {
+            Upstream::Stream(tunnel, pending) => {
+                if matches!(tunnel.read_buf(pending).await, Ok(0) | Err(_)) {
+                    return Err("remote closed");
+                }
+                let mut frames = Vec::new();
+                loop {
+                    match decode_prefix::<DatagramFrame>(pending) {
+                        Ok((frame, used)) => {
+                            pending.advance(used);
+                            frames.push(frame);
+                        }
+                        Err(DecodeError::Incomplete) => return Ok(frames),
+                        Err(_) => return Err("malformed frame from the remote"),
+                    }
+                }
+            }
+            Upstream::Packets(socket, replay) => {
+                let Ok(n) = socket.recv(buf).await else {
+                    return Ok(Vec::new());
+                };
+                let Ok((salt, plaintext)) = open_packet(&config.key, &buf[..n]) else {
+                    return Ok(Vec::new());
+                };
+                match decode_exact::<PacketPlaintext>(&plaintext) {
+                    Ok(p) if replay.accept(salt, p.timestamp, unix_now()) => Ok(vec![DatagramFrame {
+                        address: p.address,
+                        data: p.data,
+                    }]),
+                    _ => Ok(Vec::new()),
+                }
+            }
+        }
+    }
+
+    async fn close(self) {
+        if let Upstream::Stream(mut tunnel, _) = self {
+            let _ = tunnel.shutdown().await;
+        }
+    }
+}
+
+/// Carries out a UDP ASSOCIATE for `client`, whose SOCKS5 request named `requested`.
+pub async fn associate(mut client: TcpStream, peer: SocketAddr, config: &LocalConfig, requested: Address) {
+    let mut upstream = match Upstream::open(config, peer, &requested).await {
+        Ok(upstream) => upstream,
+        Err(code) => {
+            let _ = send_reply(&mut client, &Reply::error(code)).await;
+            return;
+        }
+    };
+    let relay_ip = match client.local_addr() {
+        Ok(addr) => addr.ip(),
+        Err(_) => return,
+    };
+    let (socket, bound) = match UdpSocket::bind(SocketAddr::new(relay_ip, 0)).await {
+        Ok(s) => match s.local_addr() {
+            Ok(bound) => (s, bound),
+            Err(_) => return,
+        },
+        Err(e) => {
+            tracing::warn!(%peer, "cannot bind a UDP relay socket on {relay_ip}: {e}");
+            let _ = send_reply(&mut client, &Reply::error(ReplyCode::GeneralFailure)).await;
+            return;
+        }
+    };
+    let reply = Reply {
+        code: ReplyCode::Succeeded,
+        bound: Address::Ip(bound),
+    };
+    if send_reply(&mut client, &reply).await.is_err() {
+        return;
+    }
+    tracing::info!(%peer, relay = %bound, transport = ?config.udp_transport, "UDP association open");
+
+    let mut filter = ClientFilter::new(&requested, peer);
+    let mut datagram = vec![0u8; 65536];
+    let mut from_remote = vec![0u8; 65536];
+    let mut out = Vec::with_capacity(65536);
+    let mut control = [0u8; 512];
+    let (mut sent, mut received, mut dropped) = (0u64, 0u64, 0u64);
+    let idle = tokio::time::sleep(config.timeouts.idle);
+    tokio::pin!(idle);
+    let end = loop {
+        tokio::select! {
+            read = client.read(&mut control) => match read {
+                Ok(0) | Err(_) => break "control connection closed",
+                Ok(_) => continue, // nothing is defined on it after the reply: ignore
+            },
+            got = socket.recv_from(&mut datagram) => {
+                let Ok((n, from)) = got else { continue };
+                if !filter.accept(from) {
+                    dropped += 1;
+                    continue;
+                }
+                match decode_exact::<Socks5Datagram>(&datagram[..n]) {
+                    Ok(d) if d.frag == 0 => {
+                        if upstream.send(config, &d.address, &d.data, &mut out).await.is_err() {
+                            break "tunnel error";
+                        }
+                        sent += 1;
+                    }
+                    _ => dropped += 1,
+                }
+            }
+            frames = upstream.recv(config, &mut from_remote) => {
+                let frames = match frames {
+                    Ok(frames) => frames,
+                    Err(end) => break end,
+                };
+                let Some(port) = filter.port else { continue };
+                for frame in frames {
+                    out.clear();
+                    Socks5Datagram::encode_parts(&frame.address, &frame.data, &mut out);
+                    if socket.send_to(&out, SocketAddr::new(filter.ip, port)).await.is_ok() {
+                        received += 1;
+                    }
+                }
+            }
+            () = &mut idle => break "idle",
+        }
+        idle.as_mut().reset(tokio::time::Instant::now() + config.timeouts.idle);
+    };
+    upstream.close().await;
+    tracing::info!(%peer, datagrams_sent = sent, datagrams_received = received, dropped, end, "UDP association finished");
+}

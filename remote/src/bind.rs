@@ -1,0 +1,143 @@
+//! BIND on the remote: listen for one inbound connection from the expected peer, announce the
+//! listening address in the tunnel response (BIND's first reply), send a
+//! [`BindNotice`] as the stream's first payload when a peer arrives, a mismatched peer is turned
+//! away, or the wait times out (BIND's second reply), then relay as for CONNECT.
+
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use warren_common::config::RemoteConfig;
+use warren_common::proto::address::Address;
+use warren_common::proto::bind::BindNotice;
+use warren_common::proto::header::ResponseHeader;
+use warren_common::proto::socks5::ReplyCode;
+use warren_common::relay::relay;
+use warren_common::stream::EncryptedStream;
+use warren_common::time::unix_now;
+use warren_common::tunnel::AcceptedRequest;
+
+use crate::connect::allowed_addresses;
+
+/// Most bytes the local may send before the peer connects (they are delivered to the peer).
+const EARLY_LIMIT: usize = 64 * 1024;
+
+/// Who may connect: `None` when the request named the unspecified address (any peer the ACL
+/// allows), else the allowed addresses the request's target stands for.
+async fn expected_peers(target: &Address, config: &RemoteConfig) -> Result<Option<Vec<IpAddr>>, ReplyCode> {
+    if let Address::Ip(addr) = target {
+        if addr.ip().is_unspecified() {
+            return Ok(None);
+        }
+    }
+    let lookup = tokio::time::timeout(config.timeouts.connect, allowed_addresses(target, &config.acl));
+    match lookup.await {
+        Ok(Ok(addrs)) => Ok(Some(addrs.iter().map(|a| a.ip().to_canonical()).collect())),
+        Ok(Err(code)) => Err(code),
+        Err(_) => Err(ReplyCode::HostUnreachable),
+    }
+}
+
+/// Binds the listener and works out the address the peer must connect to.
+async fn listen(config: &RemoteConfig, tunnel_local: Option<SocketAddr>) -> Result<(TcpListener, Address), ReplyCode> {
+    let listener = TcpListener::bind(SocketAddr::new(config.listen.ip(), 0))
+        .await
+        .map_err(|_| ReplyCode::GeneralFailure)?;
+    let mut announced = listener.local_addr().map_err(|_| ReplyCode::GeneralFailure)?;
+    if announced.ip().is_unspecified() {
+        // Bound on every address: name the one the local reached us on.
+        let ip = tunnel_local.map(|a| a.ip()).ok_or(ReplyCode::GeneralFailure)?;
+        announced.set_ip(ip);
+    }
+    Ok((listener, Address::Ip(announced)))
+}
+
+/// Serves one authenticated BIND request.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, request: AcceptedRequest, config: &RemoteConfig) {
+    let target = request.header.target.clone();
+    let tunnel_local = stream.local_addr().ok();
+    let prepared = match expected_peers(&target, config).await {
+        Ok(expected) => listen(config, tunnel_local).await.map(|(l, a)| (expected, l, a)),
+        Err(code) => Err(code),
+    };
+    let (status, bound) = match &prepared {
+        Ok((_, _, announced)) => (ReplyCode::Succeeded, announced.clone()),
+        Err(code) => (*code, Address::UNSPECIFIED),
+    };
+    let response = ResponseHeader::new(request.salt, status, unix_now(), bound.clone());
+    let initial = request.initial_data.clone();
+    let mut tunnel = match request.respond(stream, &config.key, &response, &[]).await {
+        Ok(tunnel) => tunnel,
+        Err(e) => {
+            tracing::debug!(%peer, %target, "could not send the BIND response: {e}");
+            return;
+        }
+    };
+    let Ok((expected, listener, _)) = prepared else {
+        tracing::info!(%peer, %target, reply = status as u8, "BIND refused: {}", status.describe());
+        let _ = tunnel.shutdown().await;
+        return;
+    };
+    tracing::info!(%peer, %target, listening = %bound, "BIND listening");
+
+    let mut early = initial;
+    let wait = tokio::time::sleep(config.bind_timeout);
+    tokio::pin!(wait);
+    let accepted = loop {
+        tokio::select! {
+            result = listener.accept() => break result.ok(),
+            () = &mut wait => break None,
+            read = tokio::io::AsyncReadExt::read_buf(&mut tunnel, &mut early), if early.len() < EARLY_LIMIT => {
+                if matches!(read, Ok(0) | Err(_)) {
+                    tracing::info!(%peer, %target, "local left while BIND was waiting");
+                    return;
+                }
+            }
+        }
+    };
+    drop(listener);
+    let Some((mut inbound, from)) = accepted else {
+        tracing::info!(%peer, %target, "BIND: no peer before the timeout");
+        return refuse(tunnel, ReplyCode::TtlExpired, Address::UNSPECIFIED).await;
+    };
+    let from_ip = from.ip().to_canonical();
+    let allowed = match &expected {
+        Some(ips) => ips.contains(&from_ip),
+        None => config.acl.check(None, from_ip) == warren_common::acl::Verdict::Allow,
+    };
+    if !allowed {
+        tracing::info!(%peer, %target, %from, "BIND: refused a peer that does not match the request");
+        drop(inbound);
+        return refuse(tunnel, ReplyCode::NotAllowed, Address::Ip(from)).await;
+    }
+    let notice = BindNotice {
+        status: ReplyCode::Succeeded,
+        peer: Address::Ip(from),
+    };
+    let mut out = Vec::with_capacity(notice.encoded_len());
+    notice.encode(&mut out);
+    if tunnel.write_all(&out).await.is_err() || tunnel.flush().await.is_err() {
+        return;
+    }
+    warren_common::net::tune(&inbound);
+    if !early.is_empty() && inbound.write_all(&early).await.is_err() {
+        return;
+    }
+    let outcome = relay(tunnel, inbound, config.timeouts.idle).await;
+    tracing::info!(
+        %peer, %target, %from,
+        sent = outcome.sent + early.len() as u64,
+        received = outcome.received,
+        end = %outcome.end,
+        "BIND connection finished"
+    );
+}
+
+/// Sends a failure notice and ends the stream.
+async fn refuse(mut tunnel: EncryptedStream<TcpStream>, status: ReplyCode, peer: Address) {
+    let notice = BindNotice { status, peer };
+    let mut out = Vec::with_capacity(notice.encoded_len());
+    notice.encode(&mut out);
+    let _ = tunnel.write_all(&out).await;
+    let _ = tunnel.shutdown().await;
+}

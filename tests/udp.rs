@@ -1,0 +1,324 @@
+//! SOCKS5 UDP ASSOCIATE through the tunnel with a raw client: IPv4, IPv6 and domain targets,
+//! 1000 datagrams of up to 1400 bytes echoed with a correct header, fragments, foreign senders
+//! and malformed headers dropped, and the relay closed with its control connection. Each test
+//! runs over every UDP transport.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::{TcpStream, UdpSocket};
+use warren_common::proto::address::Address;
+use warren_common::proto::decode_exact;
+use warren_common::proto::socks5::{Command, ReplyCode};
+use warren_common::proto::udp::Socks5Datagram;
+use warren_tests::*;
+
+const TRANSPORTS: &[&str] = &["udp", "tcp"];
+
+async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing happened within {secs} s"))
+}
+
+struct Association {
+    _pair: Pair,
+    control: TcpStream,
+    relay: SocketAddr,
+    client: UdpSocket,
+}
+
+/// Starts a pair using `transport`, opens an association announcing DST 0.0.0.0:0 and a client
+/// UDP socket on 127.0.0.1.
+async fn associate(transport: &str) -> Association {
+    let pair = start_pair("", &format!("udp_transport: {transport}")).await;
+    let (control, reply, _) = within(
+        20,
+        "UDP ASSOCIATE reply",
+        socks5_request(pair.socks(), Command::UdpAssociate, &Address::UNSPECIFIED),
+    )
+    .await
+    .expect("UDP ASSOCIATE");
+    assert_eq!(reply.code, ReplyCode::Succeeded);
+    let Address::Ip(relay) = reply.bound else {
+        panic!("relay address is an IP: {:?}", reply.bound)
+    };
+    assert_eq!(relay.ip().to_string(), "127.0.0.1", "bound on the TCP listener's IP");
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    Association {
+        _pair: pair,
+        control,
+        relay,
+        client,
+    }
+}
+
+fn datagram(target: &Address, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    Socks5Datagram {
+        frag: 0,
+        address: target.clone(),
+        data: data.to_vec(),
+    }
+    .encode(&mut out);
+    out
+}
+
+/// The next datagram the client receives, decoded.
+async fn receive(client: &UdpSocket) -> Socks5Datagram {
+    let mut buf = vec![0u8; 65536];
+    let n = within(20, "a datagram back", client.recv(&mut buf)).await.unwrap();
+    decode_exact(&buf[..n]).expect("reply carries a valid SOCKS5 UDP header")
+}
+
+/// A UDP echo server on both 127.0.0.1 and ::1 with the same port, so "localhost" reaches it
+/// whichever address the remote picks.
+async fn dual_stack_echo() -> u16 {
+    for _ in 0..50 {
+        let v4 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = v4.local_addr().unwrap().port();
+        if let Ok(v6) = UdpSocket::bind(("::1", port)).await {
+            spawn_udp_echo(v4);
+            spawn_udp_echo(v6);
+            return port;
+        }
+    }
+    panic!("no port free on both 127.0.0.1 and ::1");
+}
+
+/// Sends 1000 numbered datagrams of 1..=1400 bytes to `target` with at most 32 in flight, and
+/// returns how many came back with the expected source and payload.
+async fn echo_thousand(assoc: &Association, target: &Address, expected_sources: &[SocketAddr]) -> usize {
+    const COUNT: u32 = 1000;
+    const WINDOW: u32 = 32;
+    let mut sent: HashMap<u32, Vec<u8>> = HashMap::new();
+    let (mut next, mut good, mut in_flight) = (0u32, 0usize, 0u32);
+    let mut buf = vec![0u8; 65536];
+    while next < COUNT || in_flight > 0 {
+        while next < COUNT && in_flight < WINDOW {
+            let len = 4 + (next as usize * 7919) % 1397;
+            let mut payload = next.to_be_bytes().to_vec();
+            payload.extend(pattern(len - 4).iter().map(|b| b ^ next as u8));
+            assoc
+                .client
+                .send_to(&datagram(target, &payload), assoc.relay)
+                .await
+                .unwrap();
+            sent.insert(next, payload);
+            next += 1;
+            in_flight += 1;
+        }
+        // A lost datagram never comes back: after a generous wait, count the window as lost.
+        match tokio::time::timeout(Duration::from_secs(3), assoc.client.recv(&mut buf)).await {
+            Ok(Ok(n)) => {
+                in_flight -= 1;
+                let Ok(d) = decode_exact::<Socks5Datagram>(&buf[..n]) else {
+                    continue;
+                };
+                let Address::Ip(source) = d.address else { continue };
+                if d.frag != 0 || !expected_sources.contains(&source) || d.data.len() < 4 {
+                    continue;
+                }
+                let seq = u32::from_be_bytes(d.data[..4].try_into().unwrap());
+                if sent.remove(&seq).as_deref() == Some(&d.data[..]) {
+                    good += 1;
+                }
+            }
+            _ => in_flight = 0,
+        }
+    }
+    good
+}
+
+#[tokio::test]
+async fn thousand_datagrams_echo_for_ipv4_ipv6_and_domain_targets() {
+    let v4 = udp_echo_server("127.0.0.1:0").await;
+    let v6 = udp_echo_server("[::1]:0").await;
+    let port = dual_stack_echo().await;
+    let both = [
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        SocketAddr::new("::1".parse().unwrap(), port),
+    ];
+    for transport in TRANSPORTS {
+        let assoc = associate(transport).await;
+        let good = echo_thousand(&assoc, &Address::Ip(v4), &[v4]).await;
+        assert!(good >= 990, "{transport} IPv4: {good}/1000");
+        let good = echo_thousand(&assoc, &Address::Ip(v6), &[v6]).await;
+        assert!(good >= 990, "{transport} IPv6: {good}/1000");
+        let good = echo_thousand(&assoc, &Address::domain("localhost", port).unwrap(), &both).await;
+        assert!(good >= 990, "{transport} domain: {good}/1000");
+    }
+}
+
+#[tokio::test]
+async fn fragments_foreign_senders_and_malformed_headers_are_dropped() {
+    let echo = udp_echo_server("127.0.0.1:0").await;
+    let target = Address::Ip(echo);
+    for transport in TRANSPORTS {
+        let assoc = associate(transport).await;
+        // The first datagram fixes the client's port (the request named 0.0.0.0:0).
+        assoc
+            .client
+            .send_to(&datagram(&target, b"first"), assoc.relay)
+            .await
+            .unwrap();
+        assert_eq!(receive(&assoc.client).await.data, b"first");
+
+        let mut fragment = datagram(&target, b"fragment");
+        fragment[2] = 1;
+        let foreign = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        foreign
+            .send_to(&datagram(&target, b"foreign"), assoc.relay)
+            .await
+            .unwrap();
+        let wrong_ip = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+        wrong_ip
+            .send_to(&datagram(&target, b"wrong ip"), assoc.relay)
+            .await
+            .unwrap();
+        for bad in [
+            fragment,
+            vec![0, 1, 0, 1, 127, 0, 0, 1, 0, 7, b'x'], // RSV ≠ 0
+            vec![0, 0, 0, 9, 127, 0, 0, 1, 0, 7, b'x'], // unknown ATYP
+            vec![0, 0, 0, 1, 127, 0],                   // truncated address
+            vec![0, 0, 0, 3, 0, 0, 7],                  // empty domain
+            vec![0],
+        ] {
+            assoc.client.send_to(&bad, assoc.relay).await.unwrap();
+        }
+        assoc
+            .client
+            .send_to(&datagram(&target, b"last"), assoc.relay)
+            .await
+            .unwrap();
+        // Had anything before it been relayed, its echo would arrive first (one path, in order).
+        let d = receive(&assoc.client).await;
+        assert_eq!(d.data, b"last", "{transport}");
+        assert_eq!(d.address, target);
+        assert_eq!(d.frag, 0);
+    }
+}
+
+#[tokio::test]
+async fn relay_stops_when_the_control_connection_closes() {
+    let echo = udp_echo_server("127.0.0.1:0").await;
+    let target = Address::Ip(echo);
+    for transport in TRANSPORTS {
+        let assoc = associate(transport).await;
+        assoc.client.connect(assoc.relay).await.unwrap();
+        assoc.client.send(&datagram(&target, b"alive")).await.unwrap();
+        assert_eq!(receive(&assoc.client).await.data, b"alive");
+        drop(assoc.control);
+        // Once the relay socket is closed, the kernel answers our datagrams with ICMP port
+        // unreachable, which a connected UDP socket reports as ConnectionRefused.
+        let mut buf = [0u8; 2048];
+        let mut closed = false;
+        for _ in 0..200 {
+            assoc.client.send(&datagram(&target, b"anyone?")).await.ok();
+            match tokio::time::timeout(Duration::from_millis(100), assoc.client.recv(&mut buf)).await {
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    closed = true;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert!(closed, "{transport}: relay socket closed after the control connection");
+    }
+}
+
+#[tokio::test]
+async fn request_naming_the_client_port_only_accepts_that_port() {
+    let echo = udp_echo_server("127.0.0.1:0").await;
+    let target = Address::Ip(echo);
+    for transport in TRANSPORTS {
+        let pair = start_pair("", &format!("udp_transport: {transport}")).await;
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (_control, reply, _) = socks5_request(
+            pair.socks(),
+            Command::UdpAssociate,
+            &Address::Ip(client.local_addr().unwrap()),
+        )
+        .await
+        .unwrap();
+        let Address::Ip(relay) = reply.bound else { panic!() };
+        let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        other.send_to(&datagram(&target, b"other"), relay).await.unwrap();
+        client.send_to(&datagram(&target, b"mine"), relay).await.unwrap();
+        assert_eq!(receive(&client).await.data, b"mine", "{transport}");
+    }
+}
+
+#[tokio::test]
+async fn denied_and_unresolvable_targets_are_dropped_and_the_association_keeps_working() {
+    let echo = udp_echo_server("127.0.0.1:0").await;
+    for transport in TRANSPORTS {
+        let pair = start_pair(
+            "acl:\n  - deny: blocked.test\n  - allow: \"127.0.0.0/8\"\n  - deny: \"10.0.0.0/8\"",
+            &format!("udp_transport: {transport}"),
+        )
+        .await;
+        let (_control, reply, _) = socks5_request(pair.socks(), Command::UdpAssociate, &Address::UNSPECIFIED)
+            .await
+            .unwrap();
+        let Address::Ip(relay) = reply.bound else { panic!() };
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let unresolvable = format!("{}.test", "a".repeat(64));
+        for target in [
+            Address::Ip("10.0.0.1:7".parse().unwrap()),
+            Address::domain("blocked.test", 7).unwrap(),
+            Address::Domain(unresolvable, 7),
+        ] {
+            client.send_to(&datagram(&target, b"no"), relay).await.unwrap();
+        }
+        client
+            .send_to(&datagram(&Address::Ip(echo), b"yes"), relay)
+            .await
+            .unwrap();
+        assert_eq!(receive(&client).await.data, b"yes", "{transport}");
+    }
+}
+
+#[tokio::test]
+async fn remote_drops_garbage_stale_and_replayed_packets_and_keeps_serving() {
+    use warren_common::crypto::{open_packet, random_salt, seal_packet, Key};
+    use warren_common::proto::udp::PacketPlaintext;
+    use warren_common::time::unix_now;
+
+    let echo = udp_echo_server("127.0.0.1:0").await;
+    let key = new_key();
+    let remote = start_remote(&key, "acl:\n  - allow: \"127.0.0.0/8\"").await;
+    let key = Key::from_base64(&key).unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(remote.addr).await.unwrap();
+    let packet = |timestamp: u64, data: &[u8]| {
+        let mut plaintext = Vec::new();
+        PacketPlaintext::encode_parts(timestamp, &Address::Ip(echo), data, &mut plaintext);
+        seal_packet(&key, &random_salt(), &plaintext).unwrap()
+    };
+    let first = packet(unix_now(), b"first");
+    socket.send(&[0u8; 100]).await.unwrap(); // garbage
+    socket.send(&packet(unix_now() - 1000, b"stale")).await.unwrap();
+    socket.send(&first).await.unwrap();
+    socket.send(&first).await.unwrap(); // replay
+    let mut sealed_other_key = packet(unix_now(), b"other key");
+    sealed_other_key[40] ^= 1;
+    socket.send(&sealed_other_key).await.unwrap();
+    socket.send(&packet(unix_now(), b"second")).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let n = within(20, "an answer", socket.recv(&mut buf)).await.unwrap();
+        let (_, plaintext) = open_packet(&key, &buf[..n]).expect("answers are sealed with the key");
+        let p: PacketPlaintext = decode_exact(&plaintext).unwrap();
+        assert_eq!(p.address, Address::Ip(echo), "answer names its source");
+        answers.push(p.data);
+    }
+    assert_eq!(
+        answers,
+        [b"first".to_vec(), b"second".to_vec()],
+        "only fresh, authentic packets relayed"
+    );
+    remote.stop().await;
+}
