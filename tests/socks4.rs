@@ -187,14 +187,55 @@ async fn socks4_refused_when_users_are_configured() {
     );
 }
 
-// SOCKS4 BIND (CD=2) is decoded and, until the BIND module is wired, refused with 00 5B.
+// SOCKS4 BIND (CD=2) through the tunnel: the first reply (00 5A) names the listening socket on
+// the remote's side; a peer from the expected IP connects; the second reply names that peer;
+// then data flows both ways. A peer from another IP (127.0.0.2) gets 00 5B and both close.
 #[tokio::test]
-async fn socks4_bind_is_refused_until_wired() {
-    let echo = echo_server("127.0.0.1:0").await;
+async fn socks4_bind_announces_listener_then_peer_and_relays() {
     let pair = start_pair("", "").await;
-    let bind = request(Command::Bind, Address::Ip(echo), b"");
-    assert_eq!(send_raw(pair.socks(), &bind).await, REJECTED);
-    assert_still_serves(pair.socks(), echo).await;
+    for (source, accepted) in [([127, 0, 0, 1], true), ([127, 0, 0, 2], false)] {
+        let mut control = TcpStream::connect(pair.socks()).await.unwrap();
+        let expected: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        control
+            .write_all(&request(Command::Bind, Address::Ip(expected), b""))
+            .await
+            .unwrap();
+        let mut first = [0u8; 8];
+        within(10, "first reply", control.read_exact(&mut first)).await.unwrap();
+        assert_eq!(&first[..2], &[0x00, 0x5A], "first reply grants");
+        let port = u16::from_be_bytes([first[2], first[3]]);
+        let ip = std::net::Ipv4Addr::new(first[4], first[5], first[6], first[7]);
+        assert_eq!(ip.to_string(), "127.0.0.1");
+        let listening = SocketAddr::from((ip, port));
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((source, 0))).unwrap();
+        let mut peer = socket.connect(listening).await.unwrap();
+        let mut second = [0u8; 8];
+        within(10, "second reply", control.read_exact(&mut second))
+            .await
+            .unwrap();
+        if !accepted {
+            assert_eq!(&second[..2], &[0x00, 0x5B], "a peer from another IP is refused");
+            let mut rest = Vec::new();
+            let _ = within(10, "close", control.read_to_end(&mut rest)).await;
+            assert!(rest.is_empty());
+            continue;
+        }
+        assert_eq!(&second[..2], &[0x00, 0x5A], "second reply grants");
+        let named = SocketAddr::from((
+            std::net::Ipv4Addr::new(second[4], second[5], second[6], second[7]),
+            u16::from_be_bytes([second[2], second[3]]),
+        ));
+        assert_eq!(named, peer.local_addr().unwrap(), "second reply names the peer");
+        control.write_all(b"from the client").await.unwrap();
+        let mut got = [0u8; 15];
+        within(10, "peer reads", peer.read_exact(&mut got)).await.unwrap();
+        assert_eq!(&got, b"from the client");
+        peer.write_all(b"from the peer").await.unwrap();
+        let mut got = [0u8; 13];
+        within(10, "client reads", control.read_exact(&mut got)).await.unwrap();
+        assert_eq!(&got, b"from the peer");
+    }
 }
 
 // Malformed requests each get exactly 00 5B then the close, and the server keeps serving:

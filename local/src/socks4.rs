@@ -10,7 +10,9 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warren_common::config::LocalConfig;
+use warren_common::proto::address::Address;
 use warren_common::proto::socks4::{Command, Reply, ReplyCode, Request};
+use warren_common::proto::socks5::ReplyCode as Socks5Code;
 use warren_common::proto::{decode_prefix, DecodeError};
 use warren_common::relay::relay;
 
@@ -56,6 +58,20 @@ async fn send_reply(stream: &mut TcpStream, reply: Reply) -> std::io::Result<()>
     stream.write_all(&out).await
 }
 
+/// BIND's two replies in SOCKS4 form: 0x5A with the address (the listening socket, then the
+/// peer), or 0x5B for any failure. SOCKS4 has only IPv4 addresses; others are sent as 0.0.0.0,
+/// which tells the client to use the proxy's own address.
+fn bind_replies(_stage: crate::bind::BindStage, code: Socks5Code, address: &Address) -> Vec<u8> {
+    let code = if code == Socks5Code::Succeeded {
+        ReplyCode::Granted
+    } else {
+        ReplyCode::Rejected
+    };
+    let mut out = Vec::with_capacity(8);
+    Reply::with_address(code, address).encode(&mut out);
+    out
+}
+
 /// Serves one SOCKS4/4a client whose first byte was 0x04.
 pub async fn handle(mut client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig>) {
     let started = Instant::now();
@@ -87,10 +103,8 @@ pub async fn handle(mut client: TcpStream, peer: SocketAddr, config: Arc<LocalCo
     match request.command {
         Command::Connect => {}
         Command::Bind => {
-            // BIND: wired by the bind module (the tunnel-side BIND machinery lives on the BIND
-            // branch). Until then a SOCKS4 BIND is refused like any other failure.
-            tracing::info!(%peer, %target, %userid, "SOCKS4 BIND refused: not carried yet");
-            let _ = send_reply(&mut client, Reply::new(ReplyCode::Rejected)).await;
+            tracing::info!(%peer, %target, %userid, "SOCKS4 BIND");
+            crate::bind::bind(client, peer, &config, target, bind_replies).await;
             return;
         }
     }
