@@ -92,6 +92,29 @@ async fn bind_announces_remote_listener_then_the_peer_and_relays_both_ways() {
 }
 
 #[tokio::test]
+async fn bytes_pipelined_after_the_bind_request_reach_the_peer() {
+    let pair = start_pair("", "").await;
+    let mut control = TcpStream::connect(pair.socks()).await.unwrap();
+    control
+        .write_all(&[5, 1, 0, 5, 2, 0, 1, 127, 0, 0, 1, 0, 0, b'e', b'a', b'r', b'l', b'y'])
+        .await
+        .unwrap();
+    let mut buf = BytesMut::new();
+    let _: warren_common::proto::socks5::MethodSelection = within(20, "method", read_message(&mut control, &mut buf))
+        .await
+        .unwrap();
+    let first: Reply = within(20, "first reply", read_message(&mut control, &mut buf))
+        .await
+        .unwrap();
+    let Address::Ip(listening) = first.bound else { panic!() };
+    let mut peer = connect_from([127, 0, 0, 1], listening).await;
+    assert_eq!(second_reply(&mut control, &mut buf).await.code, ReplyCode::Succeeded);
+    let mut got = [0u8; 5];
+    within(20, "peer reads", peer.read_exact(&mut got)).await.unwrap();
+    assert_eq!(&got, b"early");
+}
+
+#[tokio::test]
 async fn bind_with_domain_peer_accepts_a_matching_address() {
     let pair = start_pair("", "").await;
     let (mut control, first, mut buf) = bind(pair.socks(), &Address::domain("localhost", 0).unwrap()).await;

@@ -55,7 +55,10 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig
     let target = request.target;
     match request.command {
         Command::Connect => {}
-        Command::Bind => return bind::bind(client, peer, &config, target, bind::socks5_replies).await,
+        Command::Bind => {
+            let initial = buf.split();
+            return bind::bind(client, peer, &config, target, &initial, bind::socks5_replies).await;
+        }
         Command::UdpAssociate => return udp::associate(client, peer, &config, target).await,
     }
 
