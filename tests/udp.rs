@@ -322,3 +322,35 @@ async fn remote_drops_garbage_stale_and_replayed_packets_and_keeps_serving() {
     );
     remote.stop().await;
 }
+
+#[tokio::test]
+async fn only_addresses_the_client_sent_to_can_answer() {
+    // A target that, before echoing, has a third party send a datagram to the remote's
+    // outbound address for this association.
+    let target = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target_addr = target.local_addr().unwrap();
+    tokio::spawn(async move {
+        let spoofer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = target.recv_from(&mut buf).await {
+            let _ = spoofer.send_to(b"spoofed", from).await;
+            let _ = target.send_to(&buf[..n], from).await;
+        }
+    });
+    for transport in TRANSPORTS {
+        let assoc = associate(transport).await;
+        for word in [&b"one"[..], b"two"] {
+            assoc
+                .client
+                .send_to(&datagram(&Address::Ip(target_addr), word), assoc.relay)
+                .await
+                .unwrap();
+            let d = receive(&assoc.client).await;
+            assert_eq!(
+                (d.address, &d.data[..]),
+                (Address::Ip(target_addr), word),
+                "{transport}"
+            );
+        }
+    }
+}
