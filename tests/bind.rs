@@ -207,3 +207,27 @@ async fn malformed_bind_requests_are_refused_and_service_continues() {
     let _peer = connect_from([127, 0, 0, 1], listening).await;
     assert_eq!(second_reply(&mut control, &mut buf).await.code, ReplyCode::Succeeded);
 }
+
+#[tokio::test]
+async fn remote_listening_on_an_unspecified_address_announces_the_tunnel_ip() {
+    let key = new_key();
+    let yaml = format!("key: \"{key}\"\nremote:\n  listen: \"0.0.0.0:0\"\n  acl:\n    - allow: \"127.0.0.0/8\"\n");
+    let config = warren_common::config::RemoteConfig::try_from(&parse(&yaml)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let remote_addr = listener.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(warren_remote::run(listener, config, shutdown.clone()));
+    let local = start_local(&key, remote_addr, "").await;
+
+    let (mut control, first, mut buf) = bind(local.addr, &loopback(0)).await;
+    assert_eq!(first.code, ReplyCode::Succeeded);
+    let Address::Ip(listening) = first.bound else { panic!() };
+    assert_eq!(
+        listening.ip().to_string(),
+        "127.0.0.1",
+        "the IP the tunnel reached, not 0.0.0.0"
+    );
+    let _peer = connect_from([127, 0, 0, 1], listening).await;
+    assert_eq!(second_reply(&mut control, &mut buf).await.code, ReplyCode::Succeeded);
+    shutdown.cancel();
+}
