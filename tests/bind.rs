@@ -92,6 +92,29 @@ async fn bind_announces_remote_listener_then_the_peer_and_relays_both_ways() {
 }
 
 #[tokio::test]
+async fn bytes_pipelined_after_the_bind_request_reach_the_peer() {
+    let pair = start_pair("", "").await;
+    let mut control = TcpStream::connect(pair.socks()).await.unwrap();
+    control
+        .write_all(&[5, 1, 0, 5, 2, 0, 1, 127, 0, 0, 1, 0, 0, b'e', b'a', b'r', b'l', b'y'])
+        .await
+        .unwrap();
+    let mut buf = BytesMut::new();
+    let _: warren_common::proto::socks5::MethodSelection = within(20, "method", read_message(&mut control, &mut buf))
+        .await
+        .unwrap();
+    let first: Reply = within(20, "first reply", read_message(&mut control, &mut buf))
+        .await
+        .unwrap();
+    let Address::Ip(listening) = first.bound else { panic!() };
+    let mut peer = connect_from([127, 0, 0, 1], listening).await;
+    assert_eq!(second_reply(&mut control, &mut buf).await.code, ReplyCode::Succeeded);
+    let mut got = [0u8; 5];
+    within(20, "peer reads", peer.read_exact(&mut got)).await.unwrap();
+    assert_eq!(&got, b"early");
+}
+
+#[tokio::test]
 async fn bind_with_domain_peer_accepts_a_matching_address() {
     let pair = start_pair("", "").await;
     let (mut control, first, mut buf) = bind(pair.socks(), &Address::domain("localhost", 0).unwrap()).await;
@@ -183,4 +206,28 @@ async fn malformed_bind_requests_are_refused_and_service_continues() {
     let Address::Ip(listening) = first.bound else { panic!() };
     let _peer = connect_from([127, 0, 0, 1], listening).await;
     assert_eq!(second_reply(&mut control, &mut buf).await.code, ReplyCode::Succeeded);
+}
+
+#[tokio::test]
+async fn remote_listening_on_an_unspecified_address_announces_the_tunnel_ip() {
+    let key = new_key();
+    let yaml = format!("key: \"{key}\"\nremote:\n  listen: \"0.0.0.0:0\"\n  acl:\n    - allow: \"127.0.0.0/8\"\n");
+    let config = warren_common::config::RemoteConfig::try_from(&parse(&yaml)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let remote_addr = listener.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(warren_remote::run(listener, config, shutdown.clone()));
+    let local = start_local(&key, remote_addr, "").await;
+
+    let (mut control, first, mut buf) = bind(local.addr, &loopback(0)).await;
+    assert_eq!(first.code, ReplyCode::Succeeded);
+    let Address::Ip(listening) = first.bound else { panic!() };
+    assert_eq!(
+        listening.ip().to_string(),
+        "127.0.0.1",
+        "the IP the tunnel reached, not 0.0.0.0"
+    );
+    let _peer = connect_from([127, 0, 0, 1], listening).await;
+    assert_eq!(second_reply(&mut control, &mut buf).await.code, ReplyCode::Succeeded);
+    shutdown.cancel();
 }

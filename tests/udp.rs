@@ -110,9 +110,9 @@ async fn echo_thousand(assoc: &Association, target: &Address, expected_sources: 
             in_flight += 1;
         }
         // A lost datagram never comes back: after a generous wait, count the window as lost.
-        match tokio::time::timeout(Duration::from_secs(3), assoc.client.recv(&mut buf)).await {
+        match tokio::time::timeout(Duration::from_secs(10), assoc.client.recv(&mut buf)).await {
             Ok(Ok(n)) => {
-                in_flight -= 1;
+                in_flight = in_flight.saturating_sub(1);
                 let Ok(d) = decode_exact::<Socks5Datagram>(&buf[..n]) else {
                     continue;
                 };
@@ -214,7 +214,7 @@ async fn relay_stops_when_the_control_connection_closes() {
         // unreachable, which a connected UDP socket reports as ConnectionRefused.
         let mut buf = [0u8; 2048];
         let mut closed = false;
-        for _ in 0..200 {
+        for _ in 0..600 {
             assoc.client.send(&datagram(&target, b"anyone?")).await.ok();
             match tokio::time::timeout(Duration::from_millis(100), assoc.client.recv(&mut buf)).await {
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
@@ -321,4 +321,36 @@ async fn remote_drops_garbage_stale_and_replayed_packets_and_keeps_serving() {
         "only fresh, authentic packets relayed"
     );
     remote.stop().await;
+}
+
+#[tokio::test]
+async fn only_addresses_the_client_sent_to_can_answer() {
+    // A target that, before echoing, has a third party send a datagram to the remote's
+    // outbound address for this association.
+    let target = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target_addr = target.local_addr().unwrap();
+    tokio::spawn(async move {
+        let spoofer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = target.recv_from(&mut buf).await {
+            let _ = spoofer.send_to(b"spoofed", from).await;
+            let _ = target.send_to(&buf[..n], from).await;
+        }
+    });
+    for transport in TRANSPORTS {
+        let assoc = associate(transport).await;
+        for word in [&b"one"[..], b"two"] {
+            assoc
+                .client
+                .send_to(&datagram(&Address::Ip(target_addr), word), assoc.relay)
+                .await
+                .unwrap();
+            let d = receive(&assoc.client).await;
+            assert_eq!(
+                (d.address, &d.data[..]),
+                (Address::Ip(target_addr), word),
+                "{transport}"
+            );
+        }
+    }
 }

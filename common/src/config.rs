@@ -404,6 +404,27 @@ mod tests {
     }
 
     #[test]
+    fn udp_transport_and_bind_timeout() {
+        assert_eq!(
+            local(&format!("key: '{KEY}'\nlocal: {{remote: 'h:1'}}"))
+                .unwrap()
+                .udp_transport,
+            UdpTransport::Udp
+        );
+        let tcp = local(&format!("key: '{KEY}'\nlocal: {{remote: 'h:1', udp_transport: tcp}}")).unwrap();
+        assert_eq!(tcp.udp_transport, UdpTransport::Tcp);
+        assert!(err(local(&format!(
+            "key: '{KEY}'\nlocal: {{remote: 'h:1', udp_transport: quic}}"
+        )))
+        .starts_with("local.udp_transport:"));
+        assert_eq!(
+            remote(&format!("key: '{KEY}'\nremote: {{}}")).unwrap().bind_timeout,
+            Duration::from_secs(120)
+        );
+        assert!(err(remote(&format!("key: '{KEY}'\nremote: {{bind_timeout: 0}}"))).starts_with("remote.bind_timeout:"));
+    }
+
+    #[test]
     fn secrets_stay_out_of_debug_output() {
         let cfg = local(&format!(
             "key: '{KEY}'\nlocal: {{remote: 'h:1', users: [{{username: alice, password: hunter22}}]}}"

@@ -57,16 +57,18 @@ pub fn socks5_replies(_stage: BindStage, code: ReplyCode, address: &Address) -> 
 }
 
 /// Carries out a BIND for `client`, whose handshake is done and whose request named
-/// `expected` as the peer. Sends both replies through `replies`, then relays.
+/// `expected` as the peer. `initial` holds bytes the client sent after its request (they reach
+/// the peer once it connects). Sends both replies through `replies`, then relays.
 pub async fn bind(
     mut client: TcpStream,
     peer: SocketAddr,
     config: &LocalConfig,
     expected: Address,
+    initial: &[u8],
     replies: impl BindReplies,
 ) {
     let header = RequestHeader::new(Command::Bind, expected.clone(), unix_now());
-    let opened = tokio::time::timeout(config.timeouts.connect, tunnel::open_request(config, header, &[])).await;
+    let opened = tokio::time::timeout(config.timeouts.connect, tunnel::open_request(config, header, initial)).await;
     let (listening, mut tunnel) = match opened {
         Ok(Ok(opened)) => opened,
         Ok(Err(failure)) => {

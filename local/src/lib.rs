@@ -5,6 +5,8 @@
 //! Per connection: SOCKS5 handshake (deadline: `handshake_timeout`) → tunnel request to the
 //! remote and its answer (deadline: `connect_timeout`, abandoned at once if the client leaves)
 //! → SOCKS5 reply carrying the remote's status → relay until both sides close or go idle.
+//! BIND (`bind.rs`, reply format pluggable for SOCKS4) and UDP ASSOCIATE (`udp.rs`) branch off
+//! after the handshake.
 #![forbid(unsafe_code)]
 
 pub mod bind;
@@ -101,7 +103,8 @@ async fn establish(mut client: TcpStream, peer: SocketAddr, config: &LocalConfig
     match request.command {
         Command::Connect => {}
         Command::Bind => {
-            bind::bind(client, peer, config, target, bind::socks5_replies).await;
+            let initial = buf.split();
+            bind::bind(client, peer, config, target, &initial, bind::socks5_replies).await;
             return None;
         }
         Command::UdpAssociate => {

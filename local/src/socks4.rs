@@ -104,7 +104,8 @@ pub async fn handle(mut client: TcpStream, peer: SocketAddr, config: Arc<LocalCo
         Command::Connect => {}
         Command::Bind => {
             tracing::info!(%peer, %target, %userid, "SOCKS4 BIND");
-            crate::bind::bind(client, peer, &config, target, bind_replies).await;
+            let initial = buf.split();
+            crate::bind::bind(client, peer, &config, target, &initial, bind_replies).await;
             return;
         }
     }

@@ -3,7 +3,9 @@
 //!
 //! Per connection: read and authenticate the request header (deadline: `handshake_timeout`
 //! from accept) → timestamp window and replay check → ACL → outbound connect (deadline:
-//! `connect_timeout`, abandoned at once if the local goes away) → response → relay.
+//! `connect_timeout`, abandoned at once if the local goes away) → response → relay. BIND
+//! (`bind.rs`) and UDP-over-TCP (`udp.rs`) branch off after the replay check; encrypted UDP
+//! packets arrive on a UDP socket with the listener's address (`packet.rs`).
 //!
 //! A connection that fails any check before the response gets no byte back and causes no
 //! outbound connection; the remote reads and discards until the handshake deadline, so a prober

@@ -89,10 +89,8 @@ async fn association(
                 None => break,
                 Some((to, data)) => {
                     if let Some(dest) = nat.destination(&to, &config).await {
-                        if let Some(out) = nat.socket(dest).await {
-                            if out.send_to(&data, dest).await.is_ok() {
-                                sent += 1;
-                            }
+                        if nat.send(dest, &data).await {
+                            sent += 1;
                         }
                     }
                     None
@@ -103,7 +101,7 @@ async fn association(
             () = &mut idle => break,
         };
         idle.as_mut().reset(tokio::time::Instant::now() + config.timeouts.idle);
-        if let Some((from, data)) = reply {
+        if let Some((from, data)) = reply.filter(|(from, _)| nat.answer_allowed(*from)) {
             let from = SocketAddr::new(from.ip().to_canonical(), from.port());
             let mut plaintext = Vec::with_capacity(data.len() + 32);
             PacketPlaintext::encode_parts(unix_now(), &Address::Ip(from), data, &mut plaintext);

@@ -22,6 +22,8 @@ use crate::connect::allowed_addresses;
 
 /// Names remembered per association (so a domain target is not resolved per datagram).
 const NAME_CACHE: usize = 64;
+/// Destinations remembered per association; only they may answer (see [`Nat::answer_allowed`]).
+const PEERS: usize = 4096;
 
 /// The association's outbound sockets and resolved names.
 #[derive(Default)]
@@ -29,6 +31,8 @@ pub(crate) struct Nat {
     pub(crate) v4: Option<UdpSocket>,
     pub(crate) v6: Option<UdpSocket>,
     names: HashMap<(String, u16), Option<SocketAddr>>,
+    /// Addresses this association has sent to.
+    peers: std::collections::HashSet<SocketAddr>,
 }
 
 impl Nat {
@@ -53,7 +57,26 @@ impl Nat {
         found
     }
 
-    pub(crate) async fn socket(&mut self, to: SocketAddr) -> Option<&UdpSocket> {
+    /// Sends `data` to `to` from the association's socket for its family; false if not sent.
+    /// Remembers `to` so its answers are let through.
+    pub(crate) async fn send(&mut self, to: SocketAddr, data: &[u8]) -> bool {
+        if self.peers.len() >= PEERS {
+            self.peers.clear();
+        }
+        self.peers.insert(to);
+        match self.socket(to).await {
+            Some(socket) => socket.send_to(data, to).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Only addresses the client sent to may answer (address- and port-restricted NAT), so
+    /// nobody can inject datagrams into an association by guessing its outbound port.
+    pub(crate) fn answer_allowed(&self, from: SocketAddr) -> bool {
+        self.peers.contains(&from)
+    }
+
+    async fn socket(&mut self, to: SocketAddr) -> Option<&UdpSocket> {
         let (slot, bind) = if to.is_ipv4() {
             (&mut self.v4, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
         } else {
@@ -96,10 +119,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, request: AcceptedRequest
                 Ok((frame, used)) => {
                     inbound.advance(used);
                     if let Some(to) = nat.destination(&frame.address, config).await {
-                        if let Some(socket) = nat.socket(to).await {
-                            if socket.send_to(&frame.data, to).await.is_ok() {
-                                sent += 1;
-                            }
+                        if nat.send(to, &frame.data).await {
+                            sent += 1;
                         }
                     }
                 }
@@ -118,7 +139,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, request: AcceptedRequest
             () = &mut idle => break "idle".to_owned(),
         };
         idle.as_mut().reset(tokio::time::Instant::now() + config.timeouts.idle);
-        if let Some((from, data)) = reply {
+        if let Some((from, data)) = reply.filter(|(from, _)| nat.answer_allowed(*from)) {
             let from = SocketAddr::new(from.ip().to_canonical(), from.port());
             out.clear();
             if DatagramFrame::encode_parts(&Address::Ip(from), data, &mut out).is_some() {
