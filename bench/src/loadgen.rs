@@ -63,6 +63,9 @@ struct Route {
     target: SocketAddr,
 }
 
+/// Bound on one connection's set-up in the idle test (a failure, not a hang).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Connects to the sink through the route and waits for its first byte.
 async fn open(route: Route) -> Result<TcpStream> {
     let mut stream = match route.socks {
@@ -197,11 +200,14 @@ async fn main() -> Result<()> {
             let mut failed = 0usize;
             // Open in batches so the proxies see a realistic ramp, not one burst of SYNs.
             for batch in (0..count).collect::<Vec<_>>().chunks(200) {
-                let opens: Vec<_> = batch.iter().map(|_| tokio::spawn(open(route))).collect();
+                let opens: Vec<_> = batch
+                    .iter()
+                    .map(|_| tokio::spawn(tokio::time::timeout(OPEN_TIMEOUT, open(route))))
+                    .collect();
                 for o in opens {
                     match o.await? {
-                        Ok(s) => held.push(s),
-                        Err(_) => failed += 1,
+                        Ok(Ok(s)) => held.push(s),
+                        _ => failed += 1,
                     }
                 }
             }
