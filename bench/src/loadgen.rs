@@ -1,9 +1,13 @@
 //! Load generator for bench/run.sh: a sink target server, and clients that go through any
 //! SOCKS5 proxy (or straight to the sink, for the no-proxy ceiling).
 //!
-//! The sink writes one byte (`!`) on accept, so "first byte back" measures connection set-up
-//! end to end; then it reads and discards until EOF and answers with the byte count (u64 BE),
-//! so a throughput client knows every byte arrived before it stops its clock.
+//! Every client opens with a one-byte request (`?`) and the sink answers it with one byte (`!`),
+//! so "first byte back" measures connection set-up end to end, request/response style (a
+//! shadowsocks client sends nothing to its server before the application's first bytes, so a
+//! server-speaks-first target would time its wait for data, not its set-up). A throughput client
+//! then sends the byte count it will push (u64 BE) and the bytes; the sink discards them and
+//! answers with the count it received (u64 BE), so the client knows every byte arrived before it
+//! stops its clock. No half-close is needed (shadowsocks-libev closes both ways on one EOF).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -108,6 +112,7 @@ async fn open(route: Route) -> Result<TcpStream> {
         }
     };
     stream.set_nodelay(true)?;
+    stream.write_all(b"?").await?;
     let mut first = [0u8; 1];
     stream.read_exact(&mut first).await.context("first byte")?;
     Ok(stream)
@@ -120,7 +125,8 @@ async fn sink(listen: SocketAddr) -> Result<()> {
         let (mut s, _) = listener.accept().await?;
         tokio::spawn(async move {
             let _ = s.set_nodelay(true);
-            if s.write_all(b"!").await.is_err() {
+            let mut request = [0u8; 1];
+            if s.read_exact(&mut request).await.is_err() || s.write_all(b"!").await.is_err() {
                 return;
             }
             // Allocate the read buffer only once data arrives: the idle-connection benchmark
@@ -128,10 +134,12 @@ async fn sink(listen: SocketAddr) -> Result<()> {
             if s.readable().await.is_err() {
                 return;
             }
+            let Ok(want) = s.read_u64().await else { return };
             let mut buf = vec![0u8; 256 * 1024];
             let mut total: u64 = 0;
-            loop {
-                match s.read(&mut buf).await {
+            while total < want {
+                let n = (want - total).min(buf.len() as u64) as usize;
+                match s.read(&mut buf[..n]).await {
                     Ok(0) => break,
                     Ok(n) => total += n as u64,
                     Err(_) => return,
@@ -146,13 +154,13 @@ async fn sink(listen: SocketAddr) -> Result<()> {
 async fn push(route: Route, bytes: u64) -> Result<()> {
     let mut s = open(route).await?;
     let buf = vec![0x5au8; 256 * 1024];
+    s.write_all(&bytes.to_be_bytes()).await?;
     let mut left = bytes;
     while left > 0 {
         let n = left.min(buf.len() as u64) as usize;
         s.write_all(&buf[..n]).await?;
         left -= n as u64;
     }
-    s.shutdown().await?;
     let got = s.read_u64().await.context("sink's byte count")?;
     if got != bytes {
         bail!("sink received {got} of {bytes} bytes");
