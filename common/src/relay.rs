@@ -1,15 +1,20 @@
-//! The relay: both directions at once with `tokio::io::copy_bidirectional_with_sizes`, which
-//! carries a half-close from one side to the other (EOF on one side becomes a shutdown of the
-//! other's write half) and ends when both directions have finished. We add what it lacks: byte
-//! counts that survive an error, and an idle timeout.
+//! The relay: both directions at once, carrying a half-close from one side to the other (EOF on
+//! one side becomes a shutdown of the other's write half), ending when both directions have
+//! finished, with byte counts that survive an error and an idle timeout.
+//!
+//! Memory: a direction holds its copy buffer only while data is moving. The buffer is allocated
+//! (not zeroed) when the source has data and released when the source has nothing more to give
+//! and everything was written, so an idle connection holds no copy buffers at all (tokio's
+//! `copy_bidirectional` keeps two for the connection's whole life).
 
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
@@ -78,6 +83,84 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
     }
 }
 
+/// One direction's copy state.
+#[derive(Default)]
+struct Direction {
+    /// Read but not yet written; empty with no capacity while the direction is idle.
+    buf: BytesMut,
+    read_done: bool,
+    need_flush: bool,
+    done: bool,
+}
+
+impl Direction {
+    /// Copies from `r` to `w` until `r` ends (then shuts `w` down) or would block.
+    fn poll_copy<R, W>(&mut self, cx: &mut Context<'_>, mut r: Pin<&mut R>, mut w: Pin<&mut W>) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        loop {
+            if self.done {
+                return Poll::Ready(Ok(()));
+            }
+            if self.buf.is_empty() && !self.read_done {
+                if self.buf.capacity() < BUF_SIZE {
+                    self.buf = BytesMut::with_capacity(BUF_SIZE);
+                }
+                match tokio_util::io::poll_read_buf(r.as_mut(), cx, &mut self.buf) {
+                    Poll::Ready(Ok(0)) => self.read_done = true,
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        // Nothing to move: give the buffer back while we wait.
+                        self.buf = BytesMut::new();
+                        if self.need_flush {
+                            ready!(w.as_mut().poll_flush(cx))?;
+                            self.need_flush = false;
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            while !self.buf.is_empty() {
+                let n = ready!(w.as_mut().poll_write(cx, &self.buf))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.buf.advance(n);
+                self.need_flush = true;
+            }
+            if self.read_done {
+                self.buf = BytesMut::new();
+                ready!(w.as_mut().poll_flush(cx))?;
+                ready!(w.as_mut().poll_shutdown(cx))?;
+                self.done = true;
+            }
+        }
+    }
+}
+
+/// Both directions between `a` and `b`; ends when both are done or either fails.
+async fn copy_both<A, B>(a: &mut A, b: &mut B) -> io::Result<()>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut a_to_b = Direction::default();
+    let mut b_to_a = Direction::default();
+    std::future::poll_fn(|cx| {
+        let ab = a_to_b.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b))?;
+        let ba = b_to_a.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a))?;
+        if ab.is_ready() && ba.is_ready() {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
 /// Relays between `a` and `b` until both directions end, one fails, or nothing moves for
 /// `idle_timeout`. Both streams are dropped (closed) on return.
 pub async fn relay<A, B>(a: A, b: B, idle_timeout: Duration) -> RelayOutcome
@@ -95,7 +178,7 @@ where
         inner: b,
         count: received.clone(),
     };
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, BUF_SIZE, BUF_SIZE);
+    let copy = copy_both(&mut a, &mut b);
     let idle = async {
         // Check a few times per timeout period: the connection ends between 1 and 1.25 idle
         // timeouts after the last byte, with no timer reset per read.

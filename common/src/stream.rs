@@ -11,7 +11,9 @@
 //! one.
 //!
 //! Buffers: one receive buffer and one send buffer per stream, each at most one chunk
-//! ([`MAX_FRAME`]), allocated on first use and reused; sealing and opening happen in place.
+//! ([`MAX_FRAME`]), allocated when data moves and reused while it does; sealing and opening
+//! happen in place. An idle stream holds neither: the receive buffer is freed when the socket has
+//! nothing more and no chunk is half-received, the send buffer on a flush.
 
 use std::io;
 use std::pin::Pin;
@@ -46,6 +48,9 @@ pub struct EncryptedStream<S> {
     wpos: usize,
     eof_sent: bool,
 }
+
+/// Send-buffer capacity kept across a flush; larger ones are freed.
+const SMALL_WBUF: usize = 4096;
 
 fn truncated() -> io::Error {
     io::Error::new(
@@ -188,10 +193,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for EncryptedStream<S> {
                 }
                 continue;
             }
+            if this.rbuf.is_empty() {
+                // Idle: poll with a small buffer on the stack, and take a whole chunk's worth only
+                // once bytes arrive.
+                let mut small = [0u8; 1024];
+                let mut rb = ReadBuf::new(&mut small);
+                ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
+                let n = rb.filled().len();
+                if n == 0 {
+                    return Poll::Ready(Err(truncated()));
+                }
+                this.prefill(&small[..n]);
+                continue;
+            }
             this.make_room();
             let end = this.filled.1;
             let mut rb = ReadBuf::new(&mut this.rbuf[end..]);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
+            if Pin::new(&mut this.inner).poll_read(cx, &mut rb)?.is_pending() {
+                if this.filled.0 == this.filled.1 {
+                    // Nothing half-received: an idle connection holds no receive buffer.
+                    this.rbuf = Vec::new();
+                    this.filled = (0, 0);
+                    this.plain = (0, 0);
+                }
+                return Poll::Pending;
+            }
             let n = rb.filled().len();
             if n == 0 {
                 return Poll::Ready(Err(truncated()));
@@ -224,6 +250,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for EncryptedStream<S> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_write_pending(cx))?;
+        // A flush means the writer has nothing more for now: an idle connection keeps no large
+        // send buffer.
+        if this.wbuf.capacity() > SMALL_WBUF {
+            this.wbuf = Vec::new();
+        }
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 
