@@ -262,15 +262,26 @@ PidFile none
         return [p.pid for p in self.procs]
 
 
+SINK_LOG = []
+SINK = []  # the shared sink process; a measurement with a dead sink stops the run
+
+
+def check_sink():
+    if SINK and SINK[0].poll() is not None:
+        raise BenchError(f"the loadgen sink exited with {SINK[0].returncode}:\n" + tail(SINK_LOG[0]))
+
+
 def loadgen(bins, args, timeout):
+    check_sink()
+    env = dict(os.environ, RUST_BACKTRACE="0")
     try:
         r = subprocess.run([bins["loadgen"], *args], capture_output=True, text=True, timeout=timeout,
-                           start_new_session=True)
+                           start_new_session=True, env=env)
     except subprocess.TimeoutExpired:
         log(f"loadgen {' '.join(args)}: timed out after {timeout}s")
         return None
     if r.returncode != 0:
-        log(f"loadgen {' '.join(args)}: exit {r.returncode}: {r.stderr.strip()[-500:]}")
+        log(f"loadgen {' '.join(args)}: exit {r.returncode}: {r.stderr.strip()[:500]}")
         return None
     return r.stdout.split()
 
@@ -472,9 +483,12 @@ def main():
     workdir = tempfile.mkdtemp(prefix="warren-bench-")
     load_before = os.getloadavg()
     log(f"workdir {workdir}; load average {load_before[0]:.2f}; fd limit {fd_limit}")
-    sink = subprocess.Popen([bins["loadgen"], "sink"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            start_new_session=True)
+    sink_log = os.path.join(workdir, "sink.log")
+    sink = subprocess.Popen([bins["loadgen"], "sink"], stdout=subprocess.PIPE, stderr=open(sink_log, "ab"), text=True,
+                            start_new_session=True, env=dict(os.environ, RUST_BACKTRACE="0"))
     PROCS.append(sink)
+    SINK.append(sink)
+    SINK_LOG.append(sink_log)
     ready, _, _ = select.select([sink.stdout], [], [], 10)
     if not ready:
         raise BenchError("loadgen sink did not print its address")

@@ -122,7 +122,16 @@ async fn sink(listen: SocketAddr) -> Result<()> {
     let listener = TcpListener::bind(listen).await?;
     println!("{}", listener.local_addr()?);
     loop {
-        let (mut s, _) = listener.accept().await?;
+        // An accept error (a connection reset while queued, a momentary fd shortage) must not
+        // end the sink that every system's measurements share.
+        let mut s = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                eprintln!("sink: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
         tokio::spawn(async move {
             let _ = s.set_nodelay(true);
             let mut request = [0u8; 1];
