@@ -1,0 +1,228 @@
+//! Routing rules: which way a target goes (issue #5, items 2 and 4).
+//!
+//! A [`Router`] is an ordered list of [`Rule`]s, first match wins, with a default action. A rule
+//! matches on any combination of a domain suffix, a CIDR block and a port range; every condition
+//! it names must hold. The action type is generic so the local (`direct` | `proxy: <name>` |
+//! `block`) and the remote (`direct` | `via: <agent>`) share the matcher. Pure: no sockets, no
+//! DNS; a domain target is matched by name only, an IP target by address only.
+
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+
+use ipnet::IpNet;
+
+use crate::proto::address::Address;
+
+/// A rule that could not be built from its configuration values.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RouteError {
+    /// The domain value is not a domain name.
+    #[error("{0:?} is not a domain name")]
+    Domain(String),
+    /// The cidr value is not an IP address or CIDR block.
+    #[error("{0:?} is not an IP address or CIDR block")]
+    Cidr(String),
+    /// The port value is not `N` or `N-M` with 1 <= N <= M <= 65535.
+    #[error("{0:?} is not a port or port range (N or N-M)")]
+    Port(String),
+    /// A rule with no condition would shadow every later rule; use the default instead.
+    #[error("a rule needs at least one of domain, cidr, port")]
+    Empty,
+}
+
+/// The conditions of one rule; all present ones must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matcher {
+    /// Lower-case, no trailing dot; matches itself and its subdomains.
+    pub domain: Option<String>,
+    pub cidr: Option<IpNet>,
+    pub ports: Option<RangeInclusive<u16>>,
+}
+
+impl Matcher {
+    /// Builds a matcher from the optional config strings.
+    pub fn parse(domain: Option<&str>, cidr: Option<&str>, port: Option<&str>) -> Result<Matcher, RouteError> {
+        if domain.is_none() && cidr.is_none() && port.is_none() {
+            return Err(RouteError::Empty);
+        }
+        let domain = domain.map(parse_domain).transpose()?;
+        let cidr = cidr
+            .map(|c| {
+                let c = c.trim();
+                c.parse::<IpNet>()
+                    .map(|n| n.trunc())
+                    .or_else(|_| c.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| RouteError::Cidr(c.to_string()))
+            })
+            .transpose()?;
+        let ports = port.map(parse_ports).transpose()?;
+        Ok(Matcher { domain, cidr, ports })
+    }
+
+    /// Whether `target` satisfies every condition.
+    pub fn matches(&self, target: &Address) -> bool {
+        if let Some(ports) = &self.ports {
+            if !ports.contains(&target.port()) {
+                return false;
+            }
+        }
+        if let Some(suffix) = &self.domain {
+            match target {
+                Address::Domain(name, _) if domain_matches(suffix, name) => {}
+                _ => return false,
+            }
+        }
+        if let Some(net) = &self.cidr {
+            match target {
+                Address::Ip(sa) if net.contains(&sa.ip().to_canonical()) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+fn parse_domain(value: &str) -> Result<String, RouteError> {
+    let name = value
+        .trim()
+        .trim_start_matches('.')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if valid {
+        Ok(name)
+    } else {
+        Err(RouteError::Domain(value.to_string()))
+    }
+}
+
+fn parse_ports(value: &str) -> Result<RangeInclusive<u16>, RouteError> {
+    let err = || RouteError::Port(value.to_string());
+    let (lo, hi) = match value.trim().split_once('-') {
+        Some((a, b)) => (a.trim(), b.trim()),
+        None => (value.trim(), value.trim()),
+    };
+    let lo: u16 = lo.parse().map_err(|_| err())?;
+    let hi: u16 = hi.parse().map_err(|_| err())?;
+    if lo == 0 || lo > hi {
+        return Err(err());
+    }
+    Ok(lo..=hi)
+}
+
+/// `suffix` matches `name` itself and every subdomain of it, case-insensitively.
+pub fn domain_matches(suffix: &str, name: &str) -> bool {
+    let name = name.trim_end_matches('.');
+    if name.len() == suffix.len() {
+        return name.eq_ignore_ascii_case(suffix);
+    }
+    name.len() > suffix.len()
+        && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
+        && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+}
+
+/// One rule: conditions and the action taken when they hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule<A> {
+    pub matcher: Matcher,
+    pub action: A,
+}
+
+/// Ordered rules, first match wins, then the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Router<A> {
+    pub rules: Vec<Rule<A>>,
+    pub default: A,
+}
+
+impl<A> Router<A> {
+    /// The action for `target`.
+    pub fn route(&self, target: &Address) -> &A {
+        self.rules
+            .iter()
+            .find(|r| r.matcher.matches(target))
+            .map_or(&self.default, |r| &r.action)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Address {
+        Address::Ip(s.parse().unwrap())
+    }
+    fn dom(n: &str, p: u16) -> Address {
+        Address::Domain(n.to_string(), p)
+    }
+
+    #[test]
+    fn domain_suffix_is_label_aligned_and_case_insensitive() {
+        assert!(domain_matches("campus.edu", "campus.edu"));
+        assert!(domain_matches("campus.edu", "WWW.Campus.EDU."));
+        assert!(!domain_matches("campus.edu", "notcampus.edu"));
+        assert!(!domain_matches("campus.edu", "edu"));
+    }
+
+    #[test]
+    fn all_conditions_must_hold() {
+        let m = Matcher::parse(Some(".Campus.edu"), None, Some("80-443")).unwrap();
+        assert!(m.matches(&dom("lib.campus.edu", 443)));
+        assert!(!m.matches(&dom("lib.campus.edu", 22)));
+        assert!(!m.matches(&ip("10.0.0.1:80")));
+        let c = Matcher::parse(None, Some("10.1.2.3/16"), None).unwrap();
+        assert_eq!(c.cidr.unwrap().to_string(), "10.1.0.0/16");
+        assert!(c.matches(&ip("10.1.200.1:5")));
+        assert!(c.matches(&ip("[::ffff:10.1.0.9]:5")));
+        assert!(!c.matches(&ip("10.2.0.1:5")));
+        assert!(!c.matches(&dom("x.test", 5)));
+    }
+
+    #[test]
+    fn bad_values_name_the_problem() {
+        assert_eq!(Matcher::parse(None, None, None), Err(RouteError::Empty));
+        assert!(matches!(
+            Matcher::parse(Some("a b"), None, None),
+            Err(RouteError::Domain(_))
+        ));
+        assert!(matches!(
+            Matcher::parse(None, Some("10.0.0.0/33"), None),
+            Err(RouteError::Cidr(_))
+        ));
+        for p in ["0", "70000", "9-3", "x", "1-"] {
+            assert!(
+                matches!(Matcher::parse(None, None, Some(p)), Err(RouteError::Port(_))),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn first_match_wins_then_default() {
+        let r = Router {
+            rules: vec![
+                Rule {
+                    matcher: Matcher::parse(Some("ads.campus.edu"), None, None).unwrap(),
+                    action: "block",
+                },
+                Rule {
+                    matcher: Matcher::parse(Some("campus.edu"), None, None).unwrap(),
+                    action: "campus",
+                },
+                Rule {
+                    matcher: Matcher::parse(None, Some("10.0.0.0/8"), None).unwrap(),
+                    action: "campus",
+                },
+            ],
+            default: "direct",
+        };
+        assert_eq!(*r.route(&dom("x.ads.campus.edu", 80)), "block");
+        assert_eq!(*r.route(&dom("wiki.campus.edu", 80)), "campus");
+        assert_eq!(*r.route(&ip("10.9.9.9:80")), "campus");
+        assert_eq!(*r.route(&dom("example.org", 80)), "direct");
+    }
+}
