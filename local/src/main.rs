@@ -1,7 +1,3 @@
-#![deny(unsafe_code)] // one audited exception: trim.rs
-
-mod trim;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -62,7 +58,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let config = LocalConfig::try_from(&raw)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        trim::spawn();
+        warren_common::trim::spawn();
         let listener =
             warren_common::net::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
         // Signal handlers go in before the ready line, so a signal sent on seeing it is caught.

@@ -4,7 +4,7 @@
 //! that stay), so without this RSS stays near its peak long after the connections closed:
 //! measured with 1,000 idle tunnelled connections, the remote stayed at 2.4x its idle RSS.
 //! `malloc_trim(0)` releases every free page in every arena; it takes well under a millisecond
-//! when there is nothing to release. This is the binary's only `unsafe` code.
+//! when there is nothing to release. This is warren's only `unsafe` code.
 
 use std::time::Duration;
 
