@@ -37,5 +37,7 @@ if [ "$smoke" = 0 ]; then
   fi
 fi
 
-cargo build --release -p warren-local -p warren-remote -p warren-bench
+# The whole workspace, as the README command builds it: selecting packages with -p changes
+# feature unification and would rebuild everything a second time.
+cargo build --release --workspace
 exec python3 bench/bench.py --ss-rust-bin "$cache/ss-rust/bin" "$@"
