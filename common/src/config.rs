@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::acl::{Acl, Rule, Verdict};
 use crate::crypto::Key;
+use crate::routing::{AgentSettings, Matcher, RemoteAction, RemoteRoutes};
 use crate::server::ServerLimits;
 
 /// The key printed in config.example.yaml. Anyone can read it, so the remote refuses it on any
@@ -72,11 +73,34 @@ pub struct RawUser {
 pub struct RawRemote {
     pub listen: Option<String>,
     pub acl: Option<Vec<RawRule>>,
+    /// Routing rules (first match wins; none matching = direct).
+    pub routes: Option<Vec<RawRemoteRoute>>,
+    /// Run as a reverse-tunnel agent: dial out to `server` and serve what it routes here.
+    pub agent: Option<RawAgent>,
     pub handshake_timeout: Option<f64>,
     pub connect_timeout: Option<f64>,
     pub idle_timeout: Option<f64>,
     pub max_connections: Option<usize>,
     pub shutdown_grace: Option<f64>,
+}
+
+/// `{domain, cidr, port}` conditions and exactly one of `direct: true` / `via: AGENT`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemoteRoute {
+    pub domain: Option<String>,
+    pub cidr: Option<String>,
+    pub port: Option<u16>,
+    pub direct: Option<bool>,
+    pub via: Option<String>,
+}
+
+/// A reverse-tunnel agent: `{ server: HOST:PORT, name: NAME }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    pub server: Option<String>,
+    pub name: Option<String>,
 }
 
 /// One ACL rule: `{ allow: VALUE }` or `{ deny: VALUE }`.
@@ -175,6 +199,8 @@ pub struct RemoteConfig {
     pub key: Key,
     pub listen: SocketAddr,
     pub acl: Acl,
+    pub routes: RemoteRoutes,
+    pub agent: Option<AgentSettings>,
     pub timeouts: Timeouts,
     pub limits: ServerLimits,
 }
@@ -301,6 +327,8 @@ impl TryFrom<&RawConfig> for RemoteConfig {
             key,
             listen,
             acl: Acl::new(rules),
+            routes: remote_routes(remote)?,
+            agent: agent_settings(remote)?,
             timeouts: Timeouts {
                 handshake: seconds("remote.handshake_timeout", remote.handshake_timeout, 10.0)?,
                 connect: seconds("remote.connect_timeout", remote.connect_timeout, 8.0)?,
@@ -309,6 +337,58 @@ impl TryFrom<&RawConfig> for RemoteConfig {
             limits: limits("remote", remote.max_connections, remote.shutdown_grace)?,
         })
     }
+}
+
+fn host_port_ok(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0))
+}
+
+fn agent_name(field: &str, name: &str) -> Result<String, ConfigError> {
+    if name.is_empty() || name.len() > 255 {
+        return Err(invalid(field, "must be 1 to 255 bytes"));
+    }
+    Ok(name.to_string())
+}
+
+fn remote_routes(remote: &RawRemote) -> Result<RemoteRoutes, ConfigError> {
+    let mut routes = Vec::new();
+    for (i, r) in remote.routes.iter().flatten().enumerate() {
+        let field = format!("remote.routes[{i}]");
+        let matcher = Matcher::parse(r.domain.as_deref(), r.cidr.as_deref(), r.port)
+            .map_err(|(name, m)| invalid(format!("{field}.{name}"), m))?;
+        let action = match (r.direct, &r.via) {
+            (Some(true), None) => RemoteAction::Direct,
+            (None, Some(via)) => RemoteAction::Via(agent_name(&format!("{field}.via"), via)?),
+            _ => {
+                return Err(invalid(
+                    field,
+                    "a route is exactly one of `direct: true` or `via: AGENT_NAME`",
+                ))
+            }
+        };
+        routes.push((matcher, action));
+    }
+    Ok(RemoteRoutes(routes))
+}
+
+fn agent_settings(remote: &RawRemote) -> Result<Option<AgentSettings>, ConfigError> {
+    let Some(agent) = &remote.agent else { return Ok(None) };
+    let server = agent
+        .server
+        .clone()
+        .ok_or_else(|| invalid("remote.agent.server", "missing (host:port of the public warren-remote)"))?;
+    if !host_port_ok(&server) {
+        return Err(invalid("remote.agent.server", format!("{server:?} is not host:port")));
+    }
+    let name = agent
+        .name
+        .as_deref()
+        .ok_or_else(|| invalid("remote.agent.name", "missing"))?;
+    Ok(Some(AgentSettings {
+        server,
+        name: agent_name("remote.agent.name", name)?,
+    }))
 }
 
 #[cfg(test)]

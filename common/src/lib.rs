@@ -14,6 +14,7 @@ pub mod logging;
 pub mod net;
 pub mod proto;
 pub mod relay;
+pub mod routing;
 pub mod server;
 pub mod stream;
 pub mod time;

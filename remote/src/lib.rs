@@ -10,15 +10,17 @@
 //! learns nothing from when it closes.
 #![forbid(unsafe_code)]
 
+mod agent;
 mod connect;
+mod mux;
 mod replay;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warren_common::config::RemoteConfig;
 use warren_common::crypto::MAX_FRAME;
@@ -26,6 +28,7 @@ use warren_common::proto::address::Address;
 use warren_common::proto::header::{Command, ResponseHeader, TIMESTAMP_WINDOW_SECS};
 use warren_common::proto::socks5::ReplyCode;
 use warren_common::relay::relay;
+use warren_common::routing::RemoteAction;
 use warren_common::time::unix_now;
 use warren_common::tunnel::{AcceptedRequest, HandshakeError};
 
@@ -34,6 +37,8 @@ use crate::replay::ReplayFilter;
 struct Shared {
     config: RemoteConfig,
     replay: ReplayFilter,
+    agents: agent::Registry,
+    shutdown: CancellationToken,
 }
 
 /// Serves tunnel connections on `listener` until `shutdown` is cancelled, then drains.
@@ -42,7 +47,12 @@ pub async fn run(listener: TcpListener, config: RemoteConfig, shutdown: Cancella
     let shared = Arc::new(Shared {
         config,
         replay: ReplayFilter::default(),
+        agents: agent::Registry::default(),
+        shutdown: shutdown.clone(),
     });
+    if let Some(settings) = shared.config.agent.clone() {
+        tokio::spawn(agent::run(settings, shared.clone(), shutdown.clone()));
+    }
     warren_common::server::serve(listener, shutdown, limits, move |stream, peer| {
         let shared = shared.clone();
         async move { handle(stream, peer, shared).await }
@@ -50,7 +60,11 @@ pub async fn run(listener: TcpListener, config: RemoteConfig, shutdown: Cancella
     .await;
 }
 
-async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Serves one tunnel connection: a TCP connection, or a stream a reverse-tunnel session opened.
+async fn handle<S>(mut stream: S, peer: SocketAddr, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let started = Instant::now();
     let config = &shared.config;
     let deadline = tokio::time::Instant::now() + config.timeouts.handshake;
@@ -86,8 +100,13 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         tracing::warn!(%peer, "replayed request (salt seen before): ignored");
         return drain_until(stream, deadline).await;
     }
-    let Command::Connect = request.header.command;
+    if request.header.command == Command::Agent {
+        return agent::register(request, stream, peer, shared).await;
+    }
     let target = request.header.target.clone();
+    if let RemoteAction::Via(name) = config.routes.route(&target) {
+        return agent::forward(request, stream, peer, &shared, name).await;
+    }
 
     // Connect, but give up at once if the local goes away meanwhile. Bytes it sends meanwhile
     // are kept for the relay.
@@ -153,7 +172,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
 /// Reads and discards until `deadline` or until the peer closes, then closes. Used for every
 /// request we refuse silently: the connection's lifetime and the bytes we consume tell a prober
 /// nothing about where its bytes stopped making sense.
-async fn drain_until(mut stream: TcpStream, deadline: tokio::time::Instant) {
+async fn drain_until<S: AsyncRead + Unpin>(mut stream: S, deadline: tokio::time::Instant) {
     let mut sink = [0u8; 2048];
     let _ = tokio::time::timeout_at(deadline, async {
         while let Ok(n) = stream.read(&mut sink).await {

@@ -41,6 +41,10 @@ pub const TIMESTAMP_WINDOW_SECS: u64 = 120;
 pub enum Command {
     /// Open a TCP connection to the target and relay bytes.
     Connect = 0x01,
+    /// A reverse-tunnel agent registers: the target is a domain-type address carrying the
+    /// agent's name with port 0; after a success response both ends run a yamux session over
+    /// the encrypted stream (docs/PROTOCOL.md, "Reverse tunnel").
+    Agent = 0x10,
 }
 
 /// The first message of a tunnel connection.
@@ -65,6 +69,16 @@ impl RequestHeader {
         }
     }
 
+    /// A request with `command`, stamped `timestamp`, with a random amount of padding.
+    pub fn new(command: Command, target: Address, timestamp: u64) -> RequestHeader {
+        RequestHeader {
+            command,
+            timestamp,
+            target,
+            padding_len: random_padding_len(),
+        }
+    }
+
     /// Bytes the header takes (the chunk may carry initial data after it).
     pub fn encoded_len(&self) -> usize {
         1 + 8 + self.target.encoded_len() + 2 + padding_len(self.padding_len)
@@ -83,6 +97,7 @@ impl Decode for RequestHeader {
         need(buf, 1 + 8)?;
         let command = match buf.get_u8() {
             0x01 => Command::Connect,
+            0x10 => Command::Agent,
             other => return Err(DecodeError::BadCommand(other)),
         };
         let timestamp = buf.get_u64();
