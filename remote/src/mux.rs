@@ -35,10 +35,10 @@ impl Opener {
 
 fn config() -> yamux::Config {
     let mut cfg = yamux::Config::default();
-    cfg.set_max_num_streams(4096);
-    // 256 KiB per stream by default; allow the whole connection up to 64 MiB so many streams run
-    // at full speed at once.
-    cfg.set_max_connection_receive_window(Some(64 * 1024 * 1024));
+    // Each stream's window grows from 256 KiB as yamux measures the link; yamux requires the
+    // connection-wide cap to cover 256 KiB for every stream, so: 1024 streams, 256 MiB cap.
+    cfg.set_max_connection_receive_window(Some(1024 * 256 * 1024));
+    cfg.set_max_num_streams(1024);
     cfg
 }
 
