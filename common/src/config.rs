@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::acl::{Acl, Rule, Verdict};
 use crate::crypto::Key;
+use crate::route::{self, Matcher, RemoteAction, Router};
 use crate::server::ServerLimits;
 
 /// The key printed in config.example.yaml. Anyone can read it, so the remote refuses it on any
@@ -73,12 +74,53 @@ pub struct RawUser {
 pub struct RawRemote {
     pub listen: Option<String>,
     pub acl: Option<Vec<RawRule>>,
+    /// Routing rules (first match wins; none matching = direct).
+    pub routes: Option<Vec<RawRemoteRoute>>,
+    /// Run as a reverse-tunnel agent: dial out to `server` and serve what it routes here.
+    pub agent: Option<RawAgent>,
     pub handshake_timeout: Option<f64>,
     pub connect_timeout: Option<f64>,
     pub idle_timeout: Option<f64>,
     pub max_connections: Option<usize>,
     pub shutdown_grace: Option<f64>,
     pub bind_timeout: Option<f64>,
+}
+
+/// `{domain, cidr, port}` conditions and exactly one of `direct: true` / `via: AGENT`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemoteRoute {
+    pub domain: Option<String>,
+    pub cidr: Option<String>,
+    pub port: Option<PortSpec>,
+    pub direct: Option<bool>,
+    pub via: Option<String>,
+}
+
+/// A route's port condition: `port: 22` or `port: "8000-8999"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PortSpec {
+    Number(u16),
+    Text(String),
+}
+
+impl PortSpec {
+    /// The text [`Matcher::parse`] takes.
+    pub fn as_text(&self) -> String {
+        match self {
+            PortSpec::Number(n) => n.to_string(),
+            PortSpec::Text(t) => t.clone(),
+        }
+    }
+}
+
+/// A reverse-tunnel agent: `{ server: HOST:PORT, name: NAME }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    pub server: Option<String>,
+    pub name: Option<String>,
 }
 
 /// One ACL rule: `{ allow: VALUE }` or `{ deny: VALUE }`.
@@ -189,6 +231,9 @@ pub struct RemoteConfig {
     pub key: Key,
     pub listen: SocketAddr,
     pub acl: Acl,
+    /// Where each request goes: first matching rule, else direct.
+    pub routes: Router<RemoteAction>,
+    pub agent: Option<AgentSettings>,
     pub timeouts: Timeouts,
     pub limits: ServerLimits,
     /// How long a BIND waits for its peer to connect.
@@ -327,6 +372,8 @@ impl TryFrom<&RawConfig> for RemoteConfig {
             key,
             listen,
             acl: Acl::new(rules),
+            routes: remote_routes(remote)?,
+            agent: agent_settings(remote)?,
             timeouts: Timeouts {
                 handshake: seconds("remote.handshake_timeout", remote.handshake_timeout, 10.0)?,
                 connect: seconds("remote.connect_timeout", remote.connect_timeout, 8.0)?,
@@ -336,6 +383,70 @@ impl TryFrom<&RawConfig> for RemoteConfig {
             bind_timeout: seconds("remote.bind_timeout", remote.bind_timeout, 120.0)?,
         })
     }
+}
+
+/// A reverse-tunnel agent's settings: where it dials and the name it registers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSettings {
+    /// host:port of the public warren-remote.
+    pub server: String,
+    pub name: String,
+}
+
+fn host_port_ok(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0))
+}
+
+fn agent_name(field: &str, name: &str) -> Result<String, ConfigError> {
+    if name.is_empty() || name.len() > 255 {
+        return Err(invalid(field, "must be 1 to 255 bytes"));
+    }
+    Ok(name.to_string())
+}
+
+fn remote_routes(remote: &RawRemote) -> Result<Router<RemoteAction>, ConfigError> {
+    let mut routes = Vec::new();
+    for (i, r) in remote.routes.iter().flatten().enumerate() {
+        let field = format!("remote.routes[{i}]");
+        let port = r.port.as_ref().map(PortSpec::as_text);
+        let matcher = Matcher::parse(r.domain.as_deref(), r.cidr.as_deref(), port.as_deref())
+            .map_err(|e| invalid(field.clone(), e.to_string()))?;
+        let action = match (r.direct, &r.via) {
+            (Some(true), None) => RemoteAction::Direct,
+            (None, Some(via)) => RemoteAction::Via(agent_name(&format!("{field}.via"), via)?),
+            _ => {
+                return Err(invalid(
+                    field,
+                    "a route is exactly one of `direct: true` or `via: AGENT_NAME`",
+                ))
+            }
+        };
+        routes.push(route::Rule { matcher, action });
+    }
+    Ok(Router {
+        rules: routes,
+        default: RemoteAction::Direct,
+    })
+}
+
+fn agent_settings(remote: &RawRemote) -> Result<Option<AgentSettings>, ConfigError> {
+    let Some(agent) = &remote.agent else { return Ok(None) };
+    let server = agent
+        .server
+        .clone()
+        .ok_or_else(|| invalid("remote.agent.server", "missing (host:port of the public warren-remote)"))?;
+    if !host_port_ok(&server) {
+        return Err(invalid("remote.agent.server", format!("{server:?} is not host:port")));
+    }
+    let name = agent
+        .name
+        .as_deref()
+        .ok_or_else(|| invalid("remote.agent.name", "missing"))?;
+    Ok(Some(AgentSettings {
+        server,
+        name: agent_name("remote.agent.name", name)?,
+    }))
 }
 
 #[cfg(test)]

@@ -132,6 +132,15 @@ pub struct Rule<A> {
     pub action: A,
 }
 
+/// Where warren-remote sends a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteAction {
+    /// Connect from this machine.
+    Direct,
+    /// Forward to the reverse-tunnel agent registered under this name.
+    Via(String),
+}
+
 /// Ordered rules, first match wins, then the default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Router<A> {

@@ -5,8 +5,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use warren_common::config::RemoteConfig;
 use warren_common::proto::address::Address;
 use warren_common::proto::bind::BindNotice;
@@ -53,9 +53,16 @@ async fn listen(config: &RemoteConfig, tunnel_local: Option<SocketAddr>) -> Resu
 }
 
 /// Serves one authenticated BIND request.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, request: AcceptedRequest, config: &RemoteConfig) {
+pub async fn serve<S>(
+    stream: S,
+    tunnel_local: Option<SocketAddr>,
+    peer: SocketAddr,
+    request: AcceptedRequest,
+    config: &RemoteConfig,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let target = request.header.target.clone();
-    let tunnel_local = stream.local_addr().ok();
     let prepared = match expected_peers(&target, config).await {
         Ok(expected) => listen(config, tunnel_local).await.map(|(l, a)| (expected, l, a)),
         Err(code) => Err(code),
@@ -134,7 +141,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, request: AcceptedRequest
 }
 
 /// Sends a failure notice and ends the stream.
-async fn refuse(mut tunnel: EncryptedStream<TcpStream>, status: ReplyCode, peer: Address) {
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut tunnel: EncryptedStream<S>, status: ReplyCode, peer: Address) {
     let notice = BindNotice { status, peer };
     let mut out = Vec::with_capacity(notice.encoded_len());
     notice.encode(&mut out);

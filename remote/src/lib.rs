@@ -12,8 +12,10 @@
 //! learns nothing from when it closes.
 #![forbid(unsafe_code)]
 
+mod agent;
 mod bind;
 mod connect;
+mod mux;
 mod packet;
 mod replay;
 mod udp;
@@ -22,8 +24,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warren_common::config::RemoteConfig;
 use warren_common::crypto::MAX_FRAME;
@@ -31,6 +33,7 @@ use warren_common::proto::address::Address;
 use warren_common::proto::header::{Command, ResponseHeader, TIMESTAMP_WINDOW_SECS};
 use warren_common::proto::socks5::ReplyCode;
 use warren_common::relay::relay;
+use warren_common::route::RemoteAction;
 use warren_common::time::unix_now;
 use warren_common::tunnel::{AcceptedRequest, HandshakeError};
 
@@ -39,6 +42,8 @@ use crate::replay::ReplayFilter;
 struct Shared {
     config: RemoteConfig,
     replay: ReplayFilter,
+    agents: agent::Registry,
+    shutdown: CancellationToken,
 }
 
 /// Serves tunnel connections on `listener` until `shutdown` is cancelled, then drains.
@@ -56,15 +61,29 @@ pub async fn run(listener: TcpListener, config: RemoteConfig, shutdown: Cancella
     let shared = Arc::new(Shared {
         config,
         replay: ReplayFilter::default(),
+        agents: agent::Registry::default(),
+        shutdown: shutdown.clone(),
     });
+    if let Some(settings) = shared.config.agent.clone() {
+        tokio::spawn(agent::run(settings, shared.clone(), shutdown.clone()));
+    }
     warren_common::server::serve(listener, shutdown, limits, move |stream, peer| {
         let shared = shared.clone();
-        async move { handle(stream, peer, shared).await }
+        async move {
+            let tunnel_local = stream.local_addr().ok();
+            handle(stream, tunnel_local, peer, shared).await
+        }
     })
     .await;
 }
 
-async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Serves one tunnel connection: a TCP connection, or a stream a reverse-tunnel session opened.
+/// `tunnel_local` is this end's address of the tunnel connection (None for a mux stream), which
+/// BIND announces when the remote listens on an unspecified address.
+async fn handle<S>(mut stream: S, tunnel_local: Option<SocketAddr>, peer: SocketAddr, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let started = Instant::now();
     let config = &shared.config;
     let deadline = tokio::time::Instant::now() + config.timeouts.handshake;
@@ -102,10 +121,14 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     }
     match request.header.command {
         Command::Connect => {}
-        Command::Bind => return bind::serve(stream, peer, request, config).await,
+        Command::Agent => return agent::register(request, stream, peer, shared).await,
+        Command::Bind => return bind::serve(stream, tunnel_local, peer, request, config).await,
         Command::UdpOverTcp => return udp::serve(stream, peer, request, config).await,
     }
     let target = request.header.target.clone();
+    if let RemoteAction::Via(name) = config.routes.route(&target) {
+        return agent::forward(request, stream, peer, &shared, name).await;
+    }
 
     // Connect, but give up at once if the local goes away meanwhile. Bytes it sends meanwhile
     // are kept for the relay.
@@ -174,7 +197,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
 /// Reads and discards until `deadline` or until the peer closes, then closes. Used for every
 /// request we refuse silently: the connection's lifetime and the bytes we consume tell a prober
 /// nothing about where its bytes stopped making sense.
-async fn drain_until(mut stream: TcpStream, deadline: tokio::time::Instant) {
+async fn drain_until<S: AsyncRead + Unpin>(mut stream: S, deadline: tokio::time::Instant) {
     let mut sink = [0u8; 2048];
     let _ = tokio::time::timeout_at(deadline, async {
         while let Ok(n) = stream.read(&mut sink).await {

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UdpSocket;
 use warren_common::config::RemoteConfig;
 use warren_common::proto::address::Address;
 use warren_common::proto::header::ResponseHeader;
@@ -97,7 +97,10 @@ pub(crate) async fn recv(socket: &Option<UdpSocket>, buf: &mut [u8]) -> std::io:
 }
 
 /// Serves one authenticated UDP-over-TCP request.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, request: AcceptedRequest, config: &RemoteConfig) {
+pub async fn serve<S>(stream: S, peer: SocketAddr, request: AcceptedRequest, config: &RemoteConfig)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let response = ResponseHeader::new(request.salt, ReplyCode::Succeeded, unix_now(), Address::UNSPECIFIED);
     let mut inbound = BytesMut::from(&request.initial_data[..]);
     let mut tunnel = match request.respond(stream, &config.key, &response, &[]).await {

@@ -47,6 +47,10 @@ pub enum Command {
     /// Relay UDP datagrams framed as [`super::udp::DatagramFrame`]s in the stream (the target is
     /// ignored: each frame names its destination).
     UdpOverTcp = 0x03,
+    /// A reverse-tunnel agent registers: the target is a domain-type address carrying the
+    /// agent's name with port 0; after a success response both ends run a yamux session over
+    /// the encrypted stream (docs/PROTOCOL.md, "Reverse tunnel").
+    Agent = 0x10,
 }
 
 /// The first message of a tunnel connection.
@@ -101,6 +105,7 @@ impl Decode for RequestHeader {
             0x01 => Command::Connect,
             0x02 => Command::Bind,
             0x03 => Command::UdpOverTcp,
+            0x10 => Command::Agent,
             other => return Err(DecodeError::BadCommand(other)),
         };
         let timestamp = buf.get_u64();

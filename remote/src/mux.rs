@@ -1,0 +1,100 @@
+//! A yamux session over an encrypted tunnel stream, driven by one task: it opens outbound streams
+//! on request (through an [`Opener`]), hands inbound streams to a callback, and ends when the
+//! link fails or every opener is gone and the peer closes. yamux 0.13 has no keep-alive, so the
+//! session's owner runs a heartbeat stream (see agent.rs).
+
+use std::future::poll_fn;
+use std::io;
+use std::task::Poll;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+
+/// A mux stream in tokio's I/O traits.
+pub type MuxStream = Compat<yamux::Stream>;
+
+type OpenRequest = oneshot::Sender<io::Result<MuxStream>>;
+
+/// Opens streams on a running session; cheap to clone.
+#[derive(Clone)]
+pub struct Opener(mpsc::Sender<OpenRequest>);
+
+impl Opener {
+    /// A new outbound stream, or an error once the session is gone.
+    pub async fn open(&self) -> io::Result<MuxStream> {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .send(tx)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::ConnectionAborted, "mux session closed"))?;
+        rx.await
+            .map_err(|_| io::Error::new(io::ErrorKind::ConnectionAborted, "mux session closed"))?
+    }
+}
+
+fn config() -> yamux::Config {
+    let mut cfg = yamux::Config::default();
+    // Each stream's window grows from 256 KiB as yamux measures the link; yamux requires the
+    // connection-wide cap to cover 256 KiB for every stream, so: 1024 streams, 256 MiB cap.
+    cfg.set_max_connection_receive_window(Some(1024 * 256 * 1024));
+    cfg.set_max_num_streams(1024);
+    cfg
+}
+
+/// Starts a session over `io`; returns the opener and the driver future (run it in a task; it
+/// returns when the session ends). `inbound` is called for every stream the peer opens.
+pub fn session<T, F>(io: T, client: bool, mut inbound: F) -> (Opener, impl std::future::Future<Output = ()>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnMut(MuxStream) + Send + 'static,
+{
+    let mode = if client {
+        yamux::Mode::Client
+    } else {
+        yamux::Mode::Server
+    };
+    let mut conn = yamux::Connection::new(io.compat(), config(), mode);
+    let (tx, mut rx) = mpsc::channel::<OpenRequest>(64);
+    let driver = async move {
+        let mut pending: Option<OpenRequest> = None;
+        let mut openers_gone = false;
+        poll_fn(move |cx| {
+            loop {
+                if let Some(req) = pending.take() {
+                    match conn.poll_new_outbound(cx) {
+                        Poll::Ready(result) => {
+                            let _ = req.send(result.map(FuturesAsyncReadCompatExt::compat).map_err(io::Error::other));
+                            continue;
+                        }
+                        Poll::Pending => {
+                            pending = Some(req);
+                            break;
+                        }
+                    }
+                }
+                if openers_gone {
+                    break;
+                }
+                match rx.poll_recv(cx) {
+                    Poll::Ready(Some(req)) => pending = Some(req),
+                    Poll::Ready(None) => openers_gone = true,
+                    Poll::Pending => break,
+                }
+            }
+            loop {
+                match conn.poll_next_inbound(cx) {
+                    Poll::Ready(Some(Ok(stream))) => inbound(stream.compat()),
+                    Poll::Ready(Some(Err(e))) => {
+                        tracing::debug!("mux session failed: {e}");
+                        return Poll::Ready(());
+                    }
+                    Poll::Ready(None) => return Poll::Ready(()),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await
+    };
+    (Opener(tx), driver)
+}
