@@ -18,7 +18,6 @@ pub mod relay;
 pub mod replay;
 pub mod route;
 pub mod server;
-pub mod session;
 pub mod stream;
 pub mod time;
 pub mod trim;

@@ -14,7 +14,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::crypto::{frame_len, random_salt, Key, SessionCipher, LEN_BLOCK, MAX_PAYLOAD, SALT_LEN, TAG_LEN};
 use crate::proto::header::{RequestHeader, ResponseHeader};
 use crate::proto::{decode_exact, decode_prefix, DecodeError};
-use crate::session::TunnelStream;
 use crate::stream::EncryptedStream;
 
 /// Why a tunnel handshake failed.
@@ -139,9 +138,7 @@ pub struct AcceptedRequest {
     pub salt: [u8; SALT_LEN],
     /// Client bytes that travelled in the header's chunk.
     pub initial_data: Vec<u8>,
-    /// The receive cipher; `None` for a request on a reverse-tunnel session's stream, which is
-    /// plain inside the session's encryption (see [`crate::session`]).
-    recv: Option<SessionCipher>,
+    recv: SessionCipher,
 }
 
 impl AcceptedRequest {
@@ -155,46 +152,20 @@ impl AcceptedRequest {
             header,
             salt,
             initial_data,
-            recv: Some(recv),
+            recv,
         })
     }
 
-    /// Reads a request on a reverse-tunnel session's stream: `len | RequestHeader | initial
-    /// data`, in plain (the session is already authenticated and encrypted).
-    pub async fn read_plain<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Self, HandshakeError> {
-        let plaintext = crate::session::read_framed(stream).await?;
-        let (header, used) = decode_prefix::<RequestHeader>(&plaintext)?;
-        Ok(AcceptedRequest {
-            header,
-            salt: crate::session::NO_SALT,
-            initial_data: plaintext[used..].to_vec(),
-            recv: None,
-        })
-    }
-
-    /// Whether this request came on a reverse-tunnel session's stream.
-    pub fn is_plain(&self) -> bool {
-        self.recv.is_none()
-    }
-
-    /// Sends the response; the connection becomes the tunnel stream for the relay.
-    /// `already_read` is what was read from `stream` after the request (while the remote was
-    /// connecting); the tunnel stream yields it first (opening it, if sealed).
+    /// Sends the response; the connection becomes an encrypted stream for the relay.
+    /// `already_read` is ciphertext read from `stream` after the first chunk (while the remote
+    /// was connecting); the stream opens it first.
     pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
         self,
         mut stream: S,
         key: &Key,
         response: &ResponseHeader,
         already_read: &[u8],
-    ) -> Result<TunnelStream<S>, HandshakeError> {
-        let Some(recv) = self.recv else {
-            crate::session::write_response(&mut stream, response).await?;
-            return Ok(TunnelStream::Plain {
-                stream,
-                read_ahead: already_read.to_vec(),
-                pos: 0,
-            });
-        };
+    ) -> Result<EncryptedStream<S>, HandshakeError> {
         let salt = random_salt();
         let mut send = SessionCipher::new(key, &salt);
         let mut plaintext = Vec::with_capacity(response.encoded_len());
@@ -203,8 +174,8 @@ impl AcceptedRequest {
         wire.extend_from_slice(&salt);
         push_chunk(&mut wire, &mut send, &plaintext)?;
         stream.write_all(&wire).await?;
-        let mut tunnel = EncryptedStream::new(stream, send, recv);
+        let mut tunnel = EncryptedStream::new(stream, send, self.recv);
         tunnel.prefill(already_read);
-        Ok(TunnelStream::Sealed(tunnel))
+        Ok(tunnel)
     }
 }

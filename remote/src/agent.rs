@@ -28,7 +28,6 @@ use warren_common::proto::address::Address;
 use warren_common::proto::header::{Command, RequestHeader, ResponseHeader};
 use warren_common::proto::socks5::ReplyCode;
 use warren_common::relay::relay;
-use warren_common::session;
 use warren_common::stream::EncryptedStream;
 use warren_common::time::unix_now;
 use warren_common::tunnel::{AcceptedRequest, PendingTunnel};
@@ -134,15 +133,16 @@ where
         Some(opener) => {
             let header = RequestHeader::new(request.header.command, target.clone(), unix_now());
             let attempt = async {
-                let mut s = opener.open().await?;
-                session::send_request(&mut s, &header, &initial)
+                let s = opener.open().await?;
+                PendingTunnel::send_request(s, &config.key, &header, &initial)
                     .await
-                    .map_err(std::io::Error::other)?;
-                let response = session::read_response(&mut s).await.map_err(std::io::Error::other)?;
-                Ok::<_, std::io::Error>((response, s))
+                    .map_err(std::io::Error::other)?
+                    .read_response()
+                    .await
+                    .map_err(std::io::Error::other)
             };
             match tokio::time::timeout(config.timeouts.connect, attempt).await {
-                Ok(Ok((response, stream))) => Ok((response, stream)),
+                Ok(Ok((response, tunnel))) => Ok((response, tunnel)),
                 Ok(Err(_)) => Err(ReplyCode::GeneralFailure),
                 Err(_) => Err(ReplyCode::TtlExpired),
             }

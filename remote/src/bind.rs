@@ -13,7 +13,7 @@ use warren_common::proto::bind::BindNotice;
 use warren_common::proto::header::ResponseHeader;
 use warren_common::proto::socks5::ReplyCode;
 use warren_common::relay::relay;
-use warren_common::session::TunnelStream;
+use warren_common::stream::EncryptedStream;
 use warren_common::time::unix_now;
 use warren_common::tunnel::AcceptedRequest;
 
@@ -141,7 +141,7 @@ pub async fn serve<S>(
 }
 
 /// Sends a failure notice and ends the stream.
-async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut tunnel: TunnelStream<S>, status: ReplyCode, peer: Address) {
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut tunnel: EncryptedStream<S>, status: ReplyCode, peer: Address) {
     let notice = BindNotice { status, peer };
     let mut out = Vec::with_capacity(notice.encoded_len());
     notice.encode(&mut out);

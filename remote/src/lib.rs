@@ -77,31 +77,50 @@ pub async fn run(listener: TcpListener, config: RemoteConfig, shutdown: Cancella
     .await;
 }
 
-/// Serves one tunnel connection: a TCP connection (`tunnel_local` is this end's address of it,
-/// which BIND announces when the remote listens on an unspecified address), or, with
-/// `tunnel_local` None, a stream a reverse-tunnel session opened, whose request is plain inside
-/// the session's encryption (common/src/session.rs).
+/// Serves one tunnel connection: a TCP connection, or a stream a reverse-tunnel session opened.
+/// `tunnel_local` is this end's address of the tunnel connection (None for a mux stream), which
+/// BIND announces when the remote listens on an unspecified address.
 async fn handle<S>(mut stream: S, tunnel_local: Option<SocketAddr>, peer: SocketAddr, shared: Arc<Shared>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let started = Instant::now();
     let config = &shared.config;
-    let accepted = match tunnel_local {
-        Some(_) => accept_sealed(&mut stream, peer, &shared).await,
-        None => accept_plain(&mut stream, peer, config.timeouts.handshake).await,
-    };
-    let mut request = match accepted {
-        Ok(request) => request,
-        Err(Some(deadline)) => return drain_until(stream, deadline).await,
-        Err(None) => return,
-    };
-    match request.header.command {
-        Command::Connect => {}
-        Command::Agent if request.is_plain() => {
-            tracing::info!(%peer, "agent registration inside an agent session: refused");
+    let deadline = tokio::time::Instant::now() + config.timeouts.handshake;
+    let mut request = match tokio::time::timeout_at(deadline, AcceptedRequest::read(&mut stream, &config.key)).await {
+        Ok(Ok(request)) => request,
+        Ok(Err(HandshakeError::Unauthenticated | HandshakeError::Malformed(_))) => {
+            tracing::info!(%peer, "request failed authentication (a probe, or a client with another key): ignored");
+            return drain_until(stream, deadline).await;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "tunnel handshake failed: {e}");
             return;
         }
+        Err(_) => {
+            tracing::debug!(%peer, "no complete request before the handshake deadline");
+            return;
+        }
+    };
+    let now = unix_now();
+    let skew = warren_common::time::skew(request.header.timestamp, now);
+    if skew.unsigned_abs() > u128::from(TIMESTAMP_WINDOW_SECS) {
+        tracing::warn!(
+            %peer,
+            "request stamped {skew:+} s from our clock, outside ±{TIMESTAMP_WINDOW_SECS} s: ignored. If this is your \
+             own client, synchronise both machines' clocks (NTP)"
+        );
+        return drain_until(stream, deadline).await;
+    }
+    if !shared
+        .replay
+        .check_and_insert(request.salt, request.header.timestamp, now)
+    {
+        tracing::warn!(%peer, "replayed request (salt seen before): ignored");
+        return drain_until(stream, deadline).await;
+    }
+    match request.header.command {
+        Command::Connect => {}
         Command::Agent => return agent::register(request, stream, peer, shared).await,
         Command::Bind => return bind::serve(stream, tunnel_local, peer, request, config).await,
         Command::UdpOverTcp => return udp::serve(stream, peer, request, config).await,
@@ -173,70 +192,6 @@ where
         end = %outcome.end,
         "connection finished"
     );
-}
-
-/// Reads and checks a sealed request (authentication, timestamp window, replay). On failure,
-/// `Err(Some(deadline))` means stay silent and drain until then; `Err(None)` means just close.
-async fn accept_sealed<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    peer: SocketAddr,
-    shared: &Shared,
-) -> Result<AcceptedRequest, Option<tokio::time::Instant>> {
-    let config = &shared.config;
-    let deadline = tokio::time::Instant::now() + config.timeouts.handshake;
-    let request = match tokio::time::timeout_at(deadline, AcceptedRequest::read(stream, &config.key)).await {
-        Ok(Ok(request)) => request,
-        Ok(Err(HandshakeError::Unauthenticated | HandshakeError::Malformed(_))) => {
-            tracing::info!(%peer, "request failed authentication (a probe, or a client with another key): ignored");
-            return Err(Some(deadline));
-        }
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, "tunnel handshake failed: {e}");
-            return Err(None);
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "no complete request before the handshake deadline");
-            return Err(None);
-        }
-    };
-    let now = unix_now();
-    let skew = warren_common::time::skew(request.header.timestamp, now);
-    if skew.unsigned_abs() > u128::from(TIMESTAMP_WINDOW_SECS) {
-        tracing::warn!(
-            %peer,
-            "request stamped {skew:+} s from our clock, outside ±{TIMESTAMP_WINDOW_SECS} s: ignored. If this is your \
-             own client, synchronise both machines' clocks (NTP)"
-        );
-        return Err(Some(deadline));
-    }
-    if !shared
-        .replay
-        .check_and_insert(request.salt, request.header.timestamp, now)
-    {
-        tracing::warn!(%peer, "replayed request (salt seen before): ignored");
-        return Err(Some(deadline));
-    }
-    Ok(request)
-}
-
-/// Reads a request on a reverse-tunnel session's stream. The session was authenticated,
-/// time-checked and replay-checked when it registered, and its encryption covers this stream.
-async fn accept_plain<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    peer: SocketAddr,
-    timeout: std::time::Duration,
-) -> Result<AcceptedRequest, Option<tokio::time::Instant>> {
-    match tokio::time::timeout(timeout, AcceptedRequest::read_plain(stream)).await {
-        Ok(Ok(request)) => Ok(request),
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, "request on the agent session failed: {e}");
-            Err(None)
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "no request on the agent session stream before the handshake deadline");
-            Err(None)
-        }
-    }
 }
 
 /// Reads and discards until `deadline` or until the peer closes, then closes. Used for every

@@ -39,8 +39,6 @@ fn config() -> yamux::Config {
     // connection-wide cap to cover 256 KiB for every stream, so: 1024 streams, 256 MiB cap.
     cfg.set_max_connection_receive_window(Some(1024 * 256 * 1024));
     cfg.set_max_num_streams(1024);
-    // One yamux frame per encrypted chunk (64 KiB payload) instead of four 16 KiB ones.
-    cfg.set_split_send_size(64 * 1024 - 12);
     cfg
 }
 
