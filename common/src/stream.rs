@@ -97,6 +97,14 @@ impl<S> EncryptedStream<S> {
         &self.inner
     }
 
+    /// The connection underneath, if no byte is buffered either way (as right after the
+    /// handshake): a reverse-tunnel session continues on it with its own framing. `None` when
+    /// bytes are buffered, which would be lost.
+    pub fn into_inner(self) -> Option<S> {
+        let idle = self.plain.0 == self.plain.1 && self.filled.0 == self.filled.1 && self.wpos == self.wbuf.len();
+        idle.then_some(self.inner)
+    }
+
     /// Opens whatever complete chunks the buffer holds, until there is plaintext to hand out,
     /// the end-of-stream chunk, or the need for more bytes (returns false).
     fn open_buffered(&mut self) -> io::Result<bool> {

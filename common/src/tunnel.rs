@@ -55,10 +55,12 @@ fn push_chunk(out: &mut Vec<u8>, cipher: &mut SessionCipher, plaintext: &[u8]) -
 }
 
 /// Reads one salt and the first chunk after it, returning the salt, the opened plaintext and
-/// the receive cipher (its counter past that chunk).
+/// the receive cipher (its counter past that chunk). `raw`, when given, gets the bytes exactly as
+/// they arrived.
 async fn read_first_chunk<S: AsyncRead + Unpin>(
     stream: &mut S,
     key: &Key,
+    raw: Option<&mut Vec<u8>>,
 ) -> Result<([u8; SALT_LEN], Vec<u8>, SessionCipher), HandshakeError> {
     let mut head = [0u8; SALT_LEN + LEN_BLOCK];
     read_exact_or_closed(stream, &mut head).await?;
@@ -72,6 +74,11 @@ async fn read_first_chunk<S: AsyncRead + Unpin>(
         .map_err(|_| HandshakeError::Unauthenticated)?;
     let mut payload = vec![0u8; n + TAG_LEN];
     read_exact_or_closed(stream, &mut payload).await?;
+    if let Some(raw) = raw {
+        raw.clear();
+        raw.extend_from_slice(&head);
+        raw.extend_from_slice(&payload);
+    }
     cipher
         .open_payload(&mut payload)
         .map_err(|_| HandshakeError::Unauthenticated)?;
@@ -122,7 +129,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PendingTunnel<S> {
 
     /// Waits for the remote's response; on success the connection becomes an encrypted stream.
     pub async fn read_response(mut self) -> Result<(ResponseHeader, EncryptedStream<S>), HandshakeError> {
-        let (_salt, plaintext, recv) = read_first_chunk(&mut self.stream, &self.key).await?;
+        let (_salt, plaintext, recv) = read_first_chunk(&mut self.stream, &self.key, None).await?;
         let response: ResponseHeader = decode_exact(&plaintext)?;
         if response.request_salt != self.salt {
             return Err(HandshakeError::WrongRequestSalt);
@@ -138,6 +145,9 @@ pub struct AcceptedRequest {
     pub salt: [u8; SALT_LEN],
     /// Client bytes that travelled in the header's chunk.
     pub initial_data: Vec<u8>,
+    /// The salt and first chunk exactly as they arrived, so a remote that relays the request to
+    /// a reverse-tunnel agent can pass it on unopened (the agent authenticates it again).
+    pub raw: Vec<u8>,
     recv: SessionCipher,
 }
 
@@ -145,13 +155,15 @@ impl AcceptedRequest {
     /// Reads the salt and the first chunk. Callers must stay silent on
     /// [`HandshakeError::Unauthenticated`] (see the remote's probe handling).
     pub async fn read<S: AsyncRead + Unpin>(stream: &mut S, key: &Key) -> Result<Self, HandshakeError> {
-        let (salt, plaintext, recv) = read_first_chunk(stream, key).await?;
+        let mut raw = Vec::new();
+        let (salt, plaintext, recv) = read_first_chunk(stream, key, Some(&mut raw)).await?;
         let (header, used) = decode_prefix::<RequestHeader>(&plaintext)?;
         let initial_data = plaintext[used..].to_vec();
         Ok(AcceptedRequest {
             header,
             salt,
             initial_data,
+            raw,
             recv,
         })
     }

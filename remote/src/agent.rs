@@ -28,7 +28,6 @@ use warren_common::proto::address::Address;
 use warren_common::proto::header::{Command, RequestHeader, ResponseHeader};
 use warren_common::proto::socks5::ReplyCode;
 use warren_common::relay::relay;
-use warren_common::stream::EncryptedStream;
 use warren_common::time::unix_now;
 use warren_common::tunnel::{AcceptedRequest, PendingTunnel};
 
@@ -90,6 +89,9 @@ where
     let Ok(tunnel) = request.respond(stream, &shared.config.key, &response, &[]).await else {
         return;
     };
+    // The session runs on the bare connection: every stream on it is a tunnel sealed end to end
+    // between the local and the agent (see `forward`).
+    let Some(tunnel) = tunnel.into_inner() else { return };
     let (beat_tx, beat_rx) = tokio::sync::oneshot::channel::<MuxStream>();
     let mut beat_tx = Some(beat_tx);
     let (opener, driver) = mux::session(tunnel, false, move |s| {
@@ -121,47 +123,44 @@ where
 }
 
 /// Public remote: hands a request routed `via: name` to that agent and relays.
-pub async fn forward<S>(mut request: AcceptedRequest, stream: S, peer: SocketAddr, shared: &Shared, name: &str)
+///
+/// The request goes on unopened: the agent receives the local's salt and first chunk exactly as
+/// they arrived and authenticates them itself, so the tunnel is sealed end to end between the
+/// local and the agent and this remote relays ciphertext without a cipher pass of its own. It
+/// answers (sealed) only when there is no agent to ask.
+pub async fn forward<S>(request: AcceptedRequest, mut stream: S, peer: SocketAddr, shared: &Shared, name: &str)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = &shared.config;
     let target = request.header.target.clone();
-    let initial = std::mem::take(&mut request.initial_data);
     let opened = match shared.agents.get(name) {
         None => Err(ReplyCode::HostUnreachable),
         Some(opener) => {
-            let header = RequestHeader::new(request.header.command, target.clone(), unix_now());
             let attempt = async {
-                let s = opener.open().await?;
-                PendingTunnel::send_request(s, &config.key, &header, &initial)
-                    .await
-                    .map_err(std::io::Error::other)?
-                    .read_response()
-                    .await
-                    .map_err(std::io::Error::other)
+                let mut s = opener.open().await?;
+                s.write_all(&request.raw).await?;
+                Ok::<_, std::io::Error>(s)
             };
             match tokio::time::timeout(config.timeouts.connect, attempt).await {
-                Ok(Ok((response, tunnel))) => Ok((response, tunnel)),
+                Ok(Ok(s)) => Ok(s),
                 Ok(Err(_)) => Err(ReplyCode::GeneralFailure),
                 Err(_) => Err(ReplyCode::TtlExpired),
             }
         }
     };
-    let (status, bound, upstream) = match opened {
-        Ok((r, t)) => (r.status, r.bound, (r.status == ReplyCode::Succeeded).then_some(t)),
-        Err(code) => (code, Address::UNSPECIFIED, None),
+    let upstream = match opened {
+        Ok(upstream) => upstream,
+        Err(status) => {
+            tracing::info!(%peer, %target, agent = %name, reply = status as u8, "refused: {}", status.describe());
+            let response = ResponseHeader::new(request.salt, status, unix_now(), Address::UNSPECIFIED);
+            if let Ok(mut tunnel) = request.respond(&mut stream, &config.key, &response, &[]).await {
+                let _ = tunnel.shutdown().await;
+            }
+            return;
+        }
     };
-    let response = ResponseHeader::new(request.salt, status, unix_now(), bound);
-    let Ok(mut tunnel) = request.respond(stream, &config.key, &response, &[]).await else {
-        return;
-    };
-    let Some(upstream) = upstream else {
-        tracing::info!(%peer, %target, agent = %name, reply = status as u8, "refused via agent: {}", status.describe());
-        let _ = tunnel.shutdown().await;
-        return;
-    };
-    let outcome = relay(tunnel, upstream, config.timeouts.idle).await;
+    let outcome = relay(stream, upstream, config.timeouts.idle).await;
     tracing::info!(%peer, %target, agent = %name, sent = outcome.sent, received = outcome.received, end = %outcome.end, "connection via agent finished");
 }
 
@@ -206,15 +205,14 @@ async fn session(settings: &AgentSettings, shared: Arc<Shared>) -> Result<(), St
         if response.status != ReplyCode::Succeeded {
             return Err(format!("server answered: {}", response.status.describe()));
         }
-        Ok::<EncryptedStream<TcpStream>, String>(tunnel)
+        tunnel
+            .into_inner()
+            .ok_or_else(|| "bytes after the registration response".to_string())
     };
     let tunnel = tokio::time::timeout(config.timeouts.handshake, setup)
         .await
         .map_err(|_| "no answer before the handshake deadline (wrong key, or clocks apart?)".to_string())??;
-    let server: SocketAddr = tunnel
-        .get_ref()
-        .peer_addr()
-        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let server: SocketAddr = tunnel.peer_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     let inner = shared.clone();
     let (opener, driver) = mux::session(tunnel, true, move |s| {
         tokio::spawn(crate::handle(s, None, server, inner.clone()));

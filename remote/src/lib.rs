@@ -121,6 +121,10 @@ where
     }
     match request.header.command {
         Command::Connect => {}
+        Command::Agent if tunnel_local.is_none() => {
+            tracing::info!(%peer, "agent registration inside an agent session: refused");
+            return;
+        }
         Command::Agent => return agent::register(request, stream, peer, shared).await,
         Command::Bind => return bind::serve(stream, tunnel_local, peer, request, config).await,
         Command::UdpOverTcp => return udp::serve(stream, peer, request, config).await,
