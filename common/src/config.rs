@@ -5,7 +5,8 @@
 //! One file can serve both ends (`local:` and `remote:` sections); each binary requires its own
 //! section and the shared `key`.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use serde::Deserialize;
 
 use crate::acl::{Acl, Rule, Verdict};
 use crate::crypto::Key;
+use crate::local_routes::{build, LocalRouting, RawDefault, RawEndpoint, RawHop, RawRoute};
 use crate::server::ServerLimits;
 
 /// The key printed in config.example.yaml. Anyone can read it, so the remote refuses it on any
@@ -32,7 +34,7 @@ pub enum ConfigError {
     Invalid { field: String, message: String },
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field: field.into(),
         message: message.into(),
@@ -59,6 +61,16 @@ pub struct RawLocal {
     pub max_connections: Option<usize>,
     pub shutdown_grace: Option<f64>,
     pub udp_transport: Option<String>,
+    /// Named warren-remotes (see `local_routes`).
+    pub remotes: Option<BTreeMap<String, RawEndpoint>>,
+    /// Named chains of hops.
+    pub chains: Option<BTreeMap<String, Vec<RawHop>>>,
+    /// Routing rules, first match wins.
+    pub routes: Option<Vec<RawRoute>>,
+    /// Where requests no rule matches go.
+    pub default: Option<RawDefault>,
+    /// Seconds between health checks of remotes in failover lists.
+    pub health_interval: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +91,8 @@ pub struct RawRemote {
     pub max_connections: Option<usize>,
     pub shutdown_grace: Option<f64>,
     pub bind_timeout: Option<f64>,
+    /// Source IP for outbound TCP connections (multi-homed servers).
+    pub outbound_source: Option<String>,
 }
 
 /// One ACL rule: `{ allow: VALUE }` or `{ deny: VALUE }`.
@@ -131,6 +145,10 @@ impl RawConfig {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(secret: impl Into<String>) -> Secret {
+        Secret(secret.into())
+    }
+
     pub fn expose(&self) -> &[u8] {
         self.0.as_bytes()
     }
@@ -163,8 +181,8 @@ pub struct Timeouts {
 pub struct LocalConfig {
     pub key: Key,
     pub listen: SocketAddr,
-    /// `host:port` of warren-remote; resolved on each connection, so a changed DNS record is
-    /// picked up without a restart.
+    /// `host:port` of warren-remote (`local.remote`), or, without it, where the default route
+    /// goes (for logs); the outbounds themselves are in `routing`.
     pub remote: String,
     /// When non-empty, SOCKS5 clients must log in (RFC 1929).
     pub users: Vec<User>,
@@ -172,6 +190,10 @@ pub struct LocalConfig {
     pub limits: ServerLimits,
     /// How UDP ASSOCIATE datagrams travel to the remote.
     pub udp_transport: UdpTransport,
+    /// Remotes, chains and the routing rules (a single `local.remote` is the default route).
+    /// Remote addresses are resolved on each connection, so a changed DNS record is picked up
+    /// without a restart.
+    pub routing: LocalRouting,
 }
 
 /// How the local carries a UDP association's datagrams to the remote (`local.udp_transport`).
@@ -193,6 +215,8 @@ pub struct RemoteConfig {
     pub limits: ServerLimits,
     /// How long a BIND waits for its peer to connect.
     pub bind_timeout: Duration,
+    /// Source address of outbound TCP connections; `None`: the system picks.
+    pub outbound_source: Option<IpAddr>,
 }
 
 fn seconds(field: &str, value: Option<f64>, default: f64) -> Result<Duration, ConfigError> {
@@ -245,16 +269,16 @@ impl TryFrom<&RawConfig> for LocalConfig {
         let key = raw.key()?;
         let local = raw.local.as_ref().ok_or_else(|| invalid("local", "section missing"))?;
         let listen = socket_addr("local.listen", local.listen.as_deref(), "127.0.0.1:1080")?;
-        let remote = local
-            .remote
-            .clone()
-            .ok_or_else(|| invalid("local.remote", "missing (host:port of warren-remote)"))?;
-        let port_ok = remote
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
-        if !port_ok {
-            return Err(invalid("local.remote", format!("{remote:?} is not host:port")));
-        }
+        let health_interval = seconds("local.health_interval", local.health_interval, 5.0)?;
+        let routing = build(local, &key, health_interval)?;
+        let remote = match (&local.remote, &routing.router.default) {
+            (Some(address), _) => address.clone(),
+            (None, crate::local_routes::LocalAction::Proxy(list)) => {
+                list.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ")
+            }
+            (None, crate::local_routes::LocalAction::Direct) => "direct".to_owned(),
+            (None, crate::local_routes::LocalAction::Block) => "block".to_owned(),
+        };
         let mut users = Vec::new();
         for (i, user) in local.users.iter().flatten().enumerate() {
             if user.username.is_empty() || user.username.len() > 255 {
@@ -289,6 +313,7 @@ impl TryFrom<&RawConfig> for LocalConfig {
                     ))
                 }
             },
+            routing,
         })
     }
 }
@@ -334,6 +359,15 @@ impl TryFrom<&RawConfig> for RemoteConfig {
             },
             limits: limits("remote", remote.max_connections, remote.shutdown_grace)?,
             bind_timeout: seconds("remote.bind_timeout", remote.bind_timeout, 120.0)?,
+            outbound_source: remote
+                .outbound_source
+                .as_deref()
+                .map(|text| {
+                    text.trim()
+                        .parse::<IpAddr>()
+                        .map_err(|_| invalid("remote.outbound_source", format!("{text:?} is not an IP address")))
+                })
+                .transpose()?,
         })
     }
 }
