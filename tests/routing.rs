@@ -1,6 +1,6 @@
 //! Routing on the local: a direct, a proxy and a block rule observed at the targets (the remote
 //! connects out from 127.0.0.2 via `remote.outbound_source`, the local from 127.0.0.1, a
-//! blocked target sees nothing), failover to the next remote when the first is down or broken,
+//! blocked target sees nothing), failover to the next way out when one is down, broken or cut,
 //! the health checker marking a remote down and up again, and the PAC file.
 
 use std::net::SocketAddr;
@@ -154,7 +154,7 @@ async fn broken_remote() -> SocketAddr {
 }
 
 #[tokio::test]
-async fn failover_skips_a_down_and_a_broken_remote() {
+async fn failover_skips_a_down_remote_a_broken_one_and_a_cut_chain() {
     let key = new_key();
     let live = remote_from(&key, "127.0.0.3").await;
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
@@ -169,7 +169,9 @@ local:
     dead: {{ address: "{dead}" }}
     broken: {{ address: "{broken}" }}
     live: {{ address: "{live}" }}
-  default: {{ proxy: [dead, broken, live] }}
+  chains:
+    cut: [live, dead]           # the live remote cannot reach the chain's second hop
+  default: {{ proxy: [dead, broken, cut, live] }}
 "#,
         live = live.addr
     );

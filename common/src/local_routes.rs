@@ -612,6 +612,23 @@ default: { proxy: deep }
         }
     }
 
+    /// The commented routing block of config.example.yaml, uncommented, is a valid config.
+    #[test]
+    fn example_routing_block_is_valid() {
+        let text = include_str!("../../config.example.yaml");
+        let start = text.find("  # remotes:").unwrap();
+        let end = start + text[start..].find("  # health_interval").unwrap();
+        let body: String = text[start..end]
+            .lines()
+            .map(|l| format!("{}\n", l.strip_prefix("  # ").unwrap_or(l)))
+            .collect::<String>()
+            .replace("\"...\"", &format!("\"{KEY2}\""));
+        let cfg = local(&format!("remote: '127.0.0.1:8388'\n{body}")).unwrap();
+        assert_eq!(cfg.routing.chains.len(), 2);
+        assert_eq!(cfg.routing.router.rules.len(), 5);
+        assert_eq!(names(&cfg.routing.router.default), "vps");
+    }
+
     #[test]
     fn health_flags_are_shared_by_clones() {
         let cfg = local(FULL).unwrap();

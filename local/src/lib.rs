@@ -6,7 +6,9 @@
 //! remote and its answer (deadline: `connect_timeout`, abandoned at once if the client leaves)
 //! → SOCKS5 reply carrying the remote's status → relay until both sides close or go idle.
 //! BIND (`bind.rs`, reply format pluggable for SOCKS4) and UDP ASSOCIATE (`udp.rs`) branch off
-//! after the handshake.
+//! after the handshake. Every front end opens its outbound through `outbound.rs`, which applies
+//! `local.routes` (direct, block, or remotes and chains with failover; `health.rs` checks the
+//! remotes); `/proxy.pac` is served from the same rules (`resources.rs`).
 #![forbid(unsafe_code)]
 
 pub mod bind;
