@@ -90,6 +90,24 @@ async fn chain_of_two_remotes_with_their_own_keys() {
     .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout == body, "curl got {} bytes", out.stdout.len());
+
+    // The other front ends take the same chain: SOCKS4a, HTTP CONNECT and HTTP forwarding.
+    let url = format!("http://localhost:{}/", site.port());
+    let proxy = format!("http://{}", local.addr);
+    let socks4 = local.addr.to_string();
+    for args in [
+        vec!["--socks4a", socks4.as_str(), url.as_str()],
+        vec!["-p", "-x", proxy.as_str(), url.as_str()],
+        vec!["-x", proxy.as_str(), url.as_str()],
+    ] {
+        let out = curl(&args).await;
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout == body, "{args:?}: curl got {} bytes", out.stdout.len());
+    }
 }
 
 #[tokio::test]
