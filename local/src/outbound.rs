@@ -122,8 +122,9 @@ pub async fn open_action(
             let (up, down): (Vec<&Via>, Vec<&Via>) = list
                 .iter()
                 .partition(|v| v.first_remote().map_or(true, |e| e.health.is_up()));
+            let order: Vec<&Via> = up.into_iter().chain(down).collect();
             let mut last = None;
-            for via in up.into_iter().chain(down) {
+            for (i, via) in order.iter().enumerate() {
                 match timeout_at(deadline, open_via(via, header, initial)).await {
                     Ok(Ok(opened)) => {
                         if list.len() > 1 {
@@ -133,7 +134,7 @@ pub async fn open_action(
                     }
                     Ok(Err(e)) if e.is_about_target() => return Err(e),
                     Ok(Err(e)) => {
-                        if list.len() > 1 {
+                        if i + 1 < order.len() {
                             tracing::warn!(target = %header.target, via = via.name(), "{e}: trying the next way out");
                         }
                         last = Some(e);
