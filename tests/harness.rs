@@ -73,6 +73,18 @@ pub async fn start_local(key: &str, remote: SocketAddr, extra: &str) -> Server {
     Server { addr, shutdown, task }
 }
 
+/// Starts warren-local from a whole YAML config whose `local.listen` is ignored (a fresh
+/// 127.0.0.1:0 listener is used). Also returns a clone of the config: its remotes' health flags
+/// are shared with the running local, so a test can watch the health checker.
+pub async fn start_local_yaml(yaml: &str) -> (Server, LocalConfig) {
+    let config = LocalConfig::try_from(&parse(yaml)).expect("valid local config");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind local");
+    let addr = listener.local_addr().expect("local addr");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(warren_local::run(listener, config.clone(), shutdown.clone()));
+    (Server { addr, shutdown, task }, config)
+}
+
 /// warren-local and warren-remote sharing a fresh key.
 pub struct Pair {
     pub local: Server,
@@ -276,6 +288,17 @@ impl Target {
         let probes = self.probes.lock().unwrap().clone();
         let n = peers.borrow().iter().filter(|p| !probes.contains(p)).count();
         n
+    }
+}
+
+impl Target {
+    /// The peers of the connections other than our probes that the target has accepted so far
+    /// (settled like [`Target::connections`]): their IPs tell which host made each connection.
+    pub async fn peers(&self) -> Vec<SocketAddr> {
+        let _ = self.connections().await;
+        let probes = self.probes.lock().unwrap().clone();
+        let peers = self.peers.borrow().clone();
+        peers.into_iter().filter(|p| !probes.contains(p)).collect()
     }
 }
 

@@ -713,8 +713,9 @@ async fn malformed_requests_get_400_or_431() {
         assert!(answer.windows(19).any(|w| w == b"Connection: close\r\n"));
         assert_still_serves(pair.socks(), site).await;
     }
-    // The exact bytes of one: a path on the proxy itself (the resources hook serves nothing yet).
-    let answer = send_raw(pair.socks(), b"GET /proxy.pac HTTP/1.1\r\n\r\n").await;
+    // The exact bytes of one: a path on the proxy itself that it does not serve (it serves
+    // /proxy.pac: tests/routing.rs).
+    let answer = send_raw(pair.socks(), b"GET /index.html HTTP/1.1\r\n\r\n").await;
     let message = "this is a proxy: ask for an absolute URL (GET http://host/path) or use CONNECT";
     assert_eq!(
         String::from_utf8_lossy(&answer),

@@ -5,7 +5,8 @@
 //! One file can serve both ends (`local:` and `remote:` sections); each binary requires its own
 //! section and the shared `key`.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use serde::Deserialize;
 
 use crate::acl::{Acl, Rule, Verdict};
 use crate::crypto::Key;
-use crate::route::{self, Matcher, RemoteAction, Router};
+use crate::local_routes::{build, parse_matcher, LocalRouting, RawDefault, RawEndpoint, RawHop, RawPort, RawRoute};
+use crate::route::{self, RemoteAction, Router};
 use crate::server::ServerLimits;
 
 /// The key printed in config.example.yaml. Anyone can read it, so the remote refuses it on any
@@ -33,7 +35,7 @@ pub enum ConfigError {
     Invalid { field: String, message: String },
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field: field.into(),
         message: message.into(),
@@ -60,6 +62,16 @@ pub struct RawLocal {
     pub max_connections: Option<usize>,
     pub shutdown_grace: Option<f64>,
     pub udp_transport: Option<String>,
+    /// Named warren-remotes (see `local_routes`).
+    pub remotes: Option<BTreeMap<String, RawEndpoint>>,
+    /// Named chains of hops.
+    pub chains: Option<BTreeMap<String, Vec<RawHop>>>,
+    /// Routing rules, first match wins.
+    pub routes: Option<Vec<RawRoute>>,
+    /// Where requests no rule matches go.
+    pub default: Option<RawDefault>,
+    /// Seconds between health checks of remotes in failover lists.
+    pub health_interval: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +96,8 @@ pub struct RawRemote {
     pub max_connections: Option<usize>,
     pub shutdown_grace: Option<f64>,
     pub bind_timeout: Option<f64>,
+    /// Source IP for outbound TCP connections (multi-homed servers).
+    pub outbound_source: Option<String>,
 }
 
 /// `{domain, cidr, port}` conditions and exactly one of `direct: true` / `via: AGENT`.
@@ -92,27 +106,9 @@ pub struct RawRemote {
 pub struct RawRemoteRoute {
     pub domain: Option<String>,
     pub cidr: Option<String>,
-    pub port: Option<PortSpec>,
+    pub port: Option<RawPort>,
     pub direct: Option<bool>,
     pub via: Option<String>,
-}
-
-/// A route's port condition: `port: 22` or `port: "8000-8999"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum PortSpec {
-    Number(u16),
-    Text(String),
-}
-
-impl PortSpec {
-    /// The text [`Matcher::parse`] takes.
-    pub fn as_text(&self) -> String {
-        match self {
-            PortSpec::Number(n) => n.to_string(),
-            PortSpec::Text(t) => t.clone(),
-        }
-    }
 }
 
 /// A reverse-tunnel agent: `{ server: HOST:PORT, name: NAME }`.
@@ -173,6 +169,10 @@ impl RawConfig {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(secret: impl Into<String>) -> Secret {
+        Secret(secret.into())
+    }
+
     pub fn expose(&self) -> &[u8] {
         self.0.as_bytes()
     }
@@ -205,8 +205,8 @@ pub struct Timeouts {
 pub struct LocalConfig {
     pub key: Key,
     pub listen: SocketAddr,
-    /// `host:port` of warren-remote; resolved on each connection, so a changed DNS record is
-    /// picked up without a restart.
+    /// `host:port` of warren-remote (`local.remote`), or, without it, where the default route
+    /// goes (for logs); the outbounds themselves are in `routing`.
     pub remote: String,
     /// When non-empty, SOCKS5 clients must log in (RFC 1929).
     pub users: Vec<User>,
@@ -214,6 +214,10 @@ pub struct LocalConfig {
     pub limits: ServerLimits,
     /// How UDP ASSOCIATE datagrams travel to the remote.
     pub udp_transport: UdpTransport,
+    /// Remotes, chains and the routing rules (a single `local.remote` is the default route).
+    /// Remote addresses are resolved on each connection, so a changed DNS record is picked up
+    /// without a restart.
+    pub routing: LocalRouting,
 }
 
 /// How the local carries a UDP association's datagrams to the remote (`local.udp_transport`).
@@ -238,6 +242,8 @@ pub struct RemoteConfig {
     pub limits: ServerLimits,
     /// How long a BIND waits for its peer to connect.
     pub bind_timeout: Duration,
+    /// Source address of outbound TCP connections; `None`: the system picks.
+    pub outbound_source: Option<IpAddr>,
 }
 
 fn seconds(field: &str, value: Option<f64>, default: f64) -> Result<Duration, ConfigError> {
@@ -290,16 +296,16 @@ impl TryFrom<&RawConfig> for LocalConfig {
         let key = raw.key()?;
         let local = raw.local.as_ref().ok_or_else(|| invalid("local", "section missing"))?;
         let listen = socket_addr("local.listen", local.listen.as_deref(), "127.0.0.1:1080")?;
-        let remote = local
-            .remote
-            .clone()
-            .ok_or_else(|| invalid("local.remote", "missing (host:port of warren-remote)"))?;
-        let port_ok = remote
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
-        if !port_ok {
-            return Err(invalid("local.remote", format!("{remote:?} is not host:port")));
-        }
+        let health_interval = seconds("local.health_interval", local.health_interval, 5.0)?;
+        let routing = build(local, &key, health_interval)?;
+        let remote = match (&local.remote, &routing.router.default) {
+            (Some(address), _) => address.clone(),
+            (None, crate::local_routes::LocalAction::Proxy(list)) => {
+                list.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ")
+            }
+            (None, crate::local_routes::LocalAction::Direct) => "direct".to_owned(),
+            (None, crate::local_routes::LocalAction::Block) => "block".to_owned(),
+        };
         let mut users = Vec::new();
         for (i, user) in local.users.iter().flatten().enumerate() {
             if user.username.is_empty() || user.username.len() > 255 {
@@ -334,6 +340,7 @@ impl TryFrom<&RawConfig> for LocalConfig {
                     ))
                 }
             },
+            routing,
         })
     }
 }
@@ -381,6 +388,15 @@ impl TryFrom<&RawConfig> for RemoteConfig {
             },
             limits: limits("remote", remote.max_connections, remote.shutdown_grace)?,
             bind_timeout: seconds("remote.bind_timeout", remote.bind_timeout, 120.0)?,
+            outbound_source: remote
+                .outbound_source
+                .as_deref()
+                .map(|text| {
+                    text.trim()
+                        .parse::<IpAddr>()
+                        .map_err(|_| invalid("remote.outbound_source", format!("{text:?} is not an IP address")))
+                })
+                .transpose()?,
         })
     }
 }
@@ -409,9 +425,7 @@ fn remote_routes(remote: &RawRemote) -> Result<Router<RemoteAction>, ConfigError
     let mut routes = Vec::new();
     for (i, r) in remote.routes.iter().flatten().enumerate() {
         let field = format!("remote.routes[{i}]");
-        let port = r.port.as_ref().map(PortSpec::as_text);
-        let matcher = Matcher::parse(r.domain.as_deref(), r.cidr.as_deref(), port.as_deref())
-            .map_err(|e| invalid(field.clone(), e.to_string()))?;
+        let matcher = parse_matcher(&field, r.domain.as_deref(), r.cidr.as_deref(), r.port.as_ref())?;
         let action = match (r.direct, &r.via) {
             (Some(true), None) => RemoteAction::Direct,
             (None, Some(via)) => RemoteAction::Via(agent_name(&format!("{field}.via"), via)?),

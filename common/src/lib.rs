@@ -10,6 +10,8 @@
 pub mod acl;
 pub mod config;
 pub mod crypto;
+pub mod dial;
+pub mod local_routes;
 pub mod logging;
 pub mod net;
 pub mod pac;

@@ -119,6 +119,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PendingTunnel<S> {
         wire.extend_from_slice(&salt);
         push_chunk(&mut wire, &mut send, &plaintext)?;
         stream.write_all(&wire).await?;
+        // Over another tunnel (a chain's hop), a write may wait in that tunnel's buffer.
+        stream.flush().await?;
         Ok(PendingTunnel {
             stream,
             key: key.clone(),

@@ -18,7 +18,7 @@ use warren_common::proto::{decode_prefix, DecodeError};
 use warren_common::relay::relay;
 use warren_common::time::unix_now;
 
-use crate::tunnel;
+use crate::outbound;
 
 /// Most bytes buffered from the client while waiting for the peer.
 const EARLY_LIMIT: usize = 64 * 1024;
@@ -68,18 +68,11 @@ pub async fn bind(
     replies: impl BindReplies,
 ) {
     let header = RequestHeader::new(Command::Bind, expected.clone(), unix_now());
-    let opened = tokio::time::timeout(config.timeouts.connect, tunnel::open_request(config, header, initial)).await;
-    let (listening, mut tunnel) = match opened {
-        Ok(Ok(opened)) => opened,
-        Ok(Err(failure)) => {
-            failure.log(&peer, &expected, &config.remote);
+    let (listening, mut tunnel) = match outbound::open(config, header, initial).await {
+        Ok(opened) => opened,
+        Err(failure) => {
+            failure.log(&peer, &expected);
             let reply = replies.encode(BindStage::First, failure.reply_code(), &Address::UNSPECIFIED);
-            let _ = client.write_all(&reply).await;
-            return;
-        }
-        Err(_) => {
-            tunnel::log_silent_remote(&peer, &expected, &config.remote, config.timeouts.connect);
-            let reply = replies.encode(BindStage::First, ReplyCode::GeneralFailure, &Address::UNSPECIFIED);
             let _ = client.write_all(&reply).await;
             return;
         }

@@ -9,10 +9,12 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use warren_common::config::LocalConfig;
 use warren_common::proto::address::Address;
+use warren_common::proto::header::RequestHeader;
 use warren_common::proto::socks5::ReplyCode;
-use warren_common::stream::EncryptedStream;
+use warren_common::time::unix_now;
 
-use crate::tunnel::{self, OpenError};
+use crate::outbound::{self, Outbound};
+use crate::tunnel::OpenError;
 
 /// Why no tunnel is open for a request (already logged when this is returned).
 #[derive(Debug, thiserror::Error)]
@@ -20,10 +22,10 @@ pub enum OpenFailure {
     /// The client closed or failed while the tunnel was being opened; nothing to answer.
     #[error("client left before the tunnel opened")]
     ClientLeft,
-    /// The remote could not be reached, failed the handshake, or refused the target.
+    /// The route blocks the target, or the way there failed, or the target was refused.
     #[error("{0}")]
     Failed(#[from] OpenError),
-    /// The remote did not answer within `local.connect_timeout`.
+    /// No answer within `local.connect_timeout`.
     #[error("the remote did not answer in time")]
     TimedOut,
 }
@@ -38,7 +40,7 @@ impl OpenFailure {
     }
 }
 
-/// Opens a tunnel to `target` whose first chunk carries `initial`, within the connect timeout,
+/// Opens the outbound to `target` (as routed) carrying `initial` first, within the connect timeout,
 /// reading whatever the client sends meanwhile into `early` (up to the early-data limit).
 /// Returns the remote's bound address and the open tunnel; failures are logged here.
 pub async fn open_watching(
@@ -48,8 +50,8 @@ pub async fn open_watching(
     peer: &SocketAddr,
     target: &Address,
     initial: &[u8],
-) -> Result<(Address, EncryptedStream<TcpStream>), OpenFailure> {
-    let open = tokio::time::timeout(config.timeouts.connect, tunnel::open(config, target, initial));
+) -> Result<(Address, Outbound), OpenFailure> {
+    let open = outbound::open(config, RequestHeader::connect(target.clone(), unix_now()), initial);
     tokio::pin!(open);
     let limit = early.len() + crate::EARLY_DATA_LIMIT;
     let opened = loop {
@@ -65,14 +67,14 @@ pub async fn open_watching(
         }
     };
     match opened {
-        Ok(Ok(opened)) => Ok(opened),
-        Ok(Err(failure)) => {
-            failure.log(peer, target, &config.remote);
-            Err(OpenFailure::Failed(failure))
-        }
-        Err(_) => {
-            tunnel::log_silent_remote(peer, target, &config.remote, config.timeouts.connect);
-            Err(OpenFailure::TimedOut)
+        Ok(opened) => Ok(opened),
+        Err(failure) => {
+            failure.log(peer, target);
+            if failure.is_timeout() {
+                Err(OpenFailure::TimedOut)
+            } else {
+                Err(OpenFailure::Failed(failure))
+            }
         }
     }
 }

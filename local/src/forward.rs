@@ -20,15 +20,15 @@ use warren_common::config::LocalConfig;
 use warren_common::proto::address::Address;
 use warren_common::proto::chunked::ChunkedTracker;
 use warren_common::proto::http::{BodyLength, Header, RequestHead, ResponseHead};
-use warren_common::stream::EncryptedStream;
 
 use crate::connect::{open_watching, OpenFailure};
 use crate::http::{answer_and_close, canned, failure_message, failure_status, read_head, within, HttpError, READ_SIZE};
+use crate::outbound::Outbound;
 
 /// An open tunnel to the target of earlier requests on this client connection.
 pub struct Upstream {
     address: Address,
-    stream: EncryptedStream<TcpStream>,
+    stream: Outbound,
     /// Bytes read from the origin and not yet forwarded.
     buf: BytesMut,
 }

@@ -111,7 +111,10 @@ pub fn failure_status(failure: &OpenFailure) -> (u16, &'static str) {
 /// The one-line explanation of a tunnel failure for a response body.
 pub fn failure_message(failure: &OpenFailure) -> String {
     match failure {
-        OpenFailure::Failed(crate::tunnel::OpenError::Refused(code)) => code.describe().to_owned(),
+        OpenFailure::Failed(crate::tunnel::OpenError::Blocked) => {
+            "blocked by warren-local's routing rules (local.routes)".to_owned()
+        }
+        OpenFailure::Failed(e) if e.is_about_target() => e.reply_code().describe().to_owned(),
         OpenFailure::Failed(_) => "the tunnel to warren-remote failed (see warren-local's log)".to_owned(),
         OpenFailure::TimedOut => "warren-remote did not answer in time (see warren-local's log)".to_owned(),
         OpenFailure::ClientLeft => failure.to_string(),
@@ -201,7 +204,7 @@ pub async fn handle(mut client: TcpStream, peer: SocketAddr, config: Arc<LocalCo
             return;
         }
         match target {
-            Target::Origin(path) => return serve_resource(&mut client, &peer, &head, &path).await,
+            Target::Origin(path) => return serve_resource(&mut client, &peer, &head, &path, &config).await,
             Target::Tunnel(target) => return tunnel(client, buf, peer, &config, target).await,
             Target::Forward {
                 address,
@@ -224,8 +227,15 @@ pub async fn handle(mut client: TcpStream, peer: SocketAddr, config: Arc<LocalCo
 }
 
 /// A request for a path on the proxy itself: the resource hook's answer, or 400.
-async fn serve_resource(client: &mut TcpStream, peer: &SocketAddr, head: &RequestHead, path: &str) {
-    let Some((content_type, body)) = crate::resources::serve(path) else {
+async fn serve_resource(
+    client: &mut TcpStream,
+    peer: &SocketAddr,
+    head: &RequestHead,
+    path: &str,
+    config: &LocalConfig,
+) {
+    let listen = client.local_addr().unwrap_or(config.listen);
+    let Some((content_type, body)) = crate::resources::serve(path, config, listen) else {
         tracing::debug!(%peer, %path, "HTTP request for a path, not a URL: refused");
         let message = "this is a proxy: ask for an absolute URL (GET http://host/path) or use CONNECT";
         answer_and_close(client, &canned(400, "Bad Request", message, &[])).await;

@@ -6,19 +6,24 @@
 //! remote and its answer (deadline: `connect_timeout`, abandoned at once if the client leaves)
 //! → SOCKS5 reply carrying the remote's status → relay until both sides close or go idle.
 //! BIND (`bind.rs`, reply format pluggable for SOCKS4) and UDP ASSOCIATE (`udp.rs`) branch off
-//! after the handshake.
+//! after the handshake. Every front end opens its outbound through `outbound.rs`, which applies
+//! `local.routes` (direct, block, or remotes and chains with failover; `health.rs` checks the
+//! remotes); `/proxy.pac` is served from the same rules (`resources.rs`).
 #![forbid(unsafe_code)]
 
 pub mod bind;
 mod connect;
 mod forward;
+mod health;
 mod http;
 mod inbound;
+mod outbound;
 pub mod resources;
 mod socks4;
 mod socks5;
 mod tunnel;
 mod udp;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,15 +35,19 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use warren_common::config::LocalConfig;
 use warren_common::proto::address::Address;
+use warren_common::proto::header::RequestHeader;
 use warren_common::proto::socks5::{Command, Reply, ReplyCode};
 use warren_common::relay::relay;
-use warren_common::stream::EncryptedStream;
+use warren_common::time::unix_now;
+
+use crate::outbound::Outbound;
 
 /// Most bytes buffered from a client while its tunnel is being opened.
 const EARLY_DATA_LIMIT: usize = 64 * 1024;
 
 /// Serves SOCKS5, SOCKS4/4a and HTTP proxy clients on `listener` until `shutdown` is cancelled, then drains.
 pub async fn run(listener: TcpListener, config: LocalConfig, shutdown: CancellationToken) {
+    health::spawn(&config, shutdown.clone());
     let config = Arc::new(config);
     let limits = config.limits;
     warren_common::server::serve(listener, shutdown, limits, move |stream, peer| {
@@ -76,7 +85,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig>) {
 /// A SOCKS5 client with its tunnel open and its success reply sent.
 struct Established {
     client: TcpStream,
-    tunnel: EncryptedStream<TcpStream>,
+    tunnel: Outbound,
     target: Address,
     /// Client bytes that went into the tunnel before the relay started.
     early_bytes: u64,
@@ -115,7 +124,7 @@ async fn establish(mut client: TcpStream, peer: SocketAddr, config: &LocalConfig
 
     // Bytes the client sent after its request (pipelining) ride in the tunnel's first chunk.
     let initial = buf.split();
-    let open = tokio::time::timeout(config.timeouts.connect, tunnel::open(config, &target, &initial));
+    let open = outbound::open(config, RequestHeader::connect(target.clone(), unix_now()), &initial);
     tokio::pin!(open);
     let mut early = BytesMut::new();
     let opened = loop {
@@ -133,16 +142,10 @@ async fn establish(mut client: TcpStream, peer: SocketAddr, config: &LocalConfig
         }
     };
     let (bound, mut tunnel) = match opened {
-        Ok(Ok(opened)) => opened,
-        Ok(Err(failure)) => {
-            let code = failure.reply_code();
-            failure.log(&peer, &target, &config.remote);
-            let _ = socks5::send_reply(&mut client, &Reply::error(code)).await;
-            return None;
-        }
-        Err(_) => {
-            tunnel::log_silent_remote(&peer, &target, &config.remote, config.timeouts.connect);
-            let _ = socks5::send_reply(&mut client, &Reply::error(ReplyCode::GeneralFailure)).await;
+        Ok(opened) => opened,
+        Err(failure) => {
+            failure.log(&peer, &target);
+            let _ = socks5::send_reply(&mut client, &Reply::error(failure.reply_code())).await;
             return None;
         }
     };

@@ -66,6 +66,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!(
             listen = %config.listen,
             remote = %config.remote,
+            routes = config.routing.router.rules.len(),
             auth = if config.users.is_empty() { "none" } else { "username/password" },
             max_connections = config.limits.max_connections,
             "warren-local {} serving SOCKS5, SOCKS4 and HTTP proxy",

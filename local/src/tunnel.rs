@@ -1,11 +1,12 @@
-//! Opening a tunnel connection to warren-remote for one request, and explaining failures in
-//! the log in terms a user can act on.
+//! The tunnel handshake with one warren-remote over any stream (a TCP connection, or the
+//! previous hop's tunnel in a chain), and the errors of opening an outbound, explained in the
+//! log in terms a user can act on.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-use warren_common::config::LocalConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
+use warren_common::local_routes::Endpoint;
 use warren_common::proto::address::Address;
 use warren_common::proto::header::{RequestHeader, TIMESTAMP_WINDOW_SECS};
 use warren_common::proto::socks5::ReplyCode;
@@ -13,91 +14,127 @@ use warren_common::stream::EncryptedStream;
 use warren_common::time::unix_now;
 use warren_common::tunnel::{HandshakeError, PendingTunnel};
 
-/// Why a tunnel did not open.
+use crate::upstream::UpstreamError;
+
+/// Why no outbound opened for a request. Strings name the remote or chain concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    /// The remote's address did not resolve or refused/failed the TCP connection.
-    #[error("cannot reach the remote: {0}")]
-    Unreachable(std::io::Error),
-    /// The tunnel handshake failed.
+    /// The routing rules block the target.
+    #[error("blocked by local.routes")]
+    Blocked,
+    /// The route cannot carry this command (BIND or UDP on a direct route or to a SOCKS5 upstream).
     #[error("{0}")]
-    Handshake(#[from] HandshakeError),
-    /// The remote answered with a failure status.
-    #[error("remote answered: {}", .0.describe())]
-    Refused(ReplyCode),
+    Unsupported(&'static str),
+    /// A direct connection (route `direct`) failed.
+    #[error("direct connection failed: {}", .0.describe())]
+    Direct(ReplyCode),
+    /// The remote's address did not resolve or refused/failed the TCP connection.
+    #[error("cannot reach remote {0}: {1}")]
+    Unreachable(String, std::io::Error),
+    /// The tunnel handshake with a remote failed.
+    #[error("tunnel to {0} failed: {1}")]
+    Handshake(String, HandshakeError),
+    /// A remote answered with a failure status for the target.
+    #[error("{0} answered: {desc}", desc = .1.describe())]
+    Refused(String, ReplyCode),
+    /// A chain broke before its last hop answered about the target.
+    #[error("chain {0}, hop {1}: {2}")]
+    Chain(String, usize, Box<OpenError>),
+    /// The upstream SOCKS5 server at the end of a chain failed or refused.
+    #[error("upstream SOCKS5 server of chain {0}: {1}")]
+    Upstream(String, UpstreamError),
+    /// No answer within `local.connect_timeout`.
+    #[error("{0} did not answer within {1:?}")]
+    TimedOut(String, Duration),
 }
 
 impl OpenError {
+    /// The SOCKS5 reply code for this failure: the target's verdict when one was heard,
+    /// general failure when the way there broke.
     pub fn reply_code(&self) -> ReplyCode {
         match self {
-            OpenError::Refused(code) => *code,
+            OpenError::Blocked => ReplyCode::NotAllowed,
+            OpenError::Unsupported(_) => ReplyCode::CommandNotSupported,
+            OpenError::Direct(code) | OpenError::Refused(_, code) => *code,
+            OpenError::Upstream(_, UpstreamError::Replied(code)) => *code,
             _ => ReplyCode::GeneralFailure,
         }
     }
 
-    pub fn log(&self, peer: &SocketAddr, target: &Address, remote: &str) {
-        match self {
-            OpenError::Refused(code) => {
-                tracing::info!(%peer, %target, reply = *code as u8, "refused by the remote: {}", code.describe());
+    /// True when the failure is an answer about the target (trying another remote would not
+    /// help); false when the way there failed, so the next remote of a failover list is tried.
+    pub fn is_about_target(&self) -> bool {
+        matches!(
+            self,
+            OpenError::Blocked
+                | OpenError::Unsupported(_)
+                | OpenError::Direct(_)
+                | OpenError::Refused(..)
+                | OpenError::Upstream(_, UpstreamError::Replied(_))
+        )
+    }
+
+    /// Whether the failure is the deadline passing (HTTP answers 504 instead of 502).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, OpenError::TimedOut(..))
+    }
+
+    pub fn log(&self, peer: &SocketAddr, target: &Address) {
+        let mut inner = self;
+        while let OpenError::Chain(_, _, e) = inner {
+            inner = e;
+        }
+        match inner {
+            OpenError::Blocked | OpenError::Unsupported(_) | OpenError::Direct(_) | OpenError::Refused(..) => {
+                tracing::info!(%peer, %target, reply = self.reply_code() as u8, "refused: {self}");
             }
-            OpenError::Handshake(HandshakeError::Closed) => {
+            OpenError::Upstream(_, UpstreamError::Replied(_)) => {
+                tracing::info!(%peer, %target, reply = self.reply_code() as u8, "refused: {self}");
+            }
+            OpenError::Handshake(_, HandshakeError::Closed) => {
                 tracing::warn!(
-                    %peer, %target, %remote,
-                    "the remote closed the connection without answering: it stays silent towards requests it \
-                     cannot accept, so a wrong key or clocks more than {TIMESTAMP_WINDOW_SECS} s apart are the \
+                    %peer, %target,
+                    "{self}: the remote closed the connection without answering: it stays silent towards requests \
+                     it cannot accept, so a wrong key or clocks more than {TIMESTAMP_WINDOW_SECS} s apart are the \
                      likely causes"
                 );
             }
-            OpenError::Handshake(HandshakeError::Unauthenticated) => {
-                tracing::warn!(%peer, %target, %remote, "the remote's answer failed authentication: the two ends use different keys");
+            OpenError::Handshake(_, HandshakeError::Unauthenticated) => {
+                tracing::warn!(%peer, %target, "{self}: the remote's answer failed authentication: the two ends use different keys");
             }
-            other => tracing::warn!(%peer, %target, %remote, "tunnel failed: {other}"),
+            OpenError::TimedOut(..) => {
+                tracing::warn!(
+                    %peer, %target,
+                    "{self}: a remote stays silent towards requests it cannot accept, so a wrong key or clocks \
+                     more than {TIMESTAMP_WINDOW_SECS} s apart are the likely causes (or the link is down)"
+                );
+            }
+            _ => tracing::warn!(%peer, %target, "{self}"),
         }
     }
 }
 
-/// Logs the hint for a remote that never answered.
-pub fn log_silent_remote(peer: &SocketAddr, target: &Address, remote: &str, waited: Duration) {
-    tracing::warn!(
-        %peer, %target, %remote,
-        "the remote did not answer within {:.1} s: it stays silent towards requests it cannot accept, so a \
-         wrong key or clocks more than {TIMESTAMP_WINDOW_SECS} s apart are the likely causes (or the link is down)",
-        waited.as_secs_f64()
-    );
-}
-
-/// Dials the remote, sends the request, and waits for its answer. On success returns the bound
-/// address for the SOCKS5 reply and the open tunnel.
-pub async fn open(
-    config: &LocalConfig,
-    target: &Address,
+/// Runs the tunnel handshake with `remote` over `stream`: sends `header` (with `initial` in
+/// the same chunk) and waits for the answer. Returns the remote's status, its bound address and
+/// the tunnel.
+pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    remote: &Endpoint,
+    header: &RequestHeader,
     initial: &[u8],
-) -> Result<(Address, EncryptedStream<TcpStream>), OpenError> {
-    open_request(config, RequestHeader::connect(target.clone(), unix_now()), initial).await
-}
-
-/// [`open`] for any tunnel command (BIND, UDP-over-TCP).
-pub async fn open_request(
-    config: &LocalConfig,
-    header: RequestHeader,
-    initial: &[u8],
-) -> Result<(Address, EncryptedStream<TcpStream>), OpenError> {
-    let stream = TcpStream::connect(&config.remote)
+) -> Result<(ReplyCode, Address, EncryptedStream<S>), OpenError> {
+    let failed = |e| OpenError::Handshake(remote.name.clone(), e);
+    let pending = PendingTunnel::send_request(stream, &remote.key, header, initial)
         .await
-        .map_err(OpenError::Unreachable)?;
-    warren_common::net::tune(&stream);
-    let pending = PendingTunnel::send_request(stream, &config.key, &header, initial).await?;
-    let (response, tunnel) = pending.read_response().await?;
+        .map_err(failed)?;
+    let (response, tunnel) = pending.read_response().await.map_err(failed)?;
     let drift = warren_common::time::skew(response.timestamp, unix_now());
     if drift.unsigned_abs() > u128::from(TIMESTAMP_WINDOW_SECS / 2) {
         tracing::warn!(
-            remote = %config.remote,
+            remote = %remote.name,
             "the remote's clock is {drift:+} s off ours; beyond ±{TIMESTAMP_WINDOW_SECS} s it will refuse every \
              request. Synchronise both clocks (NTP)"
         );
     }
-    if response.status != ReplyCode::Succeeded {
-        return Err(OpenError::Refused(response.status));
-    }
-    Ok((response.bound, tunnel))
+    Ok((response.status, response.bound, tunnel))
 }

@@ -2,7 +2,9 @@
 //! the client reached our TCP listener on, announced in the reply. Only datagrams from the
 //! client's address are relayed; fragments (FRAG ≠ 0) and malformed headers are dropped. The
 //! datagrams travel to the remote as `local.udp_transport` says: sealed packets to its UDP
-//! socket (`udp`), or one UDP-over-TCP tunnel stream (`tcp`). The association ends when the
+//! socket (`udp`), or one UDP-over-TCP tunnel stream (`tcp`). An association takes the default
+//! route (its datagrams each name their own destination): through a chain it is always
+//! UDP-over-TCP, inside the chain; `direct` and `block` defaults refuse it (0x07, 0x02). The association ends when the
 //! client's TCP control connection closes, the tunnel ends, or nothing moves for `idle_timeout`.
 
 use std::net::{IpAddr, SocketAddr};
@@ -11,18 +13,18 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use warren_common::config::{LocalConfig, UdpTransport};
-use warren_common::crypto::{open_packet, random_salt, seal_packet};
+use warren_common::crypto::{open_packet, random_salt, seal_packet, Key};
+use warren_common::local_routes::{LocalAction, Via};
 use warren_common::proto::address::Address;
 use warren_common::proto::header::{Command, RequestHeader};
 use warren_common::proto::socks5::{Reply, ReplyCode};
 use warren_common::proto::udp::{DatagramFrame, PacketPlaintext, Socks5Datagram};
 use warren_common::proto::{decode_exact, decode_prefix, DecodeError};
 use warren_common::replay::PacketReplayFilter;
-use warren_common::stream::EncryptedStream;
 use warren_common::time::unix_now;
 
+use crate::outbound::{self, Outbound};
 use crate::socks5::send_reply;
-use crate::tunnel;
 
 /// The client address datagrams must come from: the IP is fixed, the port may be learnt from
 /// the first datagram.
@@ -63,38 +65,46 @@ impl ClientFilter {
 /// Where the association's datagrams go.
 enum Upstream {
     /// A UDP-over-TCP tunnel stream and the frame bytes received but not yet decoded.
-    Stream(EncryptedStream<TcpStream>, BytesMut),
-    /// A socket connected to the remote's UDP port, and the replay filter for its answers.
-    Packets(UdpSocket, PacketReplayFilter),
+    Stream(Outbound, BytesMut),
+    /// A socket connected to the remote's UDP port, the replay filter for its answers, and
+    /// that remote's key.
+    Packets(UdpSocket, PacketReplayFilter, Key),
 }
 
 impl Upstream {
     /// Opens the transport `config` asks for; the error is the SOCKS5 reply code.
     async fn open(config: &LocalConfig, peer: SocketAddr, requested: &Address) -> Result<Upstream, ReplyCode> {
-        match config.udp_transport {
-            UdpTransport::Tcp => {
-                let header = RequestHeader::new(Command::UdpOverTcp, Address::UNSPECIFIED, unix_now());
-                let open = tunnel::open_request(config, header, &[]);
-                match tokio::time::timeout(config.timeouts.connect, open).await {
-                    Ok(Ok((_, tunnel))) => Ok(Upstream::Stream(tunnel, BytesMut::new())),
-                    Ok(Err(failure)) => {
-                        failure.log(&peer, requested, &config.remote);
-                        Err(failure.reply_code())
-                    }
-                    Err(_) => {
-                        tunnel::log_silent_remote(&peer, requested, &config.remote, config.timeouts.connect);
-                        Err(ReplyCode::GeneralFailure)
-                    }
+        let header = RequestHeader::new(Command::UdpOverTcp, Address::UNSPECIFIED, unix_now());
+        let action = outbound::route(config, &header);
+        // Sealed packets go to one remote; chains (and `tcp`) carry the datagrams in a stream.
+        let packets_to = match action {
+            LocalAction::Proxy(list) if config.udp_transport == UdpTransport::Udp => {
+                let healthy = list
+                    .iter()
+                    .find(|v| v.first_remote().map_or(true, |e| e.health.is_up()));
+                match healthy.or(list.first()) {
+                    Some(Via::Remote(remote)) => Some(remote.clone()),
+                    _ => None,
                 }
             }
-            UdpTransport::Udp => {
-                let resolve = tokio::net::lookup_host(config.remote.as_str());
+            _ => None,
+        };
+        match packets_to {
+            None => match outbound::open_action(config, action, &header, &[]).await {
+                Ok((_, stream)) => Ok(Upstream::Stream(stream, BytesMut::new())),
+                Err(failure) => {
+                    failure.log(&peer, requested);
+                    Err(failure.reply_code())
+                }
+            },
+            Some(endpoint) => {
+                let resolve = tokio::net::lookup_host(endpoint.address.as_str());
                 let remote = match tokio::time::timeout(config.timeouts.connect, resolve).await {
                     Ok(Ok(mut addrs)) => addrs.next(),
                     _ => None,
                 };
                 let Some(remote) = remote else {
-                    tracing::warn!(%peer, remote = %config.remote, "cannot resolve the remote for UDP");
+                    tracing::warn!(%peer, remote = %endpoint.name, "cannot resolve the remote for UDP");
                     return Err(ReplyCode::GeneralFailure);
                 };
                 let any: SocketAddr = if remote.is_ipv4() {
@@ -104,13 +114,17 @@ impl Upstream {
                 };
                 let socket = UdpSocket::bind(any).await.map_err(|_| ReplyCode::GeneralFailure)?;
                 socket.connect(remote).await.map_err(|_| ReplyCode::GeneralFailure)?;
-                Ok(Upstream::Packets(socket, PacketReplayFilter::default()))
+                Ok(Upstream::Packets(
+                    socket,
+                    PacketReplayFilter::default(),
+                    endpoint.key.clone(),
+                ))
             }
         }
     }
 
     /// Sends one datagram for `to`.
-    async fn send(&mut self, config: &LocalConfig, to: &Address, data: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
+    async fn send(&mut self, to: &Address, data: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
         out.clear();
         match self {
             Upstream::Stream(tunnel, _) => {
@@ -120,9 +134,9 @@ impl Upstream {
                 tunnel.write_all(out).await.map_err(|_| ())?;
                 tunnel.flush().await.map_err(|_| ())
             }
-            Upstream::Packets(socket, _) => {
+            Upstream::Packets(socket, _, key) => {
                 PacketPlaintext::encode_parts(unix_now(), to, data, out);
-                let Ok(packet) = seal_packet(&config.key, &random_salt(), out) else {
+                let Ok(packet) = seal_packet(key, &random_salt(), out) else {
                     return Ok(());
                 };
                 // A send error (e.g. ICMP unreachable from an earlier packet) loses one datagram.
@@ -134,7 +148,7 @@ impl Upstream {
 
     /// Waits for datagrams from the remote (cancel-safe: the only await is a socket read).
     /// `Err` ends the association.
-    async fn recv(&mut self, config: &LocalConfig, buf: &mut [u8]) -> Result<Vec<DatagramFrame>, &'static str> {
+    async fn recv(&mut self, buf: &mut [u8]) -> Result<Vec<DatagramFrame>, &'static str> {
         match self {
             Upstream::Stream(tunnel, pending) => {
                 if matches!(tunnel.read_buf(pending).await, Ok(0) | Err(_)) {
@@ -152,11 +166,11 @@ impl Upstream {
                     }
                 }
             }
-            Upstream::Packets(socket, replay) => {
+            Upstream::Packets(socket, replay, key) => {
                 let Ok(n) = socket.recv(buf).await else {
                     return Ok(Vec::new());
                 };
-                let Ok((salt, plaintext)) = open_packet(&config.key, &buf[..n]) else {
+                let Ok((salt, plaintext)) = open_packet(key, &buf[..n]) else {
                     return Ok(Vec::new());
                 };
                 match decode_exact::<PacketPlaintext>(&plaintext) {
@@ -232,7 +246,7 @@ pub async fn associate(mut client: TcpStream, peer: SocketAddr, config: &LocalCo
                 }
                 match decode_exact::<Socks5Datagram>(&datagram[..n]) {
                     Ok(d) if d.frag == 0 => {
-                        if upstream.send(config, &d.address, &d.data, &mut out).await.is_err() {
+                        if upstream.send(&d.address, &d.data, &mut out).await.is_err() {
                             break "tunnel error";
                         }
                         sent += 1;
@@ -240,7 +254,7 @@ pub async fn associate(mut client: TcpStream, peer: SocketAddr, config: &LocalCo
                     _ => dropped += 1,
                 }
             }
-            frames = upstream.recv(config, &mut from_remote) => {
+            frames = upstream.recv(&mut from_remote) => {
                 let frames = match frames {
                     Ok(frames) => frames,
                     Err(end) => break end,

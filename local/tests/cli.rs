@@ -236,6 +236,13 @@ fn config_errors_exit_2_before_binding_and_name_the_field() {
             ],
             "local.users[0].password",
         ),
+        (
+            vec![
+                "-c".into(),
+                file(with(&good, "  routes:\n    - { domain: a.test, proxy: vsp }\n")),
+            ],
+            "local.routes[0].proxy: no remote or chain named \"vsp\"",
+        ),
         // No file at all; the flag supplies the listen address.
         (
             vec![

@@ -136,7 +136,10 @@ where
 
     // Connect, but give up at once if the local goes away meanwhile. Bytes it sends meanwhile
     // are kept for the relay.
-    let connect = tokio::time::timeout(config.timeouts.connect, connect::connect(&target, &config.acl));
+    let connect = tokio::time::timeout(
+        config.timeouts.connect,
+        connect::connect(&target, &config.acl, config.outbound_source),
+    );
     tokio::pin!(connect);
     let mut early = Vec::new();
     // On the heap and dropped before the relay: an array here would sit in every connection's
