@@ -44,6 +44,7 @@ log() { printf '[campus %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "needs root (ip netns, veth links, sshd)"
+[ -n "${EPOCHREALTIME:-}" ] || die "needs bash 5 or later (EPOCHREALTIME)"
 
 # ------------------------------------------------------------------ packages and binaries
 missing=()
