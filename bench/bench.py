@@ -317,17 +317,21 @@ def measure_round(sys_, a, res):
         r.setdefault("errors", []).append("latency run failed")
 
 
-def settle_rss(pids, seconds):
-    """RSS once it stops moving (bounded): samples until two in a row agree within 1%."""
-    last = rss_kib(pids)
+def settle_rss(pids, seconds, still=0.5):
+    """RSS once it stops moving (bounded by `seconds`): samples every 0.5 s until the samples of
+    the last `still` seconds agree within 1%. After connections close, `still` must outlast a
+    proxy's periodic memory release (warren trims its heap every 5 s), or a sample taken just
+    before the release would be reported."""
+    samples = [rss_kib(pids)]
+    window = max(1, int(still / 0.5))
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        now = rss_kib(pids)
-        if abs(now - last) <= max(64, last // 100):
-            return now
-        last = now
-    return last
+        samples.append(rss_kib(pids))
+        recent = samples[-(window + 1):]
+        if len(recent) == window + 1 and max(recent) - min(recent) <= max(64, max(recent) // 100):
+            return samples[-1]
+    return samples[-1]
 
 
 def measure_idle(sys_, a, res):
@@ -349,7 +353,7 @@ def measure_idle(sys_, a, res):
         opened, failed = int(line[0]), int(line[1])
         held = settle_rss(sys_.pids(), 10) if sys_.procs else 0
         stop(p)
-        after = settle_rss(sys_.pids(), 15) if sys_.procs else 0
+        after = settle_rss(sys_.pids(), 30, still=6) if sys_.procs else 0
         r[f"idle{n}"] = {
             "opened": opened, "failed": failed,
             "per_conn": (held - base) / max(opened, 1) if sys_.procs else None,
