@@ -491,6 +491,32 @@ mod tests {
         assert!(r.listen.ip().is_loopback());
     }
 
+    /// docs/campus/*.yaml with a real key, as written and with their commented blocks enabled.
+    #[test]
+    fn campus_templates_are_valid() {
+        let fill = |t: &str| t.replace("REPLACE-WITH-warren-remote-genkey-OUTPUT", KEY);
+        let uncomment = |t: &str| -> String {
+            t.lines()
+                .map(|l| match l.strip_prefix("  # ") {
+                    Some(rest) if !rest.starts_with(char::is_uppercase) => format!("  {rest}\n"),
+                    _ => format!("{l}\n"),
+                })
+                .collect()
+        };
+        let vps = fill(include_str!("../../docs/campus/vps.yaml"));
+        let campus = fill(include_str!("../../docs/campus/campus.yaml"));
+        let laptop = fill(include_str!("../../docs/campus/laptop.yaml"));
+        let r = RemoteConfig::try_from(&RawConfig::from_yaml(&vps, "vps.yaml").unwrap()).unwrap();
+        assert_eq!(r.routes.rules.len(), 2);
+        for text in [campus.clone(), uncomment(&campus)] {
+            let r = RemoteConfig::try_from(&RawConfig::from_yaml(&text, "campus.yaml").unwrap()).unwrap();
+            assert_eq!(r.agent.map(|a| a.name).as_deref(), Some("campus"));
+        }
+        for text in [laptop.clone(), uncomment(&laptop)] {
+            LocalConfig::try_from(&RawConfig::from_yaml(&text, "laptop.yaml").unwrap()).unwrap();
+        }
+    }
+
     #[test]
     fn errors_name_the_field() {
         assert!(err(local("local: {remote: 'h:1'}")).starts_with("key:"));

@@ -33,6 +33,9 @@ impl Opener {
     }
 }
 
+/// Read and write buffer of a session's connection: two frames' worth.
+const SESSION_BUFFER: usize = 2 * 64 * 1024 + 64;
+
 fn config() -> yamux::Config {
     let mut cfg = yamux::Config::default();
     // Each stream's window grows from 256 KiB as yamux measures the link; yamux requires the
@@ -56,6 +59,10 @@ where
     } else {
         yamux::Mode::Server
     };
+    // yamux reads and writes each frame's 12-byte header and its body separately: unbuffered,
+    // that is two send(2) calls (and a tiny TCP segment) and two recv(2) calls per frame.
+    // Buffered, a frame goes out in one write when yamux flushes, and reads come in large gulps.
+    let io = tokio::io::BufStream::with_capacity(SESSION_BUFFER, SESSION_BUFFER, io);
     let mut conn = yamux::Connection::new(io.compat(), config(), mode);
     let (tx, mut rx) = mpsc::channel::<OpenRequest>(64);
     let driver = async move {
