@@ -3,7 +3,6 @@
 //! malformed requests are refused while the servers keep serving.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -11,12 +10,6 @@ use tokio::net::{TcpSocket, TcpStream};
 use warren_common::proto::address::Address;
 use warren_common::proto::socks5::{Command, Reply, ReplyCode};
 use warren_tests::*;
-
-async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing happened within {secs} s"))
-}
 
 fn loopback(port: u16) -> Address {
     Address::Ip(SocketAddr::from(([127, 0, 0, 1], port)))

@@ -16,12 +16,6 @@ use warren_common::proto::socks5::{Command, Reply, ReplyCode};
 use warren_common::proto::udp::Socks5Datagram;
 use warren_tests::*;
 
-async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing happened within {secs} s"))
-}
-
 /// A remote with its own key that allows loopback targets and connects out from `source`.
 async fn hop(key: &str, source: &str) -> Server {
     start_remote(

@@ -34,6 +34,14 @@ impl Server {
     }
 }
 
+/// Awaits `fut`, failing the test with `what` if it takes more than `secs` seconds: a bound on
+/// a hang, never a timing assertion (the limits are far above any expected duration).
+pub async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(std::time::Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing happened within {secs} s"))
+}
+
 /// A fresh random key in config form.
 pub fn new_key() -> String {
     Key::generate().to_base64()

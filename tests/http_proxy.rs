@@ -18,12 +18,6 @@ use warren_tests::*;
 
 const ALICE: &str = "users:\n  - {username: alice, password: \"s3cret\"}";
 
-async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing happened within {secs} s"))
-}
-
 async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
     within(20, "server close", async {
         let mut got = Vec::new();

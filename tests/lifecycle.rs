@@ -19,12 +19,6 @@ use warren_tests::*;
 static FD_TABLE: RwLock<()> = RwLock::const_new(());
 
 /// Fails the test if `fut` takes longer than `secs` (a generous bound: something hangs).
-async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing happened within {secs} s"))
-}
-
 /// Reads until the peer closes (EOF, or a reset), at most 10 s, and returns what arrived.
 async fn read_until_closed(stream: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
     within(10, "close", async {

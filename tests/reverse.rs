@@ -15,12 +15,6 @@ use warren_common::proto::address::Address;
 use warren_common::proto::socks5::ReplyCode;
 use warren_tests::*;
 
-async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing happened within {secs} s"))
-}
-
 /// The public remote ("VPS") on `listen` (a fixed address, so it can restart on it). Requests
 /// for 127.0.0.3 on the `routed` ports go via the agent named "campus"; the rest go out
 /// directly, where its default ACL denies loopback.
@@ -93,6 +87,14 @@ async fn campus() -> Campus {
         intranet,
         site,
         site_body,
+    }
+}
+
+impl Campus {
+    /// Waits (bounded) until the agent has registered with the VPS and a stream gets through.
+    async fn wait_for_agent(&self) {
+        let up = echo_until(self.local.addr, self.intranet.addr, b"ready", Duration::from_secs(30));
+        within(30, "agent registers", up).await.expect("agent up");
     }
 }
 
@@ -190,13 +192,7 @@ async fn intranet_through_the_agent_and_healed_after_a_vps_restart() {
 #[tokio::test]
 async fn two_hundred_concurrent_streams_of_a_mebibyte_through_the_agent() {
     let c = campus().await;
-    within(
-        30,
-        "agent registers",
-        echo_until(c.local.addr, c.intranet.addr, b"ready", Duration::from_secs(30)),
-    )
-    .await
-    .expect("agent up");
+    c.wait_for_agent().await;
     let mut tasks = Vec::new();
     for i in 0..200u32 {
         let (local, to) = (c.local.addr, c.intranet.addr);
@@ -220,13 +216,7 @@ async fn two_hundred_concurrent_streams_of_a_mebibyte_through_the_agent() {
 #[tokio::test]
 async fn streams_on_a_dead_link_end_and_new_ones_get_a_reply() {
     let c = campus().await;
-    within(
-        30,
-        "agent registers",
-        echo_until(c.local.addr, c.intranet.addr, b"ready", Duration::from_secs(30)),
-    )
-    .await
-    .expect("agent up");
+    c.wait_for_agent().await;
     let (mut s, reply) = socks5_connect(c.local.addr, &Address::Ip(c.intranet.addr), None)
         .await
         .unwrap();

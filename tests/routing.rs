@@ -13,12 +13,6 @@ use warren_common::proto::address::Address;
 use warren_common::proto::socks5::ReplyCode;
 use warren_tests::*;
 
-async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing happened within {secs} s"))
-}
-
 /// A remote that allows loopback targets and connects out from `source`.
 async fn remote_from(key: &str, source: &str) -> Server {
     start_remote(

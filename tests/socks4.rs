@@ -4,7 +4,6 @@
 //! answered with the 8-byte rejection 00 5B … then a close, while other clients keep being served.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -15,12 +14,6 @@ use warren_tests::*;
 /// The rejection every refusal gets: VN=0, CD=0x5B, port and address zero.
 const REJECTED: [u8; 8] = [0x00, 0x5B, 0, 0, 0, 0, 0, 0];
 const ALICE: &str = "users:\n  - {username: alice, password: \"s3cret\"}";
-
-async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing happened within {secs} s"))
-}
 
 /// The bytes of a SOCKS4 (IPv4) or SOCKS4a (domain) request.
 fn request(command: Command, target: Address, userid: &[u8]) -> Vec<u8> {

@@ -3,7 +3,6 @@
 //! pipelining, half-close and many connections at once.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -19,12 +18,6 @@ fn error_reply(code: u8) -> Vec<u8> {
 }
 
 /// Fails the test if `fut` takes longer than `secs` (a generous bound: something hangs).
-async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing happened within {secs} s"))
-}
-
 /// A target that first writes the peer address it accepted (as text and a newline), then echoes.
 async fn reporting_echo_server(bind: &str) -> SocketAddr {
     let listener = TcpListener::bind(bind).await.expect("bind reporting echo");

@@ -16,12 +16,6 @@ use warren_tests::*;
 
 const TRANSPORTS: &[&str] = &["udp", "tcp"];
 
-async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing happened within {secs} s"))
-}
-
 struct Association {
     _pair: Pair,
     control: TcpStream,
