@@ -261,4 +261,41 @@ fn campus_intranet_through_reverse_tunnel_in_namespaces() {
     let heal = killed.elapsed();
     assert!(std::fs::read(&out).unwrap() == body);
     println!("heal after VPS restart: {:.2} s", heal.as_secs_f64());
+
+    // The campus link is cut (no FIN, no RST: packets just stop) for longer than the heartbeat's
+    // 5 s. A fetch during the outage fails rather than hangs; once the link is back the agent
+    // has redialled or redials, and the fetch works again with nobody touching a machine.
+    lab.ns_ip("vps", "link set vw down");
+    let cut = Instant::now();
+    let started = Instant::now();
+    let during = lab.curl(
+        "home",
+        &[
+            "--max-time",
+            "30",
+            "--socks5-hostname",
+            "127.0.0.1:1080",
+            url,
+            "-o",
+            "/dev/null",
+        ],
+    );
+    assert!(!during, "a fetch succeeded over a cut link");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "a fetch over the cut link hung until curl gave up"
+    );
+    while cut.elapsed() < Duration::from_secs(7) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    lab.ns_ip("vps", "link set vw up");
+    let restored = Instant::now();
+    std::fs::remove_file(&out).ok();
+    fetch_until(&lab, url, &out, Duration::from_secs(30)).expect("fetch after the link came back");
+    assert!(std::fs::read(&out).unwrap() == body);
+    println!(
+        "heal after a {:.1} s cut of the campus link: {:.2} s after it came back",
+        restored.duration_since(cut).as_secs_f64(),
+        restored.elapsed().as_secs_f64()
+    );
 }
