@@ -1,7 +1,9 @@
-//! Replay protection for encrypted UDP packets: a packet is accepted once, only if its timestamp
-//! is inside ±[`TIMESTAMP_WINDOW_SECS`] of our clock, and its salt is remembered for as long as
-//! that timestamp stays inside the window (the same rule as the remote's filter for tunnel
-//! requests). Used by both ends for every packet that authenticated.
+//! Replay protection: a salt is accepted once, only if its timestamp is inside
+//! ±[`TIMESTAMP_WINDOW_SECS`] of our clock, and it is remembered for as long as that timestamp
+//! stays inside the window, so a recorded request or packet cannot be played again and the map
+//! holds at most one window's worth of genuine salts. Used by the remote for tunnel requests
+//! (one filter behind a mutex) and by both ends for encrypted UDP packets (one per socket).
+//! Call it only for what authenticated, so a flood of garbage cannot fill it.
 
 use std::collections::HashMap;
 
@@ -11,16 +13,17 @@ use crate::proto::header::TIMESTAMP_WINDOW_SECS;
 /// How often (seconds) expired salts are swept out.
 const PRUNE_EVERY_SECS: u64 = 10;
 
-/// Salts seen inside the window. Not shared between tasks: each packet socket owns one.
+/// Salts seen inside the window.
 #[derive(Default)]
-pub struct PacketReplayFilter {
+pub struct ReplayFilter {
     /// Salt → the last second at which its packet could still be accepted.
     seen: HashMap<[u8; SALT_LEN], u64>,
     next_prune: u64,
 }
 
-impl PacketReplayFilter {
-    /// True if a packet stamped `timestamp` with `salt` is fresh at `now`, and records it.
+impl ReplayFilter {
+    /// True if `salt`, stamped `timestamp`, is fresh at `now` (inside the window and never seen),
+    /// and records it; false means too old, from the future, or a replay.
     pub fn accept(&mut self, salt: [u8; SALT_LEN], timestamp: u64, now: u64) -> bool {
         if crate::time::skew(timestamp, now).unsigned_abs() > u128::from(TIMESTAMP_WINDOW_SECS) {
             return false;
@@ -49,7 +52,7 @@ mod tests {
 
     #[test]
     fn accepts_once_inside_the_window_only() {
-        let mut f = PacketReplayFilter::default();
+        let mut f = ReplayFilter::default();
         assert!(f.accept([1; 32], 1000, 1000));
         assert!(!f.accept([1; 32], 1000, 1001), "replay");
         assert!(!f.accept([2; 32], 1000, 1000 + TIMESTAMP_WINDOW_SECS + 1), "too old");

@@ -20,7 +20,7 @@ use warren_common::proto::header::{Command, RequestHeader};
 use warren_common::proto::socks5::{Reply, ReplyCode};
 use warren_common::proto::udp::{DatagramFrame, PacketPlaintext, Socks5Datagram};
 use warren_common::proto::{decode_exact, decode_prefix, DecodeError};
-use warren_common::replay::PacketReplayFilter;
+use warren_common::replay::ReplayFilter;
 use warren_common::time::unix_now;
 
 use crate::outbound::{self, Outbound};
@@ -68,7 +68,7 @@ enum Upstream {
     Stream(Outbound, BytesMut),
     /// A socket connected to the remote's UDP port, the replay filter for its answers, and
     /// that remote's key.
-    Packets(UdpSocket, PacketReplayFilter, Key),
+    Packets(UdpSocket, ReplayFilter, Key),
 }
 
 impl Upstream {
@@ -114,11 +114,7 @@ impl Upstream {
                 };
                 let socket = UdpSocket::bind(any).await.map_err(|_| ReplyCode::GeneralFailure)?;
                 socket.connect(remote).await.map_err(|_| ReplyCode::GeneralFailure)?;
-                Ok(Upstream::Packets(
-                    socket,
-                    PacketReplayFilter::default(),
-                    endpoint.key.clone(),
-                ))
+                Ok(Upstream::Packets(socket, ReplayFilter::default(), endpoint.key.clone()))
             }
         }
     }

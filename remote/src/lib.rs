@@ -17,7 +17,6 @@ mod bind;
 mod connect;
 mod mux;
 mod packet;
-mod replay;
 mod udp;
 
 use std::net::SocketAddr;
@@ -37,11 +36,12 @@ use warren_common::route::RemoteAction;
 use warren_common::time::unix_now;
 use warren_common::tunnel::{AcceptedRequest, HandshakeError};
 
-use crate::replay::ReplayFilter;
+use warren_common::replay::ReplayFilter;
 
 struct Shared {
     config: RemoteConfig,
-    replay: ReplayFilter,
+    /// Salts of tunnel requests inside the timestamp window.
+    replay: std::sync::Mutex<ReplayFilter>,
     agents: agent::Registry,
     shutdown: CancellationToken,
 }
@@ -60,7 +60,7 @@ pub async fn run(listener: TcpListener, config: RemoteConfig, shutdown: Cancella
     }
     let shared = Arc::new(Shared {
         config,
-        replay: ReplayFilter::default(),
+        replay: std::sync::Mutex::default(),
         agents: agent::Registry::default(),
         shutdown: shutdown.clone(),
     });
@@ -112,10 +112,12 @@ where
         );
         return drain_until(stream, deadline).await;
     }
-    if !shared
+    let fresh = shared
         .replay
-        .check_and_insert(request.salt, request.header.timestamp, now)
-    {
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .accept(request.salt, request.header.timestamp, now);
+    if !fresh {
         tracing::warn!(%peer, "replayed request (salt seen before): ignored");
         return drain_until(stream, deadline).await;
     }

@@ -17,7 +17,7 @@ use warren_common::crypto::{open_packet, random_salt, seal_packet};
 use warren_common::proto::address::Address;
 use warren_common::proto::decode_exact;
 use warren_common::proto::udp::PacketPlaintext;
-use warren_common::replay::PacketReplayFilter;
+use warren_common::replay::ReplayFilter;
 use warren_common::time::unix_now;
 
 use crate::udp::{recv, Nat};
@@ -30,7 +30,7 @@ type Outbound = (Address, Vec<u8>);
 /// Serves encrypted UDP packets on `socket` until `shutdown` is cancelled.
 pub async fn serve(socket: UdpSocket, config: Arc<RemoteConfig>, shutdown: CancellationToken) {
     let socket = Arc::new(socket);
-    let mut replay = PacketReplayFilter::default();
+    let mut replay = ReplayFilter::default();
     let mut table: HashMap<SocketAddr, mpsc::Sender<Outbound>> = HashMap::new();
     let mut buf = vec![0u8; 65536];
     loop {
