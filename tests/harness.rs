@@ -249,6 +249,17 @@ pub async fn curl(args: &[&str]) -> Output {
     .expect("curl task")
 }
 
+/// Runs curl with `args`, asserts it succeeded (showing its error otherwise) and returns the body.
+pub async fn curl_fetch(args: &[&str]) -> Vec<u8> {
+    let out = curl(args).await;
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// An echo server that remembers the peer of every connection it accepts, so a test can prove a
 /// target was (or was not) reached.
 pub struct Target {
