@@ -10,6 +10,7 @@ use std::task::Poll;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+use warren_common::crypto::MAX_FRAME;
 
 /// A mux stream in tokio's I/O traits.
 pub type MuxStream = Compat<yamux::Stream>;
@@ -34,7 +35,7 @@ impl Opener {
 }
 
 /// Read and write buffer of a session's connection: two frames' worth.
-const SESSION_BUFFER: usize = 2 * 64 * 1024 + 64;
+const SESSION_BUFFER: usize = 2 * (MAX_FRAME + 12);
 
 fn config() -> yamux::Config {
     let mut cfg = yamux::Config::default();
@@ -42,8 +43,9 @@ fn config() -> yamux::Config {
     // connection-wide cap to cover 256 KiB for every stream, so: 1024 streams, 256 MiB cap.
     cfg.set_max_connection_receive_window(Some(1024 * 256 * 1024));
     cfg.set_max_num_streams(1024);
-    // One yamux frame per tunnel chunk rather than splitting each into four 16 KiB frames.
-    cfg.set_split_send_size(64 * 1024);
+    // One yamux frame per sealed tunnel chunk (up to MAX_FRAME = 65,569 bytes), rather than four
+    // 16 KiB frames, or at 64 KiB a full frame plus a 34-byte one for the chunk's overhead.
+    cfg.set_split_send_size(MAX_FRAME);
     cfg
 }
 
