@@ -337,8 +337,13 @@ def settle_rss(pids, seconds, still=0.5):
 def measure_idle(sys_, a, res):
     r = res.setdefault(sys_.name, {})
     sys_.stop()
-    sys_.start()  # fresh processes: the baseline is a just-started, idle proxy
-    base = settle_rss(sys_.pids(), 5)
+    sys_.start()  # fresh processes
+    # The baseline is an idle proxy that has served: 20 connections opened, held 1 s and closed,
+    # so it already counts what the first connection costs once and for all (code pages faulted
+    # in, worker threads' stacks and caches touched), not memory held for connections.
+    subprocess.run([sys_.bins["loadgen"], "idle", *sys_.route(), "--count", "20", "--hold", "1"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=a.timeout, check=False)
+    base = settle_rss(sys_.pids(), 15, still=6) if sys_.procs else 0
     r["rss_idle"] = base
     for n in a.idle:
         p = subprocess.Popen([sys_.bins["loadgen"], "idle", *sys_.route(), "--count", str(n), "--hold", "600"],
@@ -527,7 +532,7 @@ def main():
           f"{BASELINE}-ietf-poly1305. Throughput: {a.bytes / 2**30:g} GiB per run ({a.streams} streams share it); "
           f"latency: {a.latency_count} sequential connections per round (SOCKS5 handshake + CONNECT + first byte "
           f"from the target); CPU: user+sys of local+remote during the single-stream run; RSS/conn: "
-          f"(RSS of local+remote with N idle tunnelled connections − RSS just after start) / N; after close: "
+          f"(RSS of local+remote with N idle tunnelled connections − idle RSS) / N, where idle is after a 20-connection warm-up; after close: "
           f"RSS once the connections have closed, relative to that idle RSS.", "", table(order, res, a), ""]
     if fd_note:
         md += ["Note: " + fd_note, ""]
