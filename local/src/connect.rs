@@ -1,16 +1,19 @@
-//! Opening the tunnel for a client's request while watching the client, shared by the SOCKS4
-//! and HTTP front ends: a client that leaves abandons the attempt at once (the remote then
-//! abandons its outbound connect), and bytes it sends meanwhile are kept for after the reply.
+//! A CONNECT from any front end (SOCKS5, SOCKS4, HTTP CONNECT and forwarding): opening the way
+//! out while watching the client (a client that leaves abandons the attempt at once, and the
+//! remote then abandons its outbound connect; bytes it sends meanwhile are kept for after the
+//! reply), then the relay to the end and the connection's one log line.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warren_common::config::LocalConfig;
 use warren_common::proto::address::Address;
 use warren_common::proto::header::RequestHeader;
 use warren_common::proto::socks5::ReplyCode;
+use warren_common::relay::relay;
 use warren_common::time::unix_now;
 
 use crate::outbound::{self, Outbound};
@@ -76,5 +79,51 @@ pub async fn open_watching(
                 Err(OpenFailure::Failed(failure))
             }
         }
+    }
+}
+
+/// One client's CONNECT, for the log line at its end.
+pub struct Connection<'a> {
+    pub peer: SocketAddr,
+    pub target: &'a Address,
+    /// "socks5", "socks4", "http-connect".
+    pub protocol: &'static str,
+    pub started: Instant,
+}
+
+impl Connection<'_> {
+    /// After the success reply: the client's read-ahead goes into the tunnel, then the relay runs
+    /// to its end and the connection is logged once. `sent_before` counts the client bytes that
+    /// rode in the tunnel's first chunk.
+    pub async fn relay_to_end(
+        self,
+        client: TcpStream,
+        mut tunnel: Outbound,
+        early: BytesMut,
+        sent_before: usize,
+        idle: Duration,
+    ) {
+        if !early.is_empty() && tunnel.write_all(&early).await.is_err() {
+            return;
+        }
+        let sent_before = (sent_before + early.len()) as u64;
+        drop(early);
+        let outcome = relay(client, tunnel, idle).await;
+        let Connection {
+            peer,
+            target,
+            protocol,
+            started,
+        } = self;
+        tracing::info!(
+            %peer,
+            %target,
+            protocol,
+            sent = outcome.sent + sent_before,
+            received = outcome.received,
+            duration_ms = started.elapsed().as_millis() as u64,
+            end = %outcome.end,
+            "connection finished"
+        );
     }
 }

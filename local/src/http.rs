@@ -27,9 +27,8 @@ use warren_common::proto::address::Address;
 use warren_common::proto::http::{basic_credentials, RequestHead, ResponseHead, Target, FIELD_HEAD_SIZE};
 use warren_common::proto::socks5::{ReplyCode, UserPassRequest};
 use warren_common::proto::{decode_prefix, Decode, DecodeError};
-use warren_common::relay::relay;
 
-use crate::connect::{open_watching, OpenFailure};
+use crate::connect::{open_watching, Connection, OpenFailure};
 use crate::forward::{forward, Next, Upstream};
 
 /// How long a refused client gets to read the answer before the socket is dropped.
@@ -258,7 +257,7 @@ async fn tunnel(mut client: TcpStream, mut buf: BytesMut, peer: SocketAddr, conf
     let started = Instant::now();
     let initial = buf.split();
     let mut early = BytesMut::new();
-    let (_bound, mut tunnel) = match open_watching(&mut client, &mut early, config, &peer, &target, &initial).await {
+    let (_bound, tunnel) = match open_watching(&mut client, &mut early, config, &peer, &target, &initial).await {
         Ok(opened) => opened,
         Err(OpenFailure::ClientLeft) => return,
         Err(failure) => {
@@ -274,18 +273,13 @@ async fn tunnel(mut client: TcpStream, mut buf: BytesMut, peer: SocketAddr, conf
     {
         return;
     }
-    if !early.is_empty() && tunnel.write_all(&early).await.is_err() {
-        return;
-    }
-    let outcome = relay(client, tunnel, config.timeouts.idle).await;
-    tracing::info!(
-        %peer,
-        %target,
-        protocol = "http-connect",
-        sent = outcome.sent + (initial.len() + early.len()) as u64,
-        received = outcome.received,
-        duration_ms = started.elapsed().as_millis() as u64,
-        end = %outcome.end,
-        "connection finished"
-    );
+    let connection = Connection {
+        peer,
+        target: &target,
+        protocol: "http-connect",
+        started,
+    };
+    connection
+        .relay_to_end(client, tunnel, early, initial.len(), config.timeouts.idle)
+        .await;
 }

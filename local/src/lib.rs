@@ -30,16 +30,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use warren_common::config::LocalConfig;
 use warren_common::proto::address::Address;
-use warren_common::proto::header::RequestHeader;
 use warren_common::proto::socks5::{Command, Reply, ReplyCode};
-use warren_common::relay::relay;
-use warren_common::time::unix_now;
 
+use crate::connect::{Connection, OpenFailure};
 use crate::outbound::Outbound;
 
 /// Most bytes buffered from a client while its tunnel is being opened.
@@ -68,18 +65,18 @@ async fn handle(client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig>) {
         client,
         tunnel,
         target,
-        early_bytes,
+        early,
+        sent_before,
     } = established;
-    let outcome = relay(client, tunnel, config.timeouts.idle).await;
-    tracing::info!(
-        %peer,
-        %target,
-        sent = outcome.sent + early_bytes,
-        received = outcome.received,
-        duration_ms = started.elapsed().as_millis() as u64,
-        end = %outcome.end,
-        "connection finished"
-    );
+    let connection = Connection {
+        peer,
+        target: &target,
+        protocol: "socks5",
+        started,
+    };
+    connection
+        .relay_to_end(client, tunnel, early, sent_before, config.timeouts.idle)
+        .await;
 }
 
 /// A SOCKS5 client with its tunnel open and its success reply sent.
@@ -87,8 +84,10 @@ struct Established {
     client: TcpStream,
     tunnel: Outbound,
     target: Address,
-    /// Client bytes that went into the tunnel before the relay started.
-    early_bytes: u64,
+    /// Client bytes read while the tunnel was opening, not yet in it.
+    early: BytesMut,
+    /// Client bytes that rode in the tunnel's first chunk.
+    sent_before: usize,
 }
 
 /// The SOCKS5 handshake and the tunnel's opening, up to the success reply; `None` once an
@@ -124,51 +123,28 @@ async fn establish(mut client: TcpStream, peer: SocketAddr, config: &LocalConfig
 
     // Bytes the client sent after its request (pipelining) ride in the tunnel's first chunk.
     let initial = buf.split();
-    let open = outbound::open(config, RequestHeader::connect(target.clone(), unix_now()), &initial);
-    tokio::pin!(open);
     let mut early = BytesMut::new();
-    let opened = loop {
-        tokio::select! {
-            result = &mut open => break result,
-            read = client.read_buf(&mut early), if early.len() < EARLY_DATA_LIMIT => match read {
-                Ok(0) | Err(_) => {
-                    // The client gave up: dropping `open` closes the tunnel connection, and the
-                    // remote abandons its outbound connect.
-                    tracing::info!(%peer, %target, "client left before the tunnel opened");
-                    return None;
-                }
-                Ok(_) => {}
-            },
-        }
-    };
-    let (bound, mut tunnel) = match opened {
+    let (bound, tunnel) = match connect::open_watching(&mut client, &mut early, config, &peer, &target, &initial).await
+    {
         Ok(opened) => opened,
+        Err(OpenFailure::ClientLeft) => return None,
         Err(failure) => {
-            failure.log(&peer, &target);
             let _ = socks5::send_reply(&mut client, &Reply::error(failure.reply_code())).await;
             return None;
         }
     };
-    if socks5::send_reply(
-        &mut client,
-        &Reply {
-            code: ReplyCode::Succeeded,
-            bound,
-        },
-    )
-    .await
-    .is_err()
-    {
+    let reply = Reply {
+        code: ReplyCode::Succeeded,
+        bound,
+    };
+    if socks5::send_reply(&mut client, &reply).await.is_err() {
         return None;
     }
-    if !early.is_empty() && tunnel.write_all(&early).await.is_err() {
-        return None;
-    }
-    let early_bytes = (initial.len() + early.len()) as u64;
     Some(Established {
         client,
         tunnel,
-        target: target.clone(),
-        early_bytes,
+        target,
+        early,
+        sent_before: initial.len(),
     })
 }

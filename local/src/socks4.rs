@@ -14,9 +14,8 @@ use warren_common::proto::address::Address;
 use warren_common::proto::socks4::{Command, Reply, ReplyCode, Request};
 use warren_common::proto::socks5::ReplyCode as Socks5Code;
 use warren_common::proto::{decode_prefix, DecodeError};
-use warren_common::relay::relay;
 
-use crate::connect::{open_watching, OpenFailure};
+use crate::connect::{open_watching, Connection, OpenFailure};
 
 /// A request is at most 8 + 256 + 256 bytes; more without a complete one is not SOCKS4.
 const MAX_REQUEST: usize = 1024;
@@ -120,26 +119,20 @@ pub async fn handle(mut client: TcpStream, peer: SocketAddr, config: Arc<LocalCo
             return;
         }
     };
-    let mut tunnel = tunnel;
     if send_reply(&mut client, Reply::with_address(ReplyCode::Granted, &bound))
         .await
         .is_err()
     {
         return;
     }
-    if !early.is_empty() && tunnel.write_all(&early).await.is_err() {
-        return;
-    }
-    let outcome = relay(client, tunnel, config.timeouts.idle).await;
-    tracing::info!(
-        %peer,
-        %target,
-        %userid,
-        protocol = "socks4",
-        sent = outcome.sent + (initial.len() + early.len()) as u64,
-        received = outcome.received,
-        duration_ms = started.elapsed().as_millis() as u64,
-        end = %outcome.end,
-        "connection finished"
-    );
+    tracing::debug!(%peer, %target, %userid, "SOCKS4 CONNECT granted");
+    let connection = Connection {
+        peer,
+        target: &target,
+        protocol: "socks4",
+        started,
+    };
+    connection
+        .relay_to_end(client, tunnel, early, initial.len(), config.timeouts.idle)
+        .await;
 }
