@@ -224,6 +224,26 @@ mod tests {
         assert_eq!(&buf[used..], b"GET / HTTP/1.1\r\n");
     }
 
+    /// The AGENT registration of docs/PROTOCOL.md §14 and §17, byte for byte.
+    #[test]
+    fn agent_registration_vector() {
+        let wire: &[u8] = &[
+            0x10, 0, 0, 0, 0, 0x65, 0x53, 0xF1, 0x00, // CMD AGENT, TIMESTAMP 1700000000
+            0x03, 6, b'c', b'a', b'm', b'p', b'u', b's', 0, 0, // Domain("campus", 0)
+            0, 0, // PADLEN 0
+        ];
+        let header = RequestHeader {
+            command: Command::Agent,
+            timestamp: 1_700_000_000,
+            target: Address::domain("campus", 0).unwrap(),
+            padding_len: 0,
+        };
+        let mut buf = Vec::new();
+        header.encode(&mut buf);
+        assert_eq!(buf, wire);
+        assert_eq!(decode_exact::<RequestHeader>(wire), Ok(header));
+    }
+
     #[test]
     fn response_must_fill_its_chunk() {
         let resp = ResponseHeader::new([9; 32], ReplyCode::ConnectionRefused, 5, Address::UNSPECIFIED);
