@@ -147,20 +147,23 @@ pub struct AcceptedRequest {
     pub salt: [u8; SALT_LEN],
     /// Client bytes that travelled in the header's chunk.
     pub initial_data: Vec<u8>,
-    /// The salt and first chunk exactly as they arrived, so a remote that relays the request to
-    /// a reverse-tunnel agent can pass it on unopened (the agent authenticates it again).
-    pub raw: Vec<u8>,
+    /// The salt and first chunk exactly as they arrived, when asked for: a remote that relays
+    /// requests to a reverse-tunnel agent passes them on unopened (the agent authenticates them
+    /// again). Others skip the copy.
+    pub raw: Option<Vec<u8>>,
     recv: SessionCipher,
 }
 
 impl AcceptedRequest {
-    /// Reads the salt and the first chunk. Callers must stay silent on
-    /// [`HandshakeError::Unauthenticated`] (see the remote's probe handling).
-    pub async fn read<S: AsyncRead + Unpin>(stream: &mut S, key: &Key) -> Result<Self, HandshakeError> {
-        let mut raw = Vec::new();
-        let (salt, plaintext, recv) = read_first_chunk(stream, key, Some(&mut raw)).await?;
+    /// Reads the salt and the first chunk (keeping a copy of them as they arrived if
+    /// `keep_raw`). Callers must stay silent on [`HandshakeError::Unauthenticated`] (see the
+    /// remote's probe handling).
+    pub async fn read<S: AsyncRead + Unpin>(stream: &mut S, key: &Key, keep_raw: bool) -> Result<Self, HandshakeError> {
+        let mut raw = keep_raw.then(Vec::new);
+        let (salt, mut plaintext, recv) = read_first_chunk(stream, key, raw.as_mut()).await?;
         let (header, used) = decode_prefix::<RequestHeader>(&plaintext)?;
-        let initial_data = plaintext[used..].to_vec();
+        plaintext.drain(..used);
+        let initial_data = plaintext;
         Ok(AcceptedRequest {
             header,
             salt,

@@ -282,7 +282,7 @@ fn nonces_are_not_interchangeable() {
 #[tokio::test]
 async fn remote_handshake_reads_the_vectors() {
     let mut handshake = &unhex(WIRE_REQUEST)[..];
-    let accepted = AcceptedRequest::read(&mut handshake, &key()).await.unwrap();
+    let accepted = AcceptedRequest::read(&mut handshake, &key(), false).await.unwrap();
     assert!(handshake.is_empty());
     assert_eq!(accepted.header, request_header());
     assert_eq!(accepted.salt, salt_l());

@@ -134,12 +134,14 @@ where
 {
     let config = &shared.config;
     let target = request.header.target.clone();
-    let opened = match shared.agents.get(name) {
-        None => Err(ReplyCode::HostUnreachable),
-        Some(opener) => {
+    let opened = match (shared.agents.get(name), request.raw.as_deref()) {
+        (None, _) => Err(ReplyCode::HostUnreachable),
+        // `raw` is kept whenever a route leads to an agent (see `Shared::forwards`).
+        (Some(_), None) => Err(ReplyCode::GeneralFailure),
+        (Some(opener), Some(raw)) => {
             let attempt = async {
                 let mut s = opener.open().await?;
-                s.write_all(&request.raw).await?;
+                s.write_all(raw).await?;
                 Ok::<_, std::io::Error>(s)
             };
             match tokio::time::timeout(config.timeouts.connect, attempt).await {

@@ -43,6 +43,8 @@ struct Shared {
     /// Salts of tunnel requests inside the timestamp window.
     replay: std::sync::Mutex<ReplayFilter>,
     agents: agent::Registry,
+    /// Whether any route leads to an agent, so requests must be kept as they arrived.
+    forwards: bool,
     shutdown: CancellationToken,
 }
 
@@ -58,10 +60,16 @@ pub async fn run(listener: TcpListener, config: RemoteConfig, shutdown: Cancella
             Err(e) => tracing::warn!(%addr, "cannot bind the UDP relay socket ({e}): encrypted UDP is unavailable"),
         }
     }
+    let forwards = config
+        .routes
+        .rules
+        .iter()
+        .any(|r| matches!(r.action, RemoteAction::Via(_)));
     let shared = Arc::new(Shared {
         config,
         replay: std::sync::Mutex::default(),
         agents: agent::Registry::default(),
+        forwards,
         shutdown: shutdown.clone(),
     });
     if let Some(settings) = shared.config.agent.clone() {
@@ -87,7 +95,12 @@ where
     let started = Instant::now();
     let config = &shared.config;
     let deadline = tokio::time::Instant::now() + config.timeouts.handshake;
-    let mut request = match tokio::time::timeout_at(deadline, AcceptedRequest::read(&mut stream, &config.key)).await {
+    let mut request = match tokio::time::timeout_at(
+        deadline,
+        AcceptedRequest::read(&mut stream, &config.key, shared.forwards),
+    )
+    .await
+    {
         Ok(Ok(request)) => request,
         Ok(Err(HandshakeError::Unauthenticated | HandshakeError::Malformed(_))) => {
             tracing::info!(%peer, "request failed authentication (a probe, or a client with another key): ignored");
