@@ -57,11 +57,6 @@ async fn echo_through(proxy: SocketAddr, target: SocketAddr) {
     drop(writer.await.unwrap());
     assert!(got == data, "echo differs");
 }
-
-fn ips(peers: &[SocketAddr]) -> Vec<String> {
-    peers.iter().map(|p| p.ip().to_string()).collect()
-}
-
 #[tokio::test]
 async fn chain_of_two_remotes_with_their_own_keys() {
     let (key_a, key_b) = (new_key(), new_key());

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{timeout, Instant};
 use warren_common::proto::address::Address;
 use warren_common::proto::socks5::{Command, Greeting, MethodSelection, ReplyCode, Request};
@@ -16,41 +16,6 @@ use warren_tests::*;
 
 /// Upper bound for anything the tests wait for.
 const BOUND: Duration = Duration::from_secs(10);
-
-/// A loopback address whose SYNs go unanswered. Linux (and gVisor's netstack) drop a SYN when
-/// the listener's accept queue is full, so a listener with backlog 0 that never accepts, once
-/// one connection fills its queue, leaves every further connect hanging in SYN-SENT until the
-/// connector gives up: a black hole without touching the network or firewall rules.
-struct BlackHole {
-    addr: SocketAddr,
-    _listener: TcpListener,
-    _fillers: Vec<TcpStream>,
-}
-
-async fn black_hole() -> BlackHole {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..16 {
-        // A connect that does not complete in 300 ms means SYNs are being dropped; dropping
-        // the attempt closes its socket, so no SYN-SENT socket of ours is left behind.
-        match timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => fillers.push(stream),
-            Ok(Err(e)) => panic!("filling the black hole's accept queue: {e}"),
-            Err(_) => {
-                return BlackHole {
-                    addr,
-                    _listener: listener,
-                    _fillers: fillers,
-                }
-            }
-        }
-    }
-    panic!("this kernel completes connections beyond a full accept queue; no black hole");
-}
-
 /// TCP states as /proc/net/tcp numbers them.
 const ESTABLISHED: u8 = 0x01;
 const SYN_SENT: u8 = 0x02;

@@ -42,6 +42,68 @@ pub async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F:
         .unwrap_or_else(|_| panic!("{what}: nothing happened within {secs} s"))
 }
 
+/// Reads until the peer closes (EOF, or a reset), at most 20 s, and returns what arrived.
+pub async fn read_until_closed(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
+    within(20, "the peer closes", async {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+}
+
+/// Connects, sends `bytes`, and returns everything the server answers before closing.
+pub async fn send_raw(proxy: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(proxy).await.expect("connect to local");
+    stream.write_all(bytes).await.expect("write raw bytes");
+    read_until_closed(&mut stream).await
+}
+
+/// The IPs of `peers`, as text (which host made each connection).
+pub fn ips(peers: &[SocketAddr]) -> Vec<String> {
+    peers.iter().map(|p| p.ip().to_string()).collect()
+}
+
+/// A loopback address whose SYNs go unanswered. Linux (and gVisor's netstack) drop a SYN when
+/// the listener's accept queue is full, so a listener with backlog 0 that never accepts, once
+/// one connection fills its queue, leaves every further connect hanging in SYN-SENT until the
+/// connector gives up: a black hole without touching the network or firewall rules.
+pub struct BlackHole {
+    pub addr: SocketAddr,
+    _listener: TcpListener,
+    _fillers: Vec<TcpStream>,
+}
+
+/// Makes a [`BlackHole`]; panics if this kernel completes connections beyond a full queue.
+pub async fn black_hole() -> BlackHole {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().expect("address")).expect("bind");
+    let listener = socket.listen(0).expect("listen");
+    let addr = listener.local_addr().expect("black hole addr");
+    let mut fillers = Vec::new();
+    for _ in 0..16 {
+        // A connect that does not complete in 300 ms means SYNs are being dropped; dropping
+        // the attempt closes its socket, so no SYN-SENT socket of ours is left behind.
+        match tokio::time::timeout(std::time::Duration::from_millis(300), TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => fillers.push(stream),
+            Ok(Err(e)) => panic!("filling the black hole's accept queue: {e}"),
+            Err(_) => {
+                return BlackHole {
+                    addr,
+                    _listener: listener,
+                    _fillers: fillers,
+                }
+            }
+        }
+    }
+    panic!("this kernel completes connections beyond a full accept queue; no black hole");
+}
+
 /// A fresh random key in config form.
 pub fn new_key() -> String {
     Key::generate().to_base64()

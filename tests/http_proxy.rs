@@ -6,39 +6,16 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use warren_common::proto::chunked::ChunkedTracker;
 use warren_common::proto::decode_prefix;
 use warren_common::proto::http::{BodyLength, RequestHead, ResponseHead};
 use warren_tests::*;
 
 const ALICE: &str = "users:\n  - {username: alice, password: \"s3cret\"}";
-
-async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
-    within(20, "server close", async {
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return got,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-}
-
-/// Connects, sends `bytes`, and returns everything the proxy answers before closing.
-async fn send_raw(proxy: SocketAddr, bytes: &[u8]) -> Vec<u8> {
-    let mut stream = TcpStream::connect(proxy).await.expect("connect to local");
-    stream.write_all(bytes).await.expect("write raw bytes");
-    read_until_closed(&mut stream).await
-}
-
 /// The exact response warren-local makes itself for a refusal.
 fn canned(status_line: &str, message: &str, extra: &str) -> Vec<u8> {
     let body = format!("{status_line}: {message}\n");
@@ -566,36 +543,6 @@ async fn basic_proxy_login() {
         "a request without a valid login reached the target"
     );
 }
-
-/// A loopback address whose SYNs go unanswered (see tests/faults.rs for how this works).
-struct BlackHole {
-    addr: SocketAddr,
-    _listener: TcpListener,
-    _fillers: Vec<TcpStream>,
-}
-
-async fn black_hole() -> BlackHole {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..16 {
-        match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => fillers.push(stream),
-            Ok(Err(e)) => panic!("filling the black hole's accept queue: {e}"),
-            Err(_) => {
-                return BlackHole {
-                    addr,
-                    _listener: listener,
-                    _fillers: fillers,
-                }
-            }
-        }
-    }
-    panic!("this kernel completes connections beyond a full accept queue; no black hole");
-}
-
 // Failures map to statuses, for CONNECT and absolute-form alike: 403 for an ACL-denied target,
 // 502 for a refused connection or a name that does not resolve, 504 for a target that does not
 // answer within remote.connect_timeout. Each is a complete response with a one-line body.

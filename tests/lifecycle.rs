@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Barrier, RwLock};
 use tokio::task::JoinSet;
@@ -17,22 +17,6 @@ use warren_tests::*;
 /// Tests in this binary share one process, so its fd table: the fd test takes this lock
 /// exclusively, every other test shares it.
 static FD_TABLE: RwLock<()> = RwLock::const_new(());
-
-/// Fails the test if `fut` takes longer than `secs` (a generous bound: something hangs).
-/// Reads until the peer closes (EOF, or a reset), at most 10 s, and returns what arrived.
-async fn read_until_closed(stream: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
-    within(10, "close", async {
-        let mut got = Vec::new();
-        let mut buf = [0u8; 1024];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return got,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-}
 
 /// Sends `data` and expects it back from the echo server behind the tunnel.
 async fn echo_once(stream: &mut TcpStream, data: &[u8]) {

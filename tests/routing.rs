@@ -21,11 +21,6 @@ async fn remote_from(key: &str, source: &str) -> Server {
     )
     .await
 }
-
-fn ips(peers: &[SocketAddr]) -> Vec<String> {
-    peers.iter().map(|p| p.ip().to_string()).collect()
-}
-
 /// A SOCKS5 CONNECT to `target` (the name resolved by whichever side the route picks) and a
 /// ping echoed back.
 async fn echo_via(local: SocketAddr, target: Address) {

@@ -26,28 +26,6 @@ fn request(command: Command, target: Address, userid: &[u8]) -> Vec<u8> {
     .encode(&mut out);
     out
 }
-
-/// Connects, sends `bytes`, and returns everything the server answers before closing.
-async fn send_raw(proxy: SocketAddr, bytes: &[u8]) -> Vec<u8> {
-    let mut stream = TcpStream::connect(proxy).await.expect("connect to local");
-    stream.write_all(bytes).await.expect("write raw bytes");
-    read_until_closed(&mut stream).await
-}
-
-async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
-    within(20, "server close", async {
-        let mut got = Vec::new();
-        let mut buf = [0u8; 1024];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return got,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-}
-
 /// A SOCKS4(a) CONNECT; returns the stream and the 8-byte reply.
 async fn socks4_connect(proxy: SocketAddr, target: Address) -> (TcpStream, [u8; 8]) {
     let mut stream = TcpStream::connect(proxy).await.expect("connect to local");

@@ -17,7 +17,6 @@ fn error_reply(code: u8) -> Vec<u8> {
     vec![0x05, code, 0x00, 0x01, 0, 0, 0, 0, 0, 0]
 }
 
-/// Fails the test if `fut` takes longer than `secs` (a generous bound: something hangs).
 /// A target that first writes the peer address it accepted (as text and a newline), then echoes.
 async fn reporting_echo_server(bind: &str) -> SocketAddr {
     let listener = TcpListener::bind(bind).await.expect("bind reporting echo");
@@ -63,28 +62,6 @@ async fn round_trip(stream: TcpStream, data: Vec<u8>) -> Vec<u8> {
     r.read_to_end(&mut got).await.expect("read echo");
     drop(writer.await.expect("writer task"));
     got
-}
-
-/// Reads until the server closes (EOF, or a reset) and returns what arrived first.
-async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
-    within(10, "server close", async {
-        let mut got = Vec::new();
-        let mut buf = [0u8; 1024];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return got,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-}
-
-/// Connects, sends `bytes`, and returns everything the server answers before closing.
-async fn send_raw(proxy: SocketAddr, bytes: &[u8]) -> Vec<u8> {
-    let mut stream = TcpStream::connect(proxy).await.expect("connect to local");
-    stream.write_all(bytes).await.expect("write raw bytes");
-    read_until_closed(&mut stream).await
 }
 
 /// Completes a no-auth greeting, then sends `request` and returns the answer up to the close.
