@@ -5,6 +5,9 @@
 #   bench/run.sh --smoke    # tiny sizes, warren and a direct connection only (what CI runs; < 1 min)
 #
 # Other arguments go to bench/bench.py (--rounds, --bytes, --systems, --idle, --out; see --help).
+# Before vs after a change, in one run: build the old commit elsewhere and pass its binaries,
+#   bench/run.sh --systems direct,warren --baseline-bin-dir /tmp/old/target/release --out -
+# which measures it as system "warren@base" beside this checkout's "warren" (ratios to it).
 # Peers: shadowsocks-libev, openssh-server/-client and curl from Debian (apt-get, as root or with
 # sudo); shadowsocks-rust with `cargo install --locked` into $WARREN_BENCH_CACHE (default
 # ~/.cache/warren-bench), outside the repository.
