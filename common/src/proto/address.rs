@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{Buf, BufMut};
 
-use super::{need, Decode, DecodeError};
+use super::{inherent_encode, need, Decode, DecodeError, Encode};
 
 pub const ATYP_IPV4: u8 = 0x01;
 pub const ATYP_DOMAIN: u8 = 0x03;
@@ -42,8 +42,28 @@ impl Address {
         }
     }
 
+    /// Builds a domain address, checking the same rules as the decoder.
+    pub fn domain(name: &str, port: u16) -> Result<Address, DecodeError> {
+        check_domain(name.as_bytes())?;
+        Ok(Address::Domain(name.to_owned(), port))
+    }
+}
+
+fn check_domain(name: &[u8]) -> Result<(), DecodeError> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && std::str::from_utf8(name).is_ok()
+        && !name.iter().any(|b| b.is_ascii_control() || *b == b' ');
+    if ok {
+        Ok(())
+    } else {
+        Err(DecodeError::BadDomain)
+    }
+}
+
+impl Encode for Address {
     /// Bytes this address takes on the wire.
-    pub fn encoded_len(&self) -> usize {
+    fn encoded_len(&self) -> usize {
         match self {
             Address::Ip(SocketAddr::V4(_)) => 1 + 4 + 2,
             Address::Ip(SocketAddr::V6(_)) => 1 + 16 + 2,
@@ -51,13 +71,7 @@ impl Address {
         }
     }
 
-    /// Builds a domain address, checking the same rules as the decoder.
-    pub fn domain(name: &str, port: u16) -> Result<Address, DecodeError> {
-        check_domain(name.as_bytes())?;
-        Ok(Address::Domain(name.to_owned(), port))
-    }
-
-    pub fn encode(&self, buf: &mut impl BufMut) {
+    fn encode(&self, buf: &mut impl BufMut) {
         match self {
             Address::Ip(SocketAddr::V4(sa)) => {
                 buf.put_u8(ATYP_IPV4);
@@ -81,17 +95,7 @@ impl Address {
     }
 }
 
-fn check_domain(name: &[u8]) -> Result<(), DecodeError> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && std::str::from_utf8(name).is_ok()
-        && !name.iter().any(|b| b.is_ascii_control() || *b == b' ');
-    if ok {
-        Ok(())
-    } else {
-        Err(DecodeError::BadDomain)
-    }
-}
+inherent_encode!(len: Address);
 
 impl Decode for Address {
     fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {

@@ -24,7 +24,7 @@ use base64::Engine as _;
 use bytes::{Buf, BufMut};
 
 use super::address::Address;
-use super::{Decode, DecodeError};
+use super::{inherent_encode, Decode, DecodeError, Encode};
 
 /// Largest head (request or status line, fields, blank line) accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -219,34 +219,59 @@ pub struct RequestHead {
     pub headers: Headers,
 }
 
+/// Takes one head off the front of `buf` and builds a message from its start line and its
+/// field lines (the builder parses the fields last, so start-line errors are reported first).
+fn decode_head<T>(
+    buf: &mut impl Buf,
+    build: impl FnOnce(&[u8], &[Vec<u8>]) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
+    let lines = take_lines(buf)?;
+    let (start, fields) = lines.split_first().ok_or(DecodeError::Incomplete)?;
+    build(start, fields)
+}
+
 impl Decode for RequestHead {
     fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {
-        let lines = take_lines(buf)?;
-        let (start, fields) = lines.split_first().ok_or(DecodeError::Incomplete)?;
-        let parts: Vec<&[u8]> = start.split(|b| *b == b' ').collect();
-        let [method, target, version] = parts[..] else {
-            return Err(DecodeError::BadField("request-line"));
-        };
-        if method.is_empty() || !method.iter().all(|b| is_tchar(*b)) {
-            return Err(DecodeError::BadField("method"));
-        }
-        if target.is_empty() || target.iter().any(|b| !b.is_ascii_graphic()) {
-            return Err(DecodeError::BadField("request-target"));
-        }
-        Ok(RequestHead {
-            method: String::from_utf8_lossy(method).into_owned(),
-            target: String::from_utf8_lossy(target).into_owned(),
-            minor: parse_version(version)?,
-            headers: parse_headers(fields)?,
+        decode_head(buf, |start, fields| {
+            let parts: Vec<&[u8]> = start.split(|b| *b == b' ').collect();
+            let [method, target, version] = parts[..] else {
+                return Err(DecodeError::BadField("request-line"));
+            };
+            if method.is_empty() || !method.iter().all(|b| is_tchar(*b)) {
+                return Err(DecodeError::BadField("method"));
+            }
+            if target.is_empty() || target.iter().any(|b| !b.is_ascii_graphic()) {
+                return Err(DecodeError::BadField("request-target"));
+            }
+            Ok(RequestHead {
+                method: String::from_utf8_lossy(method).into_owned(),
+                target: String::from_utf8_lossy(target).into_owned(),
+                minor: parse_version(version)?,
+                headers: parse_headers(fields)?,
+            })
         })
     }
 }
 
-impl RequestHead {
-    pub fn encode(&self, buf: &mut impl BufMut) {
+/// `METHOD SP request-target SP HTTP/1.x CRLF`, the fields, and the blank line.
+impl Encode for RequestHead {
+    fn encode(&self, buf: &mut impl BufMut) {
         buf.put_slice(format!("{} {} HTTP/1.{}\r\n", self.method, self.target, self.minor).as_bytes());
         self.headers.encode(buf);
     }
+}
+
+/// `HTTP/1.x SP status SP reason CRLF`, the fields, and the blank line.
+impl Encode for ResponseHead {
+    fn encode(&self, buf: &mut impl BufMut) {
+        buf.put_slice(format!("HTTP/1.{} {:03} {}\r\n", self.minor, self.status, self.reason).as_bytes());
+        self.headers.encode(buf);
+    }
+}
+
+inherent_encode!(RequestHead, ResponseHead);
+
+impl RequestHead {
 
     /// The request body's framing. Both `Transfer-Encoding` and `Content-Length`, a transfer
     /// coding that does not end in chunked, or conflicting lengths are errors (answered 400).
@@ -305,23 +330,23 @@ pub struct ResponseHead {
 
 impl Decode for ResponseHead {
     fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {
-        let lines = take_lines(buf)?;
-        let (start, fields) = lines.split_first().ok_or(DecodeError::Incomplete)?;
-        let mut parts = start.splitn(3, |b| *b == b' ');
-        let minor = parse_version(parts.next().unwrap_or_default())?;
-        let status = parts.next().unwrap_or_default();
-        if status.len() != 3 || !status.iter().all(u8::is_ascii_digit) {
-            return Err(DecodeError::BadField("status-code"));
-        }
-        let status = status.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
-        if status < 100 {
-            return Err(DecodeError::BadField("status-code"));
-        }
-        Ok(ResponseHead {
-            minor,
-            status,
-            reason: String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned(),
-            headers: parse_headers(fields)?,
+        decode_head(buf, |start, fields| {
+            let mut parts = start.splitn(3, |b| *b == b' ');
+            let minor = parse_version(parts.next().unwrap_or_default())?;
+            let status = parts.next().unwrap_or_default();
+            if status.len() != 3 || !status.iter().all(u8::is_ascii_digit) {
+                return Err(DecodeError::BadField("status-code"));
+            }
+            let status = status.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+            if status < 100 {
+                return Err(DecodeError::BadField("status-code"));
+            }
+            Ok(ResponseHead {
+                minor,
+                status,
+                reason: String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned(),
+                headers: parse_headers(fields)?,
+            })
         })
     }
 }
@@ -335,11 +360,6 @@ impl ResponseHead {
             reason: reason.to_owned(),
             headers: Headers::default(),
         }
-    }
-
-    pub fn encode(&self, buf: &mut impl BufMut) {
-        buf.put_slice(format!("HTTP/1.{} {:03} {}\r\n", self.minor, self.status, self.reason).as_bytes());
-        self.headers.encode(buf);
     }
 
     /// The body's framing, given whether the request was HEAD (RFC 9112 §6.3).
