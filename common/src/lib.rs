@@ -20,6 +20,7 @@ pub mod relay;
 pub mod replay;
 pub mod route;
 pub mod server;
+pub mod status;
 pub mod stream;
 pub mod time;
 pub mod trim;
