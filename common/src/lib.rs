@@ -11,6 +11,7 @@ pub mod acl;
 pub mod config;
 pub mod crypto;
 pub mod dial;
+pub mod framed;
 pub mod local_routes;
 pub mod logging;
 pub mod net;
