@@ -23,7 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use base64::Engine as _;
 use bytes::{Buf, BufMut};
 
-use super::address::Address;
+use super::address::{check_domain, Address, DomainRule};
 use super::{inherent_encode, Decode, DecodeError, Encode};
 
 /// Largest head (request or status line, fields, blank line) accepted.
@@ -431,10 +431,8 @@ pub fn parse_authority(text: &str, default_port: Option<u16>) -> Result<Address,
     if let Ok(ip) = host.parse::<Ipv4Addr>() {
         return Ok(Address::Ip(SocketAddr::new(IpAddr::V4(ip), port)));
     }
-    if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) {
-        return Err(BAD);
-    }
-    Address::domain(host, port)
+    let host = check_domain(host.as_bytes(), DomainRule::UriHost)?;
+    Ok(Address::Domain(host.to_owned(), port))
 }
 
 impl RequestHead {

@@ -19,7 +19,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use bytes::{Buf, BufMut};
 
-use super::address::Address;
+use super::address::{check_domain, Address, DomainRule};
 use super::{inherent_encode, need, version, Decode, DecodeError, Encode};
 
 pub const VERSION: u8 = 0x04;
@@ -72,8 +72,7 @@ impl Decode for Request {
         let userid = read_nul_terminated(buf, "USERID")?;
         let target = if ip[..3] == [0, 0, 0] && ip[3] != 0 {
             let name = read_nul_terminated(buf, "DOMAIN")?;
-            let name = std::str::from_utf8(&name).map_err(|_| DecodeError::BadDomain)?;
-            Address::domain(name, port)?
+            Address::Domain(check_domain(&name, DomainRule::Wire)?.to_owned(), port)
         } else {
             Address::Ip(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port)))
         };
