@@ -202,7 +202,10 @@ mod tests {
         client.write_all(&[0x05, 0xFF]).await.unwrap();
         client.write_all(&[0u8; 100]).await.unwrap();
         let mut framed = Framed::new(server);
-        assert!(matches!(framed.read::<Greeting>(16).await, Err(FrameError::TooLong(16))));
+        assert!(matches!(
+            framed.read::<Greeting>(16).await,
+            Err(FrameError::TooLong(16))
+        ));
         // Bytes that are not the message at all fail at once, without waiting for more.
         let (mut client, server) = duplex(64);
         client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();

@@ -74,25 +74,24 @@ impl Status {
 
     /// The table: the one place that says how each outcome is answered.
     pub const fn row(self) -> Row {
-        use socks4::ReplyCode::{Granted, Rejected};
-        const BAD_GATEWAY: (u16, &str) = (502, "Bad Gateway");
+        use socks4::ReplyCode::{Granted as GRANTED, Rejected as REJECTED};
+        use ReplyCode as R;
+        use Status as S;
+        const OK: (u16, &str) = (200, "Connection established");
+        const FORBIDDEN: (u16, &str) = (403, "Forbidden");
+        const BAD_GW: (u16, &str) = (502, "Bad Gateway");
+        const TIMEOUT: (u16, &str) = (504, "Gateway Timeout");
+        #[rustfmt::skip]
         let (socks5, socks4, http, text) = match self {
-            Status::Succeeded => (ReplyCode::Succeeded, Granted, (200, "Connection established"), "succeeded"),
-            Status::GeneralFailure => (ReplyCode::GeneralFailure, Rejected, BAD_GATEWAY, "general failure"),
-            Status::NotAllowed => (ReplyCode::NotAllowed, Rejected, (403, "Forbidden"), "not allowed by ruleset"),
-            Status::NetworkUnreachable => (ReplyCode::NetworkUnreachable, Rejected, BAD_GATEWAY, "network unreachable"),
-            Status::HostUnreachable => (ReplyCode::HostUnreachable, Rejected, BAD_GATEWAY, "host unreachable"),
-            Status::ConnectionRefused => (ReplyCode::ConnectionRefused, Rejected, BAD_GATEWAY, "connection refused"),
-            Status::TtlExpired => (ReplyCode::TtlExpired, Rejected, (504, "Gateway Timeout"), "connect timed out"),
-            Status::CommandNotSupported => {
-                (ReplyCode::CommandNotSupported, Rejected, BAD_GATEWAY, "command not supported")
-            }
-            Status::AddressTypeNotSupported => (
-                ReplyCode::AddressTypeNotSupported,
-                Rejected,
-                BAD_GATEWAY,
-                "address type not supported",
-            ),
+            S::Succeeded =>               (R::Succeeded,               GRANTED,  OK,        "succeeded"),
+            S::GeneralFailure =>          (R::GeneralFailure,          REJECTED, BAD_GW,    "general failure"),
+            S::NotAllowed =>              (R::NotAllowed,              REJECTED, FORBIDDEN, "not allowed by ruleset"),
+            S::NetworkUnreachable =>      (R::NetworkUnreachable,      REJECTED, BAD_GW,    "network unreachable"),
+            S::HostUnreachable =>         (R::HostUnreachable,         REJECTED, BAD_GW,    "host unreachable"),
+            S::ConnectionRefused =>       (R::ConnectionRefused,       REJECTED, BAD_GW,    "connection refused"),
+            S::TtlExpired =>              (R::TtlExpired,              REJECTED, TIMEOUT,   "connect timed out"),
+            S::CommandNotSupported =>     (R::CommandNotSupported,     REJECTED, BAD_GW,    "command not supported"),
+            S::AddressTypeNotSupported => (R::AddressTypeNotSupported, REJECTED, BAD_GW,    "address type not supported"),
         };
         Row {
             socks5,
@@ -256,6 +255,9 @@ mod tests {
             Status::for_decode_error(&DecodeError::BadAddressType(7)),
             Status::AddressTypeNotSupported
         );
-        assert_eq!(Status::for_decode_error(&DecodeError::Incomplete), Status::GeneralFailure);
+        assert_eq!(
+            Status::for_decode_error(&DecodeError::Incomplete),
+            Status::GeneralFailure
+        );
     }
 }

@@ -79,7 +79,9 @@ pub fn check_domain(name: &[u8], rule: DomainRule) -> Result<&str, DecodeError> 
                 && name.split(|b| *b == b'.').all(|label| {
                     !label.is_empty()
                         && label.len() <= 63
-                        && label.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+                        && label
+                            .iter()
+                            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
                 })
         }
     };
@@ -237,7 +239,7 @@ mod tests {
         assert!(!ok(b"a.b~", Labels));
         assert!(!ok(&[b'a'; 64], Labels));
         assert!(ok(&[b'a'; 63], Labels));
-        let long = vec![&[b'a'; 50][..]; 6].join(&b'.');
+        let long = [&[b'a'; 50][..]; 6].join(&b'.');
         assert_eq!(long.len(), 305);
         assert!(!ok(&long[..254], Labels));
         assert!(ok(&long[..253], Labels));

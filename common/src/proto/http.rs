@@ -272,7 +272,6 @@ impl Encode for ResponseHead {
 inherent_encode!(RequestHead, ResponseHead);
 
 impl RequestHead {
-
     /// The request body's framing. Both `Transfer-Encoding` and `Content-Length`, a transfer
     /// coding that does not end in chunked, or conflicting lengths are errors (answered 400).
     pub fn body_length(&self) -> Result<BodyLength, DecodeError> {

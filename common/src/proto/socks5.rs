@@ -232,7 +232,8 @@ impl ReplyCode {
         })
     }
 
-    /// The reply a malformed request earns.
+    /// The reply a malformed request earns (`crate::status::Status::for_decode_error` is the
+    /// front-end-neutral form; this stays until every front end answers through `Status`).
     pub fn for_decode_error(err: &DecodeError) -> ReplyCode {
         match err {
             DecodeError::BadCommand(_) => ReplyCode::CommandNotSupported,
@@ -241,6 +242,8 @@ impl ReplyCode {
         }
     }
 
+    /// A short human description; the same text as `crate::status::Status::describe` (a unit
+    /// test there keeps the two equal until every caller uses `Status`).
     pub fn describe(self) -> &'static str {
         use ReplyCode::*;
         match self {
@@ -286,7 +289,14 @@ impl Encode for Reply {
     }
 }
 
-inherent_encode!(Greeting, MethodSelection, UserPassRequest, UserPassReply, Request, Reply);
+inherent_encode!(
+    Greeting,
+    MethodSelection,
+    UserPassRequest,
+    UserPassReply,
+    Request,
+    Reply
+);
 
 impl Decode for Reply {
     fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {

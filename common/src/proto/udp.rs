@@ -72,7 +72,6 @@ impl Encode for Socks5Datagram {
 inherent_encode!(Socks5Datagram, PacketPlaintext);
 
 impl Socks5Datagram {
-
     /// Writes a header for `address` followed by `data`, without building a datagram first.
     pub fn encode_parts(address: &Address, data: &[u8], buf: &mut impl BufMut) {
         buf.put_u16(0);
