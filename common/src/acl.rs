@@ -12,6 +12,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::proto::address::{check_domain, DomainRule};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Allow,
@@ -43,16 +45,7 @@ impl Rule {
             return Err(format!("{value:?} is not a valid CIDR block"));
         } else {
             let name = value.trim_end_matches('.').to_ascii_lowercase();
-            let valid = !name.is_empty()
-                && name.len() <= 253
-                && name.split('.').all(|label| {
-                    !label.is_empty()
-                        && label.len() <= 63
-                        && label
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                });
-            if !valid {
+            if check_domain(name.as_bytes(), DomainRule::Labels).is_err() {
                 return Err(format!("{value:?} is not an IP address, a CIDR block or a domain name"));
             }
             Matcher::Domain(name)

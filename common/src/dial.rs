@@ -11,38 +11,76 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::proto::address::Address;
-use crate::proto::socks5::ReplyCode;
 
 /// Head start each attempt gets before the next address is tried alongside it (RFC 8305 §5).
 pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
+/// Linux's errno values for "network unreachable" and "host unreachable", for errors whose
+/// `ErrorKind` does not say so.
 const ENETUNREACH: i32 = 101;
 const EHOSTUNREACH: i32 = 113;
 
-/// The addresses `target` stands for (a name is resolved here), IPv6 and IPv4 interleaved; the
-/// error is the SOCKS5 reply code to send.
-pub async fn resolve(target: &Address) -> Result<Vec<SocketAddr>, ReplyCode> {
+/// Why an outbound connection could not be made. I/O-level only: the front ends turn it into
+/// their own answer through `crate::status::Status`.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// The name resolved to no address.
+    #[error("{0} resolved to no address")]
+    NoAddress(String),
+    /// The name did not resolve.
+    #[error("resolving {0}: {1}")]
+    Resolve(String, #[source] io::Error),
+    /// Every attempt failed; this is the most telling of their errors (see [`ConnectFailure`]).
+    #[error("{0}")]
+    Connect(#[source] io::Error),
+}
+
+/// What a failed connect attempt says about its target, least to most telling: when every
+/// address fails, the most telling error is reported (a refusal on IPv4 beats "no IPv6 route").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ConnectFailure {
+    Other,
+    TimedOut,
+    NetworkUnreachable,
+    HostUnreachable,
+    Refused,
+}
+
+impl ConnectFailure {
+    /// Classifies `e` by its kind, or by its Linux errno where the kind does not say.
+    pub fn of(e: &io::Error) -> ConnectFailure {
+        match (e.kind(), e.raw_os_error()) {
+            (io::ErrorKind::ConnectionRefused, _) => ConnectFailure::Refused,
+            (io::ErrorKind::TimedOut, _) => ConnectFailure::TimedOut,
+            (io::ErrorKind::NetworkUnreachable, _) | (_, Some(ENETUNREACH)) => ConnectFailure::NetworkUnreachable,
+            (io::ErrorKind::HostUnreachable, _) | (_, Some(EHOSTUNREACH)) => ConnectFailure::HostUnreachable,
+            _ => ConnectFailure::Other,
+        }
+    }
+}
+
+/// The addresses `target` stands for (a name is resolved here), IPv6 and IPv4 interleaved.
+pub async fn resolve(target: &Address) -> Result<Vec<SocketAddr>, DialError> {
     match target {
         Address::Ip(addr) => Ok(vec![*addr]),
         Address::Domain(name, port) => match tokio::net::lookup_host((name.as_str(), *port)).await {
             Ok(addrs) => {
                 let addrs: Vec<SocketAddr> = addrs.collect();
                 if addrs.is_empty() {
-                    Err(ReplyCode::HostUnreachable)
+                    Err(DialError::NoAddress(name.clone()))
                 } else {
                     Ok(interleave(addrs))
                 }
             }
-            Err(_) => Err(ReplyCode::HostUnreachable),
+            Err(e) => Err(DialError::Resolve(name.clone(), e)),
         },
     }
 }
 
-/// Resolves `target` and connects to it (no ACL: the local's `direct` route); the error is the
-/// SOCKS5 reply code to send.
-pub async fn connect(target: &Address, source: Option<IpAddr>) -> Result<TcpStream, ReplyCode> {
+/// Resolves `target` and connects to it (no ACL: the local's `direct` route).
+pub async fn connect(target: &Address, source: Option<IpAddr>) -> Result<TcpStream, DialError> {
     let addrs = resolve(target).await?;
-    happy_eyeballs(addrs, source).await.map_err(|e| reply_code(&e))
+    happy_eyeballs(addrs, source).await.map_err(DialError::Connect)
 }
 
 /// Orders addresses IPv6, IPv4, IPv6, ... keeping the resolver's order within each family.
@@ -96,7 +134,7 @@ pub async fn happy_eyeballs(addrs: Vec<SocketAddr>, source: Option<IpAddr>) -> i
             Some(result) = running.next(), if !running.is_empty() => match result {
                 Ok(stream) => return Ok(stream),
                 Err(e) => {
-                    if best_error.as_ref().map_or(true, |b| rank(&e) > rank(b)) {
+                    if best_error.as_ref().map_or(true, |b| ConnectFailure::of(&e) > ConnectFailure::of(b)) {
                         best_error = Some(e);
                     }
                     // A failure starts the next attempt at once instead of waiting out the delay.
@@ -110,29 +148,6 @@ pub async fn happy_eyeballs(addrs: Vec<SocketAddr>, source: Option<IpAddr>) -> i
             },
             else => return Err(best_error.unwrap_or_else(|| io::ErrorKind::NotFound.into())),
         }
-    }
-}
-
-/// How much an error says about the target, so the most telling one is reported when every
-/// address fails (a refusal on IPv4 beats "no IPv6 route").
-fn rank(e: &io::Error) -> u8 {
-    match reply_code(e) {
-        ReplyCode::ConnectionRefused => 4,
-        ReplyCode::HostUnreachable => 3,
-        ReplyCode::NetworkUnreachable => 2,
-        ReplyCode::TtlExpired => 1,
-        _ => 0,
-    }
-}
-
-/// The SOCKS5 reply code for a failed connection attempt.
-pub fn reply_code(e: &io::Error) -> ReplyCode {
-    match (e.kind(), e.raw_os_error()) {
-        (io::ErrorKind::ConnectionRefused, _) => ReplyCode::ConnectionRefused,
-        (io::ErrorKind::TimedOut, _) => ReplyCode::TtlExpired,
-        (io::ErrorKind::NetworkUnreachable, _) | (_, Some(ENETUNREACH)) => ReplyCode::NetworkUnreachable,
-        (io::ErrorKind::HostUnreachable, _) | (_, Some(EHOSTUNREACH)) => ReplyCode::HostUnreachable,
-        _ => ReplyCode::GeneralFailure,
     }
 }
 
@@ -161,6 +176,6 @@ mod tests {
         assert_eq!(peer.ip(), source);
         let v6: SocketAddr = "[::1]:9".parse().unwrap();
         let err = happy_eyeballs(vec![v6], Some(source)).await.unwrap_err();
-        assert_eq!(reply_code(&err), ReplyCode::NetworkUnreachable);
+        assert_eq!(ConnectFailure::of(&err), ConnectFailure::NetworkUnreachable);
     }
 }

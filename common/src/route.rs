@@ -11,7 +11,7 @@ use std::ops::RangeInclusive;
 
 use ipnet::IpNet;
 
-use crate::proto::address::Address;
+use crate::proto::address::{check_domain, Address, DomainRule};
 
 /// A rule that could not be built from its configuration values.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -88,12 +88,7 @@ fn parse_domain(value: &str) -> Result<String, RouteError> {
         .trim_start_matches('.')
         .trim_end_matches('.')
         .to_ascii_lowercase();
-    let valid = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    if valid {
+    if check_domain(name.as_bytes(), DomainRule::Labels).is_ok() {
         Ok(name)
     } else {
         Err(RouteError::Domain(value.to_string()))

@@ -156,13 +156,13 @@ async fn direct(header: &RequestHeader, initial: &[u8]) -> Result<(Address, Outb
     }
     let mut stream = warren_common::dial::connect(&header.target, None)
         .await
-        .map_err(OpenError::Direct)?;
+        .map_err(|e| OpenError::Direct(warren_common::status::Status::from(&e).into()))?;
     warren_common::net::tune(&stream);
     if !initial.is_empty() {
         stream
             .write_all(initial)
             .await
-            .map_err(|e| OpenError::Direct(warren_common::dial::reply_code(&e)))?;
+            .map_err(|e| OpenError::Direct(warren_common::status::Status::for_connect_error(&e).into()))?;
     }
     let bound = stream.local_addr().map(Address::Ip).unwrap_or(Address::UNSPECIFIED);
     Ok((bound, Outbound::Direct(stream)))

@@ -6,15 +6,18 @@ use std::net::{IpAddr, SocketAddr};
 
 use tokio::net::TcpStream;
 use warren_common::acl::{Acl, Verdict};
-use warren_common::dial::{happy_eyeballs, interleave, reply_code};
+use warren_common::dial::{happy_eyeballs, interleave};
 use warren_common::proto::address::Address;
 use warren_common::proto::socks5::ReplyCode;
+use warren_common::status::Status;
 
 /// Connects to `target` if the ACL allows it, from `source` when given; the error is the SOCKS5
 /// reply code to send.
 pub async fn connect(target: &Address, acl: &Acl, source: Option<IpAddr>) -> Result<TcpStream, ReplyCode> {
     let addrs = allowed_addresses(target, acl).await?;
-    happy_eyeballs(addrs, source).await.map_err(|e| reply_code(&e))
+    happy_eyeballs(addrs, source)
+        .await
+        .map_err(|e| Status::for_connect_error(&e).into())
 }
 
 /// The addresses `target` stands for that the ACL allows (a name is resolved here, and checked

@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{Buf, BufMut};
 
-use super::{need, Decode, DecodeError};
+use super::{inherent_encode, need, Decode, DecodeError, Encode};
 
 pub const ATYP_IPV4: u8 = 0x01;
 pub const ATYP_DOMAIN: u8 = 0x03;
@@ -42,8 +42,59 @@ impl Address {
         }
     }
 
+    /// Builds a domain address, checking the same rules as the decoder.
+    pub fn domain(name: &str, port: u16) -> Result<Address, DecodeError> {
+        check_domain(name.as_bytes(), DomainRule::Wire)?;
+        Ok(Address::Domain(name.to_owned(), port))
+    }
+}
+
+/// Which domain names a context accepts; every rule also implies [`DomainRule::Wire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainRule {
+    /// What the wire carries (SOCKS5, SOCKS4a, the tunnel): 1..=255 bytes of UTF-8 without
+    /// control characters or spaces. Anything else is [`DecodeError::BadDomain`].
+    Wire,
+    /// The host of an HTTP authority (RFC 3986 §3.2.2 reg-name, unreserved characters only:
+    /// ALPHA DIGIT `-` `.` `_` `~`). A character outside them is `BadField("authority")`.
+    UriHost,
+    /// A name in configuration (ACL and routing rules): dot-separated labels of 1..=63 ASCII
+    /// letters, digits, `-` or `_`, at most 253 bytes in all. Anything else is `BadDomain`.
+    Labels,
+}
+
+/// Checks `name` against `rule` and returns it as text: the one domain-name validator, used by
+/// the address codec, SOCKS4a, HTTP authorities and the ACL and routing rules.
+pub fn check_domain(name: &[u8], rule: DomainRule) -> Result<&str, DecodeError> {
+    let valid = match rule {
+        DomainRule::Wire => true,
+        DomainRule::UriHost => {
+            if name.is_empty() || !name.iter().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b)) {
+                return Err(DecodeError::BadField("authority"));
+            }
+            true
+        }
+        DomainRule::Labels => {
+            name.len() <= 253
+                && name.split(|b| *b == b'.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .iter()
+                            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+                })
+        }
+    };
+    let wire = !name.is_empty() && name.len() <= 255 && !name.iter().any(|b| b.is_ascii_control() || *b == b' ');
+    match std::str::from_utf8(name) {
+        Ok(text) if valid && wire => Ok(text),
+        _ => Err(DecodeError::BadDomain),
+    }
+}
+
+impl Encode for Address {
     /// Bytes this address takes on the wire.
-    pub fn encoded_len(&self) -> usize {
+    fn encoded_len(&self) -> usize {
         match self {
             Address::Ip(SocketAddr::V4(_)) => 1 + 4 + 2,
             Address::Ip(SocketAddr::V6(_)) => 1 + 16 + 2,
@@ -51,13 +102,7 @@ impl Address {
         }
     }
 
-    /// Builds a domain address, checking the same rules as the decoder.
-    pub fn domain(name: &str, port: u16) -> Result<Address, DecodeError> {
-        check_domain(name.as_bytes())?;
-        Ok(Address::Domain(name.to_owned(), port))
-    }
-
-    pub fn encode(&self, buf: &mut impl BufMut) {
+    fn encode(&self, buf: &mut impl BufMut) {
         match self {
             Address::Ip(SocketAddr::V4(sa)) => {
                 buf.put_u8(ATYP_IPV4);
@@ -81,17 +126,7 @@ impl Address {
     }
 }
 
-fn check_domain(name: &[u8]) -> Result<(), DecodeError> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && std::str::from_utf8(name).is_ok()
-        && !name.iter().any(|b| b.is_ascii_control() || *b == b' ');
-    if ok {
-        Ok(())
-    } else {
-        Err(DecodeError::BadDomain)
-    }
-}
+inherent_encode!(len: Address);
 
 impl Decode for Address {
     fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {
@@ -115,10 +150,8 @@ impl Decode for Address {
                 need(buf, len + 2)?;
                 let mut name = vec![0u8; len];
                 buf.copy_to_slice(&mut name);
-                check_domain(&name)?;
-                let port = buf.get_u16();
-                let name = String::from_utf8(name).map_err(|_| DecodeError::BadDomain)?;
-                Ok(Address::Domain(name, port))
+                let name = check_domain(&name, DomainRule::Wire)?.to_owned();
+                Ok(Address::Domain(name, buf.get_u16()))
             }
             other => Err(DecodeError::BadAddressType(other)),
         }
@@ -180,6 +213,36 @@ mod tests {
             decode_exact::<Address>(&[1, 1, 2, 3, 4, 0, 80, 9]),
             Err(DecodeError::TrailingBytes(1))
         );
+    }
+
+    #[test]
+    fn domain_rules() {
+        use DomainRule::*;
+        let ok = |name: &[u8], rule| check_domain(name, rule).is_ok();
+        // Every rule: non-empty, no spaces or control characters, at most 255 bytes.
+        for rule in [Wire, UriHost, Labels] {
+            assert!(ok(b"example.com", rule));
+            assert!(!ok(b"", rule));
+            assert!(!ok(b"a b", rule));
+            assert!(!ok(b"a\nb", rule));
+            assert!(!ok(&[b'a'; 256], rule));
+        }
+        // The wire carries any other UTF-8; a URI host only unreserved characters.
+        assert!(ok("bücher.example".as_bytes(), Wire));
+        assert!(!ok(b"\xff\xfe", Wire));
+        assert!(ok(b"a~b_c-d", UriHost));
+        assert_eq!(check_domain(b"a@b", UriHost), Err(DecodeError::BadField("authority")));
+        assert_eq!(check_domain(&[b'a'; 256], UriHost), Err(DecodeError::BadDomain));
+        // Configuration names are labels: 1..=63 letters, digits, '-' or '_'; 253 bytes in all.
+        assert!(ok(b"_srv.my-host.example", Labels));
+        assert!(!ok(b"a..b", Labels));
+        assert!(!ok(b"a.b~", Labels));
+        assert!(!ok(&[b'a'; 64], Labels));
+        assert!(ok(&[b'a'; 63], Labels));
+        let long = [&[b'a'; 50][..]; 6].join(&b'.');
+        assert_eq!(long.len(), 305);
+        assert!(!ok(&long[..254], Labels));
+        assert!(ok(&long[..253], Labels));
     }
 
     fn any_address() -> impl Strategy<Value = Address> {

@@ -19,7 +19,7 @@ use bytes::{Buf, BufMut};
 
 use super::address::Address;
 use super::socks5::ReplyCode;
-use super::{need, Decode, DecodeError};
+use super::{inherent_encode, need, Decode, DecodeError, Encode};
 
 /// The outcome of a BIND's wait for its peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,16 +29,18 @@ pub struct BindNotice {
     pub peer: Address,
 }
 
-impl BindNotice {
-    pub fn encoded_len(&self) -> usize {
+impl Encode for BindNotice {
+    fn encoded_len(&self) -> usize {
         1 + self.peer.encoded_len()
     }
 
-    pub fn encode(&self, buf: &mut impl BufMut) {
+    fn encode(&self, buf: &mut impl BufMut) {
         buf.put_u8(self.status as u8);
         self.peer.encode(buf);
     }
 }
+
+inherent_encode!(len: BindNotice);
 
 impl Decode for BindNotice {
     fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {

@@ -27,7 +27,7 @@ use rand::Rng;
 
 use super::address::Address;
 use super::socks5::ReplyCode;
-use super::{need, Decode, DecodeError};
+use super::{inherent_encode, need, Decode, DecodeError, Encode};
 use crate::crypto::SALT_LEN;
 
 /// Largest padding either header may carry.
@@ -84,13 +84,15 @@ impl RequestHeader {
             padding_len: random_padding_len(),
         }
     }
+}
 
+impl Encode for RequestHeader {
     /// Bytes the header takes (the chunk may carry initial data after it).
-    pub fn encoded_len(&self) -> usize {
+    fn encoded_len(&self) -> usize {
         1 + 8 + self.target.encoded_len() + 2 + padding_len(self.padding_len)
     }
 
-    pub fn encode(&self, buf: &mut impl BufMut) {
+    fn encode(&self, buf: &mut impl BufMut) {
         buf.put_u8(self.command as u8);
         buf.put_u64(self.timestamp);
         self.target.encode(buf);
@@ -144,12 +146,14 @@ impl ResponseHeader {
             padding_len: random_padding_len(),
         }
     }
+}
 
-    pub fn encoded_len(&self) -> usize {
+impl Encode for ResponseHeader {
+    fn encoded_len(&self) -> usize {
         SALT_LEN + 1 + 8 + self.bound.encoded_len() + 2 + padding_len(self.padding_len)
     }
 
-    pub fn encode(&self, buf: &mut impl BufMut) {
+    fn encode(&self, buf: &mut impl BufMut) {
         buf.put_slice(&self.request_salt);
         buf.put_u8(self.status as u8);
         buf.put_u64(self.timestamp);
@@ -157,6 +161,8 @@ impl ResponseHeader {
         put_padding(buf, self.padding_len);
     }
 }
+
+inherent_encode!(len: RequestHeader, ResponseHeader);
 
 impl Decode for ResponseHeader {
     fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {

@@ -1,6 +1,6 @@
 //! Pure codecs for every message warren reads or writes: SOCKS5 on the local side, and the
 //! tunnel's request and response headers. No I/O here: each message type has one
-//! `decode(&mut impl Buf) -> Result<Self, DecodeError>` and one `encode(&self, &mut impl BufMut)`.
+//! [`Decode::decode`] and one [`Encode::encode`] (`crate::framed` puts them on sockets).
 //!
 //! `decode` consumes exactly one message from the front of the buffer and leaves anything after
 //! it (a stream may carry the client's next bytes). Where a message must fill its container
@@ -17,7 +17,7 @@ pub mod socks4;
 pub mod socks5;
 pub mod udp;
 
-use bytes::Buf;
+use bytes::{Buf, BufMut};
 
 /// Why a byte sequence is not a valid message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +51,49 @@ pub trait Decode: Sized {
     fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError>;
 }
 
+/// A message with one encoder. Encoding cannot fail: constructors and decoders keep every field
+/// within what the wire form can carry (a message that can be too long for its length field,
+/// like [`udp::DatagramFrame`], keeps a fallible inherent `encode` instead).
+pub trait Encode {
+    /// Appends the message's wire form to `buf`.
+    fn encode(&self, buf: &mut impl BufMut);
+
+    /// Bytes [`Encode::encode`] appends. The default encodes into a scratch buffer; messages
+    /// whose length is cheap to compute override it.
+    fn encoded_len(&self) -> usize {
+        let mut scratch = Vec::new();
+        self.encode(&mut scratch);
+        scratch.len()
+    }
+}
+
+/// Gives each type an inherent `encode` (and, with `len`, `encoded_len`) that forwards to its
+/// [`Encode`] impl, so callers written before the trait existed compile without importing it.
+macro_rules! inherent_encode {
+    ($($ty:ty),+ $(,)?) => {$(
+        impl $ty {
+            /// Same as [`Encode::encode`](crate::proto::Encode::encode).
+            pub fn encode(&self, buf: &mut impl bytes::BufMut) {
+                <Self as $crate::proto::Encode>::encode(self, buf)
+            }
+        }
+    )+};
+    (len: $($ty:ty),+ $(,)?) => {$(
+        impl $ty {
+            /// Same as [`Encode::encode`](crate::proto::Encode::encode).
+            pub fn encode(&self, buf: &mut impl bytes::BufMut) {
+                <Self as $crate::proto::Encode>::encode(self, buf)
+            }
+
+            /// Same as [`Encode::encoded_len`](crate::proto::Encode::encoded_len).
+            pub fn encoded_len(&self) -> usize {
+                <Self as $crate::proto::Encode>::encoded_len(self)
+            }
+        }
+    )+};
+}
+pub(crate) use inherent_encode;
+
 /// Decodes a message that must use every byte of `bytes`.
 pub fn decode_exact<T: Decode>(mut bytes: &[u8]) -> Result<T, DecodeError> {
     let msg = T::decode(&mut bytes)?;
@@ -67,6 +110,16 @@ pub fn decode_prefix<T: Decode>(bytes: &[u8]) -> Result<(T, usize), DecodeError>
     let mut cursor = bytes;
     let msg = T::decode(&mut cursor)?;
     Ok((msg, bytes.len() - cursor.len()))
+}
+
+/// Checks that `buf` holds at least `n` more bytes (the version byte among them) and consumes
+/// the version byte, which must be `expected`: how every SOCKS message starts.
+pub(crate) fn version(buf: &mut impl Buf, n: usize, expected: u8) -> Result<(), DecodeError> {
+    need(buf, n)?;
+    match buf.get_u8() {
+        v if v == expected => Ok(()),
+        other => Err(DecodeError::BadVersion(other)),
+    }
 }
 
 /// Checks that `buf` holds at least `n` more bytes.

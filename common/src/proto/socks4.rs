@@ -19,8 +19,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use bytes::{Buf, BufMut};
 
-use super::address::Address;
-use super::{need, Decode, DecodeError};
+use super::address::{check_domain, Address, DomainRule};
+use super::{inherent_encode, need, version, Decode, DecodeError, Encode};
 
 pub const VERSION: u8 = 0x04;
 /// The version byte of every reply.
@@ -60,11 +60,7 @@ fn read_nul_terminated(buf: &mut impl Buf, field: &'static str) -> Result<Vec<u8
 
 impl Decode for Request {
     fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {
-        need(buf, 8)?;
-        let version = buf.get_u8();
-        if version != VERSION {
-            return Err(DecodeError::BadVersion(version));
-        }
+        version(buf, 8, VERSION)?;
         let command = match buf.get_u8() {
             0x01 => Command::Connect,
             0x02 => Command::Bind,
@@ -76,8 +72,7 @@ impl Decode for Request {
         let userid = read_nul_terminated(buf, "USERID")?;
         let target = if ip[..3] == [0, 0, 0] && ip[3] != 0 {
             let name = read_nul_terminated(buf, "DOMAIN")?;
-            let name = std::str::from_utf8(&name).map_err(|_| DecodeError::BadDomain)?;
-            Address::domain(name, port)?
+            Address::Domain(check_domain(&name, DomainRule::Wire)?.to_owned(), port)
         } else {
             Address::Ip(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port)))
         };
@@ -89,10 +84,10 @@ impl Decode for Request {
     }
 }
 
-impl Request {
-    /// Encodes the request: SOCKS4a for a domain, SOCKS4 for IPv4. An IPv6 target has no
-    /// SOCKS4 form and is encoded as 0.0.0.0 (a client-side concern; warren never sends one).
-    pub fn encode(&self, buf: &mut impl BufMut) {
+/// Encodes the request: SOCKS4a for a domain, SOCKS4 for IPv4. An IPv6 target has no SOCKS4
+/// form and is encoded as 0.0.0.0 (a client-side concern; warren never sends one).
+impl Encode for Request {
+    fn encode(&self, buf: &mut impl BufMut) {
         buf.put_u8(VERSION);
         buf.put_u8(self.command as u8);
         buf.put_u16(self.target.port());
@@ -107,6 +102,14 @@ impl Request {
             buf.put_slice(name.as_bytes());
             buf.put_u8(0);
         }
+    }
+
+    fn encoded_len(&self) -> usize {
+        let name = match &self.target {
+            Address::Domain(name, _) => name.len() + 1,
+            Address::Ip(_) => 0,
+        };
+        8 + self.userid.len() + 1 + name
     }
 }
 
@@ -147,22 +150,26 @@ impl Reply {
             _ => Reply::new(code),
         }
     }
+}
 
-    pub fn encode(&self, buf: &mut impl BufMut) {
+impl Encode for Reply {
+    fn encode(&self, buf: &mut impl BufMut) {
         buf.put_u8(REPLY_VERSION);
         buf.put_u8(self.code as u8);
         buf.put_u16(self.bound.port());
         buf.put_slice(&self.bound.ip().octets());
     }
+
+    fn encoded_len(&self) -> usize {
+        8
+    }
 }
+
+inherent_encode!(Request, Reply);
 
 impl Decode for Reply {
     fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {
-        need(buf, 8)?;
-        let version = buf.get_u8();
-        if version != REPLY_VERSION {
-            return Err(DecodeError::BadVersion(version));
-        }
+        version(buf, 8, REPLY_VERSION)?;
         let code = match buf.get_u8() {
             0x5A => ReplyCode::Granted,
             0x5B => ReplyCode::Rejected,

@@ -39,7 +39,7 @@
 use bytes::{Buf, BufMut};
 
 use super::address::Address;
-use super::{need, Decode, DecodeError};
+use super::{inherent_encode, need, Decode, DecodeError, Encode};
 
 /// Largest datagram payload warren relays (an IPv6 UDP payload without jumbograms, minus room
 /// for the largest address in a 16-bit frame).
@@ -56,14 +56,22 @@ pub struct Socks5Datagram {
     pub data: Vec<u8>,
 }
 
-impl Socks5Datagram {
-    pub fn encode(&self, buf: &mut impl BufMut) {
+impl Encode for Socks5Datagram {
+    fn encode(&self, buf: &mut impl BufMut) {
         buf.put_u16(0);
         buf.put_u8(self.frag);
         self.address.encode(buf);
         buf.put_slice(&self.data);
     }
 
+    fn encoded_len(&self) -> usize {
+        3 + self.address.encoded_len() + self.data.len()
+    }
+}
+
+inherent_encode!(Socks5Datagram, PacketPlaintext);
+
+impl Socks5Datagram {
     /// Writes a header for `address` followed by `data`, without building a datagram first.
     pub fn encode_parts(address: &Address, data: &[u8], buf: &mut impl BufMut) {
         buf.put_u16(0);
@@ -143,9 +151,15 @@ impl PacketPlaintext {
         address.encode(buf);
         buf.put_slice(data);
     }
+}
 
-    pub fn encode(&self, buf: &mut impl BufMut) {
+impl Encode for PacketPlaintext {
+    fn encode(&self, buf: &mut impl BufMut) {
         PacketPlaintext::encode_parts(self.timestamp, &self.address, &self.data, buf);
+    }
+
+    fn encoded_len(&self) -> usize {
+        8 + self.address.encoded_len() + self.data.len()
     }
 }
 

@@ -1,6 +1,7 @@
 //! Unit and property tests for `proto::http` (kept apart so the codec stays short).
 
 use super::*;
+use crate::proto::address::Address;
 use crate::proto::{decode_exact, decode_prefix};
 use proptest::prelude::*;
 

@@ -1,7 +1,7 @@
 //! HTTP/1.x message heads (RFC 9112) as warren-local's HTTP proxy reads and writes them: the
-//! request head a client sends, the response head an origin answers, request targets, message
-//! body framing and `Proxy-Authorization: Basic` credentials. Bodies are never parsed here except
-//! for chunked framing (see [`super::chunked`]).
+//! request head a client sends, the response head an origin answers, and message body framing;
+//! request targets and `Proxy-Authorization: Basic` credentials are in [`target`] (re-exported
+//! here). Bodies are never parsed here except for chunked framing (see [`super::chunked`]).
 //!
 //! ```text
 //! request head    METHOD SP request-target SP HTTP/1.x CRLF
@@ -18,13 +18,13 @@
 //! [`MAX_HEADERS`] fields, obsolete line folding, whitespace before a colon, or a version other
 //! than 1.0/1.1 is an error, never a longer wait.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+pub mod target;
 
-use base64::Engine as _;
 use bytes::{Buf, BufMut};
 
-use super::address::Address;
-use super::{Decode, DecodeError};
+pub use target::{basic_credentials, parse_authority, Target};
+
+use super::{inherent_encode, Decode, DecodeError, Encode};
 
 /// Largest head (request or status line, fields, blank line) accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -219,35 +219,59 @@ pub struct RequestHead {
     pub headers: Headers,
 }
 
+/// Takes one head off the front of `buf` and builds a message from its start line and its
+/// field lines (the builder parses the fields last, so start-line errors are reported first).
+fn decode_head<T>(
+    buf: &mut impl Buf,
+    build: impl FnOnce(&[u8], &[Vec<u8>]) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
+    let lines = take_lines(buf)?;
+    let (start, fields) = lines.split_first().ok_or(DecodeError::Incomplete)?;
+    build(start, fields)
+}
+
 impl Decode for RequestHead {
     fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {
-        let lines = take_lines(buf)?;
-        let (start, fields) = lines.split_first().ok_or(DecodeError::Incomplete)?;
-        let parts: Vec<&[u8]> = start.split(|b| *b == b' ').collect();
-        let [method, target, version] = parts[..] else {
-            return Err(DecodeError::BadField("request-line"));
-        };
-        if method.is_empty() || !method.iter().all(|b| is_tchar(*b)) {
-            return Err(DecodeError::BadField("method"));
-        }
-        if target.is_empty() || target.iter().any(|b| !b.is_ascii_graphic()) {
-            return Err(DecodeError::BadField("request-target"));
-        }
-        Ok(RequestHead {
-            method: String::from_utf8_lossy(method).into_owned(),
-            target: String::from_utf8_lossy(target).into_owned(),
-            minor: parse_version(version)?,
-            headers: parse_headers(fields)?,
+        decode_head(buf, |start, fields| {
+            let parts: Vec<&[u8]> = start.split(|b| *b == b' ').collect();
+            let [method, target, version] = parts[..] else {
+                return Err(DecodeError::BadField("request-line"));
+            };
+            if method.is_empty() || !method.iter().all(|b| is_tchar(*b)) {
+                return Err(DecodeError::BadField("method"));
+            }
+            if target.is_empty() || target.iter().any(|b| !b.is_ascii_graphic()) {
+                return Err(DecodeError::BadField("request-target"));
+            }
+            Ok(RequestHead {
+                method: String::from_utf8_lossy(method).into_owned(),
+                target: String::from_utf8_lossy(target).into_owned(),
+                minor: parse_version(version)?,
+                headers: parse_headers(fields)?,
+            })
         })
     }
 }
 
-impl RequestHead {
-    pub fn encode(&self, buf: &mut impl BufMut) {
+/// `METHOD SP request-target SP HTTP/1.x CRLF`, the fields, and the blank line.
+impl Encode for RequestHead {
+    fn encode(&self, buf: &mut impl BufMut) {
         buf.put_slice(format!("{} {} HTTP/1.{}\r\n", self.method, self.target, self.minor).as_bytes());
         self.headers.encode(buf);
     }
+}
 
+/// `HTTP/1.x SP status SP reason CRLF`, the fields, and the blank line.
+impl Encode for ResponseHead {
+    fn encode(&self, buf: &mut impl BufMut) {
+        buf.put_slice(format!("HTTP/1.{} {:03} {}\r\n", self.minor, self.status, self.reason).as_bytes());
+        self.headers.encode(buf);
+    }
+}
+
+inherent_encode!(RequestHead, ResponseHead);
+
+impl RequestHead {
     /// The request body's framing. Both `Transfer-Encoding` and `Content-Length`, a transfer
     /// coding that does not end in chunked, or conflicting lengths are errors (answered 400).
     pub fn body_length(&self) -> Result<BodyLength, DecodeError> {
@@ -305,23 +329,23 @@ pub struct ResponseHead {
 
 impl Decode for ResponseHead {
     fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {
-        let lines = take_lines(buf)?;
-        let (start, fields) = lines.split_first().ok_or(DecodeError::Incomplete)?;
-        let mut parts = start.splitn(3, |b| *b == b' ');
-        let minor = parse_version(parts.next().unwrap_or_default())?;
-        let status = parts.next().unwrap_or_default();
-        if status.len() != 3 || !status.iter().all(u8::is_ascii_digit) {
-            return Err(DecodeError::BadField("status-code"));
-        }
-        let status = status.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
-        if status < 100 {
-            return Err(DecodeError::BadField("status-code"));
-        }
-        Ok(ResponseHead {
-            minor,
-            status,
-            reason: String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned(),
-            headers: parse_headers(fields)?,
+        decode_head(buf, |start, fields| {
+            let mut parts = start.splitn(3, |b| *b == b' ');
+            let minor = parse_version(parts.next().unwrap_or_default())?;
+            let status = parts.next().unwrap_or_default();
+            if status.len() != 3 || !status.iter().all(u8::is_ascii_digit) {
+                return Err(DecodeError::BadField("status-code"));
+            }
+            let status = status.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+            if status < 100 {
+                return Err(DecodeError::BadField("status-code"));
+            }
+            Ok(ResponseHead {
+                minor,
+                status,
+                reason: String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned(),
+                headers: parse_headers(fields)?,
+            })
         })
     }
 }
@@ -335,11 +359,6 @@ impl ResponseHead {
             reason: reason.to_owned(),
             headers: Headers::default(),
         }
-    }
-
-    pub fn encode(&self, buf: &mut impl BufMut) {
-        buf.put_slice(format!("HTTP/1.{} {:03} {}\r\n", self.minor, self.status, self.reason).as_bytes());
-        self.headers.encode(buf);
     }
 
     /// The body's framing, given whether the request was HEAD (RFC 9112 §6.3).
@@ -363,106 +382,5 @@ impl ResponseHead {
     }
 }
 
-/// What a request-target asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// `CONNECT host:port`: a tunnel to `host:port`.
-    Tunnel(Address),
-    /// `http://authority/path`: forward to `address` with `path` (origin-form) and a `Host`
-    /// field set to `authority`.
-    Forward {
-        address: Address,
-        authority: String,
-        path: String,
-    },
-    /// `/path`: a request for the proxy itself.
-    Origin(String),
-}
-
-/// Parses `host[:port]` (IPv6 in brackets) into an address; `default_port` when the port is
-/// absent (None: a port is required).
-pub fn parse_authority(text: &str, default_port: Option<u16>) -> Result<Address, DecodeError> {
-    const BAD: DecodeError = DecodeError::BadField("authority");
-    let (host, port) = match text.strip_prefix('[') {
-        Some(rest) => {
-            let (host, after) = rest.split_once(']').ok_or(BAD)?;
-            match after {
-                "" => (host, None),
-                _ => (host, Some(after.strip_prefix(':').ok_or(BAD)?)),
-            }
-        }
-        None => match text.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (text, None),
-        },
-    };
-    let port = match port {
-        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p.parse::<u16>().map_err(|_| BAD)?,
-        Some(_) => return Err(BAD),
-        None => default_port.ok_or(BAD)?,
-    };
-    if port == 0 {
-        return Err(BAD);
-    }
-    if text.starts_with('[') {
-        let ip: Ipv6Addr = host.parse().map_err(|_| BAD)?;
-        return Ok(Address::Ip(SocketAddr::new(IpAddr::V6(ip), port)));
-    }
-    if let Ok(ip) = host.parse::<Ipv4Addr>() {
-        return Ok(Address::Ip(SocketAddr::new(IpAddr::V4(ip), port)));
-    }
-    if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) {
-        return Err(BAD);
-    }
-    Address::domain(host, port)
-}
-
-impl RequestHead {
-    /// What the request-target asks for. Other forms (`*`, `https://…`, `user@host`) are errors.
-    pub fn parse_target(&self) -> Result<Target, DecodeError> {
-        if self.method == "CONNECT" {
-            return Ok(Target::Tunnel(parse_authority(&self.target, None)?));
-        }
-        if self.target.starts_with('/') {
-            return Ok(Target::Origin(self.target.clone()));
-        }
-        let scheme_end = self.target.find("://").ok_or(DecodeError::BadField("request-target"))?;
-        if !self.target[..scheme_end].eq_ignore_ascii_case("http") {
-            return Err(DecodeError::BadField("scheme"));
-        }
-        let rest = &self.target[scheme_end + 3..];
-        let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, path) = rest.split_at(split);
-        if authority.contains('@') {
-            return Err(DecodeError::BadField("userinfo"));
-        }
-        let address = parse_authority(authority, Some(80))?;
-        let path = path.split('#').next().unwrap_or_default();
-        let path = match path.chars().next() {
-            Some('/') => path.to_owned(),
-            _ => format!("/{path}"),
-        };
-        Ok(Target::Forward {
-            address,
-            authority: authority.to_owned(),
-            path,
-        })
-    }
-}
-
-/// The username and password of a `Basic` credential (`Proxy-Authorization` value), if it is
-/// one and decodes.
-pub fn basic_credentials(value: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
-    let value = std::str::from_utf8(value).ok()?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(token.trim()).ok()?;
-    let colon = decoded.iter().position(|b| *b == b':')?;
-    Some((decoded[..colon].to_vec(), decoded[colon + 1..].to_vec()))
-}
-
 #[cfg(test)]
-#[path = "http_tests.rs"]
 mod tests;
