@@ -11,7 +11,6 @@ pub mod acl;
 pub mod config;
 pub mod crypto;
 pub mod dial;
-pub mod local_routes;
 pub mod logging;
 pub mod net;
 pub mod pac;
