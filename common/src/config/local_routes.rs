@@ -1,7 +1,7 @@
 //! The local's outbounds and routing rules: `local.remotes`, `local.chains`, `local.routes`,
 //! `local.default` (and the older `local.remote`): their serde shapes, and the check that
 //! turns them into a [`LocalRouting`], whose router uses the shared matcher of
-//! [`crate::route`]. It takes only the routing fields of `local:` ([`RoutingFields`]), so the
+//! [`crate::route`]. It takes only the routing fields of `local:` (`RoutingFields`), so the
 //! section's own type (in `config::local`) depends on this module and never the reverse.
 //!
 //! ```yaml
