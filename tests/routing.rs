@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use warren_common::local_routes::Health;
+use warren_common::config::local_routes::Health;
 use warren_common::proto::address::Address;
 use warren_common::proto::socks5::ReplyCode;
 use warren_tests::*;

@@ -4,15 +4,16 @@
 //! - pure protocol code with no networking ([`proto`], [`crypto`], [`acl`], [`config`]): every
 //!   message has exactly one checked decoder and one encoder, used by every caller, and unit and
 //!   property tests exercise them without sockets;
-//! - the async glue that puts them on sockets ([`stream`], [`relay`], [`server`], [`net`]).
+//! - the async glue that puts them on sockets ([`stream`], [`relay`], [`server`], [`net`]), and
+//!   [`cli`], the start-up and exit path both binaries share.
 #![deny(unsafe_code)] // one audited exception: trim.rs (malloc_trim), measured in docs/BENCHMARKS.md
 
 pub mod acl;
+pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod dial;
 pub mod framed;
-pub mod local_routes;
 pub mod logging;
 pub mod net;
 pub mod pac;

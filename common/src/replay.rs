@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use crate::crypto::SALT_LEN;
-use crate::proto::header::TIMESTAMP_WINDOW_SECS;
+use crate::time::TIMESTAMP_WINDOW_SECS;
 
 /// How often (seconds) expired salts are swept out.
 const PRUNE_EVERY_SECS: u64 = 10;

@@ -1,9 +1,9 @@
-//! The local's routing config (`warren_common::local_routes`): the full shape, the single-remote
+//! The local's routing config (`warren_common::config::local_routes`): the full shape, the single-remote
 //! form, an error naming the field for every invalid value, the example file's commented block,
 //! and the health flags clones share. Pure: no sockets.
 
+use warren_common::config::local_routes::*;
 use warren_common::config::{ConfigError, LocalConfig, RawConfig};
-use warren_common::local_routes::*;
 use warren_common::proto::address::Address;
 
 const KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+use warren_common::config::local_routes::Endpoint;
 use warren_common::config::LocalConfig;
-use warren_common::local_routes::Endpoint;
 
 /// Starts the checker if any route has a failover list.
 pub fn spawn(config: &LocalConfig, shutdown: CancellationToken) {

@@ -1,9 +1,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Parser;
-use warren_common::config::{LocalConfig, RawConfig};
+use warren_common::cli;
+use warren_common::config::{LocalConfig, RawLocal};
 
 /// warren-local: the SOCKS5 proxy your applications use; carries each connection through an
 /// encrypted tunnel to warren-remote.
@@ -29,51 +29,30 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    warren_common::logging::init(args.log_level.as_deref());
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("warren-local: error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    let binary = cli::Binary {
+        name: "warren-local",
+        config: args.config.clone(),
+        log_level: args.log_level.clone(),
+    };
+    cli::run_server(binary, |raw| flags(raw.local_mut(), args), ready, warren_local::run)
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
-    warren_common::net::raise_fd_limit();
-    let mut raw = match &args.config {
-        Some(path) => RawConfig::load(path)?,
-        None => RawConfig::default(),
-    };
-    let local = raw.local_mut();
-    if let Some(v) = args.listen {
-        local.listen = Some(v);
-    }
-    if let Some(v) = args.remote {
-        local.remote = Some(v);
-    }
-    if let Some(v) = args.max_connections {
-        local.max_connections = Some(v);
-    }
-    let config = LocalConfig::try_from(&raw)?;
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        warren_common::trim::spawn();
-        let listener =
-            warren_common::net::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
-        // Signal handlers go in before the ready line, so a signal sent on seeing it is caught.
-        let shutdown = warren_common::server::shutdown_on_signals();
-        tracing::info!(
-            listen = %config.listen,
-            remote = %config.remote,
-            routes = config.routing.router.rules.len(),
-            auth = if config.users.is_empty() { "none" } else { "username/password" },
-            max_connections = config.limits.max_connections,
-            "warren-local {} serving SOCKS5, SOCKS4 and HTTP proxy",
-            env!("CARGO_PKG_VERSION")
-        );
-        warren_local::run(listener, config, shutdown).await;
-        tracing::info!("stopped");
-        Ok(())
-    })
+/// The flags that override the config file's `local:` section.
+fn flags(local: &mut RawLocal, args: Args) {
+    local.listen = args.listen.or(local.listen.take());
+    local.remote = args.remote.or(local.remote.take());
+    local.max_connections = args.max_connections.or(local.max_connections.take());
+}
+
+/// The line that says the proxy is up (tests and scripts wait for "serving SOCKS5").
+fn ready(config: &LocalConfig) {
+    tracing::info!(
+        listen = %config.listen,
+        remote = %config.remote,
+        routes = config.routing.router.rules.len(),
+        auth = if config.users.is_empty() { "none" } else { "username/password" },
+        max_connections = config.limits.max_connections,
+        "warren-local {} serving SOCKS5, SOCKS4 and HTTP proxy",
+        env!("CARGO_PKG_VERSION")
+    );
 }

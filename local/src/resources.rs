@@ -8,8 +8,8 @@
 
 use std::net::SocketAddr;
 
+use warren_common::config::local_routes::LocalAction;
 use warren_common::config::LocalConfig;
-use warren_common::local_routes::LocalAction;
 use warren_common::pac::{self, PacAction};
 
 /// The PAC file's content type (what browsers expect).

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use warren_common::local_routes::Endpoint;
+use warren_common::config::local_routes::Endpoint;
 use warren_common::proto::address::Address;
 use warren_common::proto::header::{RequestHeader, TIMESTAMP_WINDOW_SECS};
 use warren_common::proto::socks5::ReplyCode;

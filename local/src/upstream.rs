@@ -15,7 +15,7 @@
 //! target's first data) is consumed here: it stays in the stream for the relay.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use warren_common::local_routes::Socks5Login;
+use warren_common::config::local_routes::Socks5Login;
 use warren_common::proto::address::Address;
 use warren_common::proto::socks5::{
     Command, Greeting, MethodSelection, Reply, ReplyCode, Request, UserPassReply, UserPassRequest, METHOD_NO_AUTH,

@@ -1,9 +1,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use warren_common::config::{RawConfig, RemoteConfig};
+use warren_common::cli;
+use warren_common::config::{RawRemote, RemoteConfig};
 use warren_common::crypto::Key;
 
 /// warren-remote: the tunnel's far end; accepts warren-local's encrypted connections and makes
@@ -39,45 +39,26 @@ fn main() -> ExitCode {
         println!("{}", Key::generate().to_base64());
         return ExitCode::SUCCESS;
     }
-    warren_common::logging::init(args.log_level.as_deref());
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("warren-remote: error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    let binary = cli::Binary {
+        name: "warren-remote",
+        config: args.config.clone(),
+        log_level: args.log_level.clone(),
+    };
+    cli::run_server(binary, |raw| flags(raw.remote_mut(), args), ready, warren_remote::run)
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
-    warren_common::net::raise_fd_limit();
-    let mut raw = match &args.config {
-        Some(path) => RawConfig::load(path)?,
-        None => RawConfig::default(),
-    };
-    let remote = raw.remote_mut();
-    if let Some(v) = args.listen {
-        remote.listen = Some(v);
-    }
-    if let Some(v) = args.max_connections {
-        remote.max_connections = Some(v);
-    }
-    let config = RemoteConfig::try_from(&raw)?;
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        warren_common::trim::spawn();
-        let listener =
-            warren_common::net::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
-        // Signal handlers go in before the ready line, so a signal sent on seeing it is caught.
-        let shutdown = warren_common::server::shutdown_on_signals();
-        tracing::info!(
-            listen = %config.listen,
-            max_connections = config.limits.max_connections,
-            "warren-remote {} accepting tunnels",
-            env!("CARGO_PKG_VERSION")
-        );
-        warren_remote::run(listener, config, shutdown).await;
-        tracing::info!("stopped");
-        Ok(())
-    })
+/// The flags that override the config file's `remote:` section.
+fn flags(remote: &mut RawRemote, args: Args) {
+    remote.listen = args.listen.or(remote.listen.take());
+    remote.max_connections = args.max_connections.or(remote.max_connections.take());
+}
+
+/// The line that says the remote is up (tests and scripts wait for "accepting tunnels").
+fn ready(config: &RemoteConfig) {
+    tracing::info!(
+        listen = %config.listen,
+        max_connections = config.limits.max_connections,
+        "warren-remote {} accepting tunnels",
+        env!("CARGO_PKG_VERSION")
+    );
 }

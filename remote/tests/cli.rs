@@ -2,13 +2,9 @@
 //! reported before anything is bound, the published example key, signals, the `--listen`
 //! override, and a log that never shows the key.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use base64::Engine as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,123 +17,13 @@ use warren_common::time::unix_now;
 use warren_common::tunnel::PendingTunnel;
 
 const BIN: &str = env!("CARGO_BIN_EXE_warren-remote");
-/// Upper bound for anything the tests wait for.
-const BOUND: Duration = Duration::from_secs(10);
 
-/// A running warren-remote process whose stderr is collected line by line. Killed if a test
-/// fails before it exits.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    log: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start warren-remote");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            child,
-            lines,
-            log: Vec::new(),
-        }
-    }
-
-    /// Waits (up to 10 s) for a stderr line containing `needle` and returns it.
-    fn wait_line(&mut self, needle: &str) -> String {
-        let until = Instant::now() + BOUND;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no stderr line with {needle:?} within 10 s; stderr so far:\n{}",
-                    self.log.join("\n")
-                ),
-            }
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
-    }
-
-    /// Waits (up to 10 s) for the process to exit; returns its status and all of its stderr.
-    fn wait_exit(&mut self) -> (ExitStatus, String) {
-        let until = Instant::now() + BOUND;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(
-                Instant::now() < until,
-                "warren-remote still running after 10 s; stderr:\n{}",
-                self.log.join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // The reader thread ends at EOF, which comes right after the exit.
-        while let Ok(line) = self.lines.recv_timeout(BOUND) {
-            self.log.push(line);
-        }
-        (status, self.log.join("\n"))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Writes `yaml` to a fresh file under the target's temporary directory.
-fn config_file(yaml: &str) -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "remote-cli-{}-{}.yaml",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::write(&path, yaml).expect("write config");
-    path
-}
-
-/// A loopback port nothing listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn key() -> String {
-    Key::generate().to_base64()
-}
+#[path = "../../tests/cli_harness.rs"]
+mod cli_harness;
+use cli_harness::{
+    assert_each_exits_2_before_binding, assert_fails_at_binding, assert_version_and_help, config_file, free_port, key,
+    Proc, BOUND,
+};
 
 /// Starts the binary on a free loopback port with `key` and `extra` lines for `remote:`, and
 /// waits for its "accepting tunnels" line.
@@ -146,7 +32,7 @@ fn start(key: &str, extra: &str, more_args: &[&str]) -> (Proc, SocketAddr) {
     let path = config_file(&format!("key: \"{key}\"\nremote:\n  listen: \"{listen}\"\n{extra}"));
     let mut args = vec!["-c", path.to_str().unwrap()];
     args.extend_from_slice(more_args);
-    let mut proc = Proc::spawn(&args);
+    let mut proc = Proc::spawn(BIN, &args);
     proc.wait_line("accepting tunnels");
     (proc, listen)
 }
@@ -154,20 +40,7 @@ fn start(key: &str, extra: &str, more_args: &[&str]) -> (Proc, SocketAddr) {
 // --version and --help print and exit 0.
 #[test]
 fn version_and_help_exit_0() {
-    let out = Command::new(BIN).arg("--version").output().unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("warren-remote") && text.contains(env!("CARGO_PKG_VERSION")),
-        "{text}"
-    );
-    let out = Command::new(BIN).arg("--help").output().unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("genkey") && text.contains("--listen") && text.contains("--config"),
-        "{text}"
-    );
+    assert_version_and_help(BIN, "warren-remote", &["genkey", "--listen", "--config"]);
 }
 
 // `genkey` prints standard padded base64 of 32 bytes, a different key each run, which the
@@ -246,22 +119,10 @@ fn config_errors_exit_2_before_binding_and_name_the_field() {
             "cannot read",
         ),
     ];
-    for (args, needle) in &cases {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let started = Instant::now();
-        let mut proc = Proc::spawn(&args);
-        let (status, stderr) = proc.wait_exit();
-        assert_eq!(status.code(), Some(2), "{needle}: {stderr}");
-        assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
-        assert!(!stderr.contains("cannot listen"), "{needle}: bound first: {stderr}");
-        assert!(started.elapsed() < BOUND);
-    }
+    assert_each_exits_2_before_binding(BIN, &cases);
 
     // Control: a valid config on the held port gets as far as binding, and fails there.
-    let mut proc = Proc::spawn(&["-c", &file(with(&good, ""))]);
-    let (status, stderr) = proc.wait_exit();
-    assert_eq!(status.code(), Some(2));
-    assert!(stderr.contains("cannot listen"), "{stderr}");
+    assert_fails_at_binding(BIN, &file(with(&good, "")));
 
     // And none of the failed runs left anything bound on the port.
     drop(held);
@@ -278,7 +139,7 @@ fn example_key_is_refused_beyond_loopback() {
     let path = config_file(&format!(
         "key: \"{EXAMPLE_KEY}\"\nremote:\n  listen: \"0.0.0.0:{port}\"\n"
     ));
-    let mut proc = Proc::spawn(&["-c", path.to_str().unwrap()]);
+    let mut proc = Proc::spawn(BIN, &["-c", path.to_str().unwrap()]);
     let (status, stderr) = proc.wait_exit();
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("key:") && stderr.contains("genkey"), "{stderr}");
@@ -294,15 +155,8 @@ fn example_key_is_refused_beyond_loopback() {
 #[test]
 fn sigterm_and_sigint_exit_0() {
     for sig in ["TERM", "INT"] {
-        let (mut proc, _) = start(&key(), "", &[]);
-        proc.signal(sig);
-        let (status, stderr) = proc.wait_exit();
-        assert_eq!(status.code(), Some(0), "SIG{sig}: {stderr}");
-        assert!(stderr.contains("shutdown signal received"), "SIG{sig}: {stderr}");
-        assert!(
-            stderr.lines().last().unwrap_or("").contains("stopped"),
-            "SIG{sig}: {stderr}"
-        );
+        let (proc, _) = start(&key(), "", &[]);
+        proc.assert_signal_stops(sig);
     }
 }
 
@@ -313,7 +167,7 @@ fn listen_flag_overrides_the_config() {
     let flag = format!("127.0.0.1:{}", free_port());
     let in_config: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let path = config_file(&format!("key: \"{}\"\nremote:\n  listen: \"{in_config}\"\n", key()));
-    let mut proc = Proc::spawn(&["-c", path.to_str().unwrap(), "--listen", &flag]);
+    let mut proc = Proc::spawn(BIN, &["-c", path.to_str().unwrap(), "--listen", &flag]);
     let line = proc.wait_line("accepting tunnels");
     assert!(line.contains(&format!("listen={flag}")), "{line}");
     TcpStream::connect(&flag).expect("the flag's port is bound");

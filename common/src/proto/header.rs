@@ -34,7 +34,7 @@ use crate::crypto::SALT_LEN;
 pub const MAX_PADDING: usize = 1024;
 /// A request whose timestamp differs from the remote's clock by more than this many seconds is
 /// refused (silently), and salts are remembered for as long as they could be replayed.
-pub const TIMESTAMP_WINDOW_SECS: u64 = 120;
+pub use crate::time::TIMESTAMP_WINDOW_SECS;
 
 /// What the local asks the remote to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

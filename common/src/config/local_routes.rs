@@ -1,7 +1,8 @@
 //! The local's outbounds and routing rules: `local.remotes`, `local.chains`, `local.routes`,
-//! `local.default` (and the older `local.remote`), parsed by serde in [`crate::config`] and
-//! checked here into a [`LocalRouting`], whose router uses the shared matcher of
-//! [`crate::route`].
+//! `local.default` (and the older `local.remote`): their serde shapes, and the check that
+//! turns them into a [`LocalRouting`], whose router uses the shared matcher of
+//! [`crate::route`]. It takes only the routing fields of `local:` (`RoutingFields`), so the
+//! section's own type (in `config::local`) depends on this module and never the reverse.
 //!
 //! ```yaml
 //! local:
@@ -17,17 +18,20 @@
 //!   default: { proxy: vps }                                     # or direct / block
 //! ```
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{invalid, ConfigError, RawLocal, Secret};
+use super::error::{invalid, ConfigError};
+pub use super::health::Health;
+pub use super::parse::RawPort;
+use super::parse::{host_port, one_to_255_bytes, parse_matcher};
+use super::secret::Secret;
 use crate::crypto::Key;
 use crate::proto::address::Address;
-use crate::proto::http::parse_authority;
-use crate::route::{Matcher, RouteError, Router, Rule};
+use crate::route::{Router, Rule};
 
 /// The name `local.remote` (the single-remote form) is known by in routes and chains.
 pub const LEGACY_REMOTE: &str = "remote";
@@ -64,37 +68,6 @@ pub enum RawNames {
     Many(Vec<String>),
 }
 
-/// `port: 25` or `port: "8000-8999"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum RawPort {
-    Number(u64),
-    Text(String),
-}
-
-/// A rule's conditions from config values (local and remote routes alike); the error names
-/// `field` and the condition at fault.
-pub(crate) fn parse_matcher(
-    field: &str,
-    domain: Option<&str>,
-    cidr: Option<&str>,
-    port: Option<&RawPort>,
-) -> Result<Matcher, ConfigError> {
-    let port = port.map(|p| match p {
-        RawPort::Number(n) => n.to_string(),
-        RawPort::Text(t) => t.clone(),
-    });
-    Matcher::parse(domain, cidr, port.as_deref()).map_err(|e| {
-        let sub = match e {
-            RouteError::Domain(_) => ".domain",
-            RouteError::Cidr(_) => ".cidr",
-            RouteError::Port(_) => ".port",
-            RouteError::Empty => "",
-        };
-        invalid(format!("{field}{sub}"), e.to_string())
-    })
-}
-
 /// One entry of `local.routes` (conditions and exactly one action), or `local.default` written
 /// as a map (an action and no condition).
 #[derive(Debug, Default, Deserialize)]
@@ -114,34 +87,6 @@ pub struct RawRoute {
 pub enum RawDefault {
     Word(String),
     Route(RawRoute),
-}
-
-/// Whether a remote answered its last health check. Clones share the flag; a remote counts as
-/// up until a check says otherwise.
-#[derive(Clone)]
-pub struct Health(Arc<AtomicBool>);
-
-impl Default for Health {
-    fn default() -> Self {
-        Health(Arc::new(AtomicBool::new(true)))
-    }
-}
-
-impl Health {
-    pub fn is_up(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    /// Records a check's result; true when it changed the state.
-    pub fn set(&self, up: bool) -> bool {
-        self.0.swap(up, Ordering::Relaxed) != up
-    }
-}
-
-impl std::fmt::Debug for Health {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.is_up() { "up" } else { "down" })
-    }
 }
 
 /// A warren-remote the local can tunnel to.
@@ -256,28 +201,24 @@ impl LocalRouting {
     }
 }
 
-/// `host:port` with a non-empty host and a port from 1 to 65535 (IPv6 as `[::1]:8388`).
-pub(crate) fn host_port(field: &str, value: &str) -> Result<(String, Address), ConfigError> {
-    let ok = value
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
-    match parse_authority(value, None) {
-        Ok(address) if ok => Ok((value.to_owned(), address)),
-        _ => Err(invalid(field, format!("{value:?} is not host:port"))),
-    }
-}
-
-fn login_part(field: String, value: &str) -> Result<(), ConfigError> {
-    if value.is_empty() || value.len() > 255 {
-        return Err(invalid(field, "must be 1 to 255 bytes"));
-    }
-    Ok(())
+/// The routing fields of the `local:` section, borrowed from what serde parsed.
+pub(crate) struct RoutingFields<'a> {
+    /// `local.remote`: the single-remote form, known as [`LEGACY_REMOTE`].
+    pub remote: Option<&'a str>,
+    pub remotes: Option<&'a BTreeMap<String, RawEndpoint>>,
+    pub chains: Option<&'a BTreeMap<String, Vec<RawHop>>>,
+    pub routes: Option<&'a [RawRoute]>,
+    pub default: Option<&'a RawDefault>,
 }
 
 /// Builds the outbounds and router from `local`, with `key` for remotes that name none.
-pub(crate) fn build(local: &RawLocal, key: &Key, health_interval: Duration) -> Result<LocalRouting, ConfigError> {
+pub(crate) fn build(
+    local: RoutingFields<'_>,
+    key: &Key,
+    health_interval: Duration,
+) -> Result<LocalRouting, ConfigError> {
     let mut remotes: Vec<Arc<Endpoint>> = Vec::new();
-    if let Some(address) = &local.remote {
+    if let Some(address) = local.remote {
         let (address, target) = host_port("local.remote", address)?;
         remotes.push(Arc::new(Endpoint {
             name: LEGACY_REMOTE.to_owned(),
@@ -287,7 +228,7 @@ pub(crate) fn build(local: &RawLocal, key: &Key, health_interval: Duration) -> R
             health: Health::default(),
         }));
     }
-    for (name, raw) in local.remotes.iter().flatten() {
+    for (name, raw) in local.remotes.into_iter().flatten() {
         let field = format!("local.remotes.{name}");
         if name == LEGACY_REMOTE && local.remote.is_some() {
             return Err(invalid(field, "this name is taken by local.remote"));
@@ -308,7 +249,7 @@ pub(crate) fn build(local: &RawLocal, key: &Key, health_interval: Duration) -> R
     let remote_named = |name: &str| remotes.iter().find(|e| e.name == name).cloned();
 
     let mut chains: Vec<Arc<Chain>> = Vec::new();
-    for (name, hops) in local.chains.iter().flatten() {
+    for (name, hops) in local.chains.into_iter().flatten() {
         let field = format!("local.chains.{name}");
         if remote_named(name).is_some() {
             return Err(invalid(field, "a remote has the same name"));
@@ -338,8 +279,8 @@ pub(crate) fn build(local: &RawLocal, key: &Key, health_interval: Duration) -> R
                     let login = match (&s.username, &s.password) {
                         (None, None) => None,
                         (Some(u), Some(p)) => {
-                            login_part(format!("{field}.username"), u)?;
-                            login_part(format!("{field}.password"), p)?;
+                            one_to_255_bytes(format!("{field}.username"), u)?;
+                            one_to_255_bytes(format!("{field}.password"), p)?;
                             Some(Socks5Login {
                                 username: u.clone(),
                                 password: Secret::new(p.clone()),
@@ -396,7 +337,7 @@ pub(crate) fn build(local: &RawLocal, key: &Key, health_interval: Duration) -> R
     };
 
     let mut rules = Vec::new();
-    for (i, route) in local.routes.iter().flatten().enumerate() {
+    for (i, route) in local.routes.into_iter().flatten().enumerate() {
         let field = format!("local.routes[{i}]");
         let matcher = parse_matcher(
             &field,
@@ -410,7 +351,7 @@ pub(crate) fn build(local: &RawLocal, key: &Key, health_interval: Duration) -> R
         });
     }
 
-    let default = match &local.default {
+    let default = match local.default {
         Some(RawDefault::Word(w)) if w == "direct" => LocalAction::Direct,
         Some(RawDefault::Word(w)) if w == "block" => LocalAction::Block,
         Some(RawDefault::Word(name)) => LocalAction::Proxy(vec![via_named("local.default", name)?]),

@@ -1,0 +1,137 @@
+//! The `local:` section: its serde shape ([`RawLocal`]) and the checked [`LocalConfig`]
+//! warren-local runs from. Routing (`remotes`, `chains`, `routes`, `default`) is checked by
+//! [`super::local_routes`]; this file checks the rest and puts the two together.
+//!
+//! ```text
+//! RawLocal ──┬─ listen, users, timeouts, limits, udp_transport ── checked here ──┐
+//!            └─ RoutingFields ── local_routes::build ── LocalRouting ───────────┴─> LocalConfig
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use super::error::{invalid, ConfigError};
+use super::limits::{limits, Timeouts};
+use super::local_routes::{build, LocalAction, LocalRouting, RawDefault, RawEndpoint, RawHop, RawRoute, RoutingFields};
+use super::parse::{one_to_255_bytes, seconds, socket_addr};
+use super::secret::{Secret, User};
+use crate::crypto::Key;
+use crate::server::ServerLimits;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLocal {
+    pub listen: Option<String>,
+    pub remote: Option<String>,
+    pub users: Option<Vec<RawUser>>,
+    pub handshake_timeout: Option<f64>,
+    pub connect_timeout: Option<f64>,
+    pub idle_timeout: Option<f64>,
+    pub max_connections: Option<usize>,
+    pub shutdown_grace: Option<f64>,
+    pub udp_transport: Option<String>,
+    /// Named warren-remotes (see `local_routes`).
+    pub remotes: Option<BTreeMap<String, RawEndpoint>>,
+    /// Named chains of hops.
+    pub chains: Option<BTreeMap<String, Vec<RawHop>>>,
+    /// Routing rules, first match wins.
+    pub routes: Option<Vec<RawRoute>>,
+    /// Where requests no rule matches go.
+    pub default: Option<RawDefault>,
+    /// Seconds between health checks of remotes in failover lists.
+    pub health_interval: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    pub key: Key,
+    pub listen: SocketAddr,
+    /// `host:port` of warren-remote (`local.remote`), or, without it, where the default route
+    /// goes (for logs); the outbounds themselves are in `routing`.
+    pub remote: String,
+    /// When non-empty, SOCKS5 clients must log in (RFC 1929).
+    pub users: Vec<User>,
+    pub timeouts: Timeouts,
+    pub limits: ServerLimits,
+    /// How UDP ASSOCIATE datagrams travel to the remote.
+    pub udp_transport: UdpTransport,
+    /// Remotes, chains and the routing rules (a single `local.remote` is the default route).
+    /// Remote addresses are resolved on each connection, so a changed DNS record is picked up
+    /// without a restart.
+    pub routing: LocalRouting,
+}
+
+/// How the local carries a UDP association's datagrams to the remote (`local.udp_transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpTransport {
+    /// Each datagram sealed on its own and sent to the remote's UDP socket (same port number
+    /// as its TCP listener).
+    Udp,
+    /// One tunnel stream per association, datagrams length-prefixed inside it.
+    Tcp,
+}
+
+impl LocalConfig {
+    /// Checks the `local:` section, with the shared `key` already checked. Errors name the
+    /// field, checked in this order: listen, health_interval, routing, users, timeouts, limits,
+    /// udp_transport.
+    pub(crate) fn from_section(key: Key, local: &RawLocal) -> Result<LocalConfig, ConfigError> {
+        let listen = socket_addr("local.listen", local.listen.as_deref(), "127.0.0.1:1080")?;
+        let health_interval = seconds("local.health_interval", local.health_interval, 5.0)?;
+        let fields = RoutingFields {
+            remote: local.remote.as_deref(),
+            remotes: local.remotes.as_ref(),
+            chains: local.chains.as_ref(),
+            routes: local.routes.as_deref(),
+            default: local.default.as_ref(),
+        };
+        let routing = build(fields, &key, health_interval)?;
+        let remote = match (&local.remote, &routing.router.default) {
+            (Some(address), _) => address.clone(),
+            (None, LocalAction::Proxy(list)) => list.iter().map(|v| v.name()).collect::<Vec<_>>().join(", "),
+            (None, LocalAction::Direct) => "direct".to_owned(),
+            (None, LocalAction::Block) => "block".to_owned(),
+        };
+        let mut users = Vec::new();
+        for (i, user) in local.users.iter().flatten().enumerate() {
+            one_to_255_bytes(format!("local.users[{i}].username"), &user.username)?;
+            one_to_255_bytes(format!("local.users[{i}].password"), &user.password)?;
+            users.push(User {
+                username: user.username.clone(),
+                password: Secret::new(user.password.clone()),
+            });
+        }
+        Ok(LocalConfig {
+            key,
+            listen,
+            remote,
+            users,
+            timeouts: Timeouts {
+                handshake: seconds("local.handshake_timeout", local.handshake_timeout, 10.0)?,
+                connect: seconds("local.connect_timeout", local.connect_timeout, 12.0)?,
+                idle: seconds("local.idle_timeout", local.idle_timeout, 300.0)?,
+            },
+            limits: limits("local", local.max_connections, local.shutdown_grace)?,
+            udp_transport: match local.udp_transport.as_deref() {
+                None | Some("udp") => UdpTransport::Udp,
+                Some("tcp") => UdpTransport::Tcp,
+                Some(other) => {
+                    return Err(invalid(
+                        "local.udp_transport",
+                        format!("{other:?} is not `udp` or `tcp`"),
+                    ))
+                }
+            },
+            routing,
+        })
+    }
+}

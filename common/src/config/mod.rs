@@ -1,0 +1,118 @@
+//! Configuration as plain data: YAML parsed into `Raw*` structs (serde, unknown fields
+//! refused), then checked and converted into [`LocalConfig`] and [`RemoteConfig`], which hold
+//! only valid values. Every error names the field it is about, and the binaries exit before
+//! binding anything.
+//!
+//! One file can serve both ends (`local:` and `remote:` sections); each binary requires its own
+//! section and the shared `key`.
+//!
+//! The files form a one-way stack (each uses only those listed after it, never back up):
+//!
+//! ```text
+//! mod.rs     RawConfig: load, parse, the key; LocalConfig / RemoteConfig from it
+//!  ├─ local.rs ── local_routes.rs ── health.rs   the `local:` section and its routing
+//!  ├─ remote.rs                                  the `remote:` section
+//!  └─ error.rs, parse.rs, secret.rs, limits.rs   leaf helpers used by all of the above
+//! ```
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::crypto::Key;
+use error::invalid;
+
+mod error;
+mod health;
+mod limits;
+mod local;
+pub mod local_routes;
+mod parse;
+mod remote;
+mod secret;
+#[cfg(test)]
+mod tests;
+
+pub use error::ConfigError;
+pub use limits::{default_max_connections, Timeouts};
+pub use local::{LocalConfig, RawLocal, RawUser, UdpTransport};
+pub use remote::{AgentSettings, RawAgent, RawRemote, RawRemoteRoute, RawRule, RemoteConfig};
+pub use secret::{Secret, User};
+
+/// The key printed in config.example.yaml. Anyone can read it, so the remote refuses it on any
+/// address but loopback.
+pub const EXAMPLE_KEY: &str = "ZXhhbXBsZSBrZXkgLSBuZXZlciBkZXBsb3kgdGhpcyE=";
+
+/// The whole file: the shared `key` and each end's section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub key: Option<String>,
+    pub local: Option<RawLocal>,
+    pub remote: Option<RawRemote>,
+}
+
+impl RawConfig {
+    /// Parses `text` (an empty file is an empty config); `path` names the file in errors.
+    pub fn from_yaml(text: &str, path: &str) -> Result<RawConfig, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(RawConfig::default());
+        }
+        serde_yaml::from_str(text).map_err(|source| ConfigError::Syntax {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Reads and parses the file at `path`.
+    pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        RawConfig::from_yaml(&text, &shown)
+    }
+
+    /// The `local:` section, created empty if absent (for command-line overrides).
+    pub fn local_mut(&mut self) -> &mut RawLocal {
+        self.local.get_or_insert_with(RawLocal::default)
+    }
+
+    /// The `remote:` section, created empty if absent (for command-line overrides).
+    pub fn remote_mut(&mut self) -> &mut RawRemote {
+        self.remote.get_or_insert_with(RawRemote::default)
+    }
+
+    fn key(&self) -> Result<Key, ConfigError> {
+        let text = self
+            .key
+            .as_deref()
+            .ok_or_else(|| invalid("key", "missing (generate one with `warren-remote genkey`)"))?;
+        Key::from_base64(text).map_err(|e| invalid("key", e.to_string()))
+    }
+}
+
+impl TryFrom<&RawConfig> for LocalConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: &RawConfig) -> Result<Self, ConfigError> {
+        let key = raw.key()?;
+        let local = raw.local.as_ref().ok_or_else(|| invalid("local", "section missing"))?;
+        LocalConfig::from_section(key, local)
+    }
+}
+
+impl TryFrom<&RawConfig> for RemoteConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: &RawConfig) -> Result<Self, ConfigError> {
+        let key = raw.key()?;
+        let remote = raw
+            .remote
+            .as_ref()
+            .ok_or_else(|| invalid("remote", "section missing"))?;
+        let example_key = raw.key.as_deref().map(str::trim) == Some(EXAMPLE_KEY);
+        RemoteConfig::from_section(key, example_key, remote)
+    }
+}

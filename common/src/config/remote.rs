@@ -1,0 +1,188 @@
+//! The `remote:` section: its serde shape ([`RawRemote`]) and the checked [`RemoteConfig`]
+//! warren-remote runs from: listen address, ACL, routing rules (direct or via a reverse-tunnel
+//! agent), the agent settings when this remote is itself an agent, timeouts and limits.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::{invalid, ConfigError};
+use super::limits::{limits, Timeouts};
+use super::parse::{host_port_ok, one_to_255_bytes, parse_matcher, seconds, socket_addr, RawPort};
+use crate::acl::{Acl, Rule, Verdict};
+use crate::crypto::Key;
+use crate::route::{self, RemoteAction, Router};
+use crate::server::ServerLimits;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemote {
+    pub listen: Option<String>,
+    pub acl: Option<Vec<RawRule>>,
+    /// Routing rules (first match wins; none matching = direct).
+    pub routes: Option<Vec<RawRemoteRoute>>,
+    /// Run as a reverse-tunnel agent: dial out to `server` and serve what it routes here.
+    pub agent: Option<RawAgent>,
+    pub handshake_timeout: Option<f64>,
+    pub connect_timeout: Option<f64>,
+    pub idle_timeout: Option<f64>,
+    pub max_connections: Option<usize>,
+    pub shutdown_grace: Option<f64>,
+    pub bind_timeout: Option<f64>,
+    /// Source IP for outbound TCP connections (multi-homed servers).
+    pub outbound_source: Option<String>,
+}
+
+/// `{domain, cidr, port}` conditions and exactly one of `direct: true` / `via: AGENT`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemoteRoute {
+    pub domain: Option<String>,
+    pub cidr: Option<String>,
+    pub port: Option<RawPort>,
+    pub direct: Option<bool>,
+    pub via: Option<String>,
+}
+
+/// A reverse-tunnel agent: `{ server: HOST:PORT, name: NAME }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    pub server: Option<String>,
+    pub name: Option<String>,
+}
+
+/// One ACL rule: `{ allow: VALUE }` or `{ deny: VALUE }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub allow: Option<String>,
+    pub deny: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RemoteConfig {
+    pub key: Key,
+    pub listen: SocketAddr,
+    pub acl: Acl,
+    /// Where each request goes: first matching rule, else direct.
+    pub routes: Router<RemoteAction>,
+    pub agent: Option<AgentSettings>,
+    pub timeouts: Timeouts,
+    pub limits: ServerLimits,
+    /// How long a BIND waits for its peer to connect.
+    pub bind_timeout: Duration,
+    /// Source address of outbound TCP connections; `None`: the system picks.
+    pub outbound_source: Option<IpAddr>,
+}
+
+/// A reverse-tunnel agent's settings: where it dials and the name it registers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSettings {
+    /// host:port of the public warren-remote.
+    pub server: String,
+    pub name: String,
+}
+
+impl RemoteConfig {
+    /// Checks the `remote:` section, with the shared `key` already checked; `example_key` says
+    /// whether that key is the published [`super::EXAMPLE_KEY`], which only loopback may use.
+    pub(crate) fn from_section(key: Key, example_key: bool, remote: &RawRemote) -> Result<RemoteConfig, ConfigError> {
+        let listen = socket_addr("remote.listen", remote.listen.as_deref(), "0.0.0.0:8388")?;
+        if example_key && !listen.ip().is_loopback() {
+            return Err(invalid(
+                "key",
+                "this is the published example key; generate your own with `warren-remote genkey` before listening beyond loopback",
+            ));
+        }
+        Ok(RemoteConfig {
+            key,
+            listen,
+            acl: acl(remote)?,
+            routes: remote_routes(remote)?,
+            agent: agent_settings(remote)?,
+            timeouts: Timeouts {
+                handshake: seconds("remote.handshake_timeout", remote.handshake_timeout, 10.0)?,
+                connect: seconds("remote.connect_timeout", remote.connect_timeout, 8.0)?,
+                idle: seconds("remote.idle_timeout", remote.idle_timeout, 300.0)?,
+            },
+            limits: limits("remote", remote.max_connections, remote.shutdown_grace)?,
+            bind_timeout: seconds("remote.bind_timeout", remote.bind_timeout, 120.0)?,
+            outbound_source: remote
+                .outbound_source
+                .as_deref()
+                .map(|text| {
+                    text.trim()
+                        .parse::<IpAddr>()
+                        .map_err(|_| invalid("remote.outbound_source", format!("{text:?} is not an IP address")))
+                })
+                .transpose()?,
+        })
+    }
+}
+
+fn acl(remote: &RawRemote) -> Result<Acl, ConfigError> {
+    let mut rules = Vec::new();
+    for (i, rule) in remote.acl.iter().flatten().enumerate() {
+        let (verdict, name, value) = match (&rule.allow, &rule.deny) {
+            (Some(v), None) => (Verdict::Allow, "allow", v),
+            (None, Some(v)) => (Verdict::Deny, "deny", v),
+            _ => {
+                return Err(invalid(
+                    format!("remote.acl[{i}]"),
+                    "a rule is exactly one of `allow: VALUE` or `deny: VALUE`",
+                ))
+            }
+        };
+        rules.push(Rule::parse(verdict, value).map_err(|m| invalid(format!("remote.acl[{i}].{name}"), m))?);
+    }
+    Ok(Acl::new(rules))
+}
+
+fn agent_name(field: &str, name: &str) -> Result<String, ConfigError> {
+    one_to_255_bytes(field, name)?;
+    Ok(name.to_string())
+}
+
+fn remote_routes(remote: &RawRemote) -> Result<Router<RemoteAction>, ConfigError> {
+    let mut routes = Vec::new();
+    for (i, r) in remote.routes.iter().flatten().enumerate() {
+        let field = format!("remote.routes[{i}]");
+        let matcher = parse_matcher(&field, r.domain.as_deref(), r.cidr.as_deref(), r.port.as_ref())?;
+        let action = match (r.direct, &r.via) {
+            (Some(true), None) => RemoteAction::Direct,
+            (None, Some(via)) => RemoteAction::Via(agent_name(&format!("{field}.via"), via)?),
+            _ => {
+                return Err(invalid(
+                    field,
+                    "a route is exactly one of `direct: true` or `via: AGENT_NAME`",
+                ))
+            }
+        };
+        routes.push(route::Rule { matcher, action });
+    }
+    Ok(Router {
+        rules: routes,
+        default: RemoteAction::Direct,
+    })
+}
+
+fn agent_settings(remote: &RawRemote) -> Result<Option<AgentSettings>, ConfigError> {
+    let Some(agent) = &remote.agent else { return Ok(None) };
+    let server = agent
+        .server
+        .clone()
+        .ok_or_else(|| invalid("remote.agent.server", "missing (host:port of the public warren-remote)"))?;
+    if !host_port_ok(&server) {
+        return Err(invalid("remote.agent.server", format!("{server:?} is not host:port")));
+    }
+    let name = agent
+        .name
+        .as_deref()
+        .ok_or_else(|| invalid("remote.agent.name", "missing"))?;
+    Ok(Some(AgentSettings {
+        server,
+        name: agent_name("remote.agent.name", name)?,
+    }))
+}

@@ -1,0 +1,124 @@
+//! Whole-file checks of the config: the example and campus templates parse for both ends,
+//! every error names its field, the example key stays on loopback, and secrets stay out of
+//! `Debug` output.
+
+use std::time::Duration;
+
+use super::*;
+
+const KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+fn local(yaml: &str) -> Result<LocalConfig, ConfigError> {
+    LocalConfig::try_from(&RawConfig::from_yaml(yaml, "test.yaml")?)
+}
+
+fn remote(yaml: &str) -> Result<RemoteConfig, ConfigError> {
+    RemoteConfig::try_from(&RawConfig::from_yaml(yaml, "test.yaml")?)
+}
+
+fn err(result: Result<impl std::fmt::Debug, ConfigError>) -> String {
+    result.unwrap_err().to_string()
+}
+
+#[test]
+fn example_config_is_valid_for_both_ends() {
+    let text = include_str!("../../../config.example.yaml");
+    let raw = RawConfig::from_yaml(text, "config.example.yaml").unwrap();
+    let l = LocalConfig::try_from(&raw).unwrap();
+    assert_eq!(l.listen, "127.0.0.1:1080".parse().unwrap());
+    let r = RemoteConfig::try_from(&raw).unwrap();
+    assert!(r.listen.ip().is_loopback());
+}
+
+/// docs/campus/*.yaml with a real key, as written and with their commented blocks enabled.
+#[test]
+fn campus_templates_are_valid() {
+    let fill = |t: &str| t.replace("REPLACE-WITH-warren-remote-genkey-OUTPUT", KEY);
+    let uncomment = |t: &str| -> String {
+        t.lines()
+            .map(|l| match l.strip_prefix("  # ") {
+                Some(rest) if !rest.starts_with(char::is_uppercase) => format!("  {rest}\n"),
+                _ => format!("{l}\n"),
+            })
+            .collect()
+    };
+    let vps = fill(include_str!("../../../docs/campus/vps.yaml"));
+    let campus = fill(include_str!("../../../docs/campus/campus.yaml"));
+    let laptop = fill(include_str!("../../../docs/campus/laptop.yaml"));
+    let r = RemoteConfig::try_from(&RawConfig::from_yaml(&vps, "vps.yaml").unwrap()).unwrap();
+    assert_eq!(r.routes.rules.len(), 2);
+    for text in [campus.clone(), uncomment(&campus)] {
+        let r = RemoteConfig::try_from(&RawConfig::from_yaml(&text, "campus.yaml").unwrap()).unwrap();
+        assert_eq!(r.agent.map(|a| a.name).as_deref(), Some("campus"));
+    }
+    for text in [laptop.clone(), uncomment(&laptop)] {
+        LocalConfig::try_from(&RawConfig::from_yaml(&text, "laptop.yaml").unwrap()).unwrap();
+    }
+}
+
+#[test]
+fn errors_name_the_field() {
+    assert!(err(local("local: {remote: 'h:1'}")).starts_with("key:"));
+    assert!(err(local("key: 'abc!'\nlocal: {remote: 'h:1'}")).starts_with("key: key is not valid base64"));
+    assert!(err(local("key: 'AAAA'\nlocal: {remote: 'h:1'}")).contains("32 bytes"));
+    assert!(err(local(&format!(
+        "key: '{KEY}'\nlocal: {{remote: 'h:1', listen: 'nope'}}"
+    )))
+    .starts_with("local.listen:"));
+    assert!(err(local(&format!("key: '{KEY}'\nlocal: {{remote: 'nohost'}}"))).starts_with("local.remote:"));
+    assert!(
+        err(local(&format!("key: '{KEY}'\nlocal: {{remote: 'h:1', colour: 1}}"))).contains("unknown field `colour`")
+    );
+    assert!(err(local(&format!(
+        "key: '{KEY}'\nlocal: {{remote: 'h:1', idle_timeout: -1}}"
+    )))
+    .starts_with("local.idle_timeout:"));
+    assert!(err(local(&format!(
+        "key: '{KEY}'\nlocal: {{remote: 'h:1', users: [{{username: a, password: ''}}]}}"
+    )))
+    .starts_with("local.users[0].password:"));
+    assert!(err(remote(&format!(
+        "key: '{KEY}'\nremote: {{acl: [{{allow: 10.0.0.0/8}}, {{deny: '1.2.3.0/40'}}]}}"
+    )))
+    .starts_with("remote.acl[1].deny:"));
+    assert!(err(remote(&format!("key: '{KEY}'\nlocal: {{remote: 'h:1'}}"))).starts_with("remote: section missing"));
+}
+
+#[test]
+fn example_key_is_refused_beyond_loopback() {
+    let yaml = format!("key: '{EXAMPLE_KEY}'\nremote: {{listen: '0.0.0.0:8388'}}");
+    assert!(err(remote(&yaml)).starts_with("key: this is the published example key"));
+    let yaml = format!("key: '{EXAMPLE_KEY}'\nremote: {{listen: '127.0.0.1:8388'}}");
+    assert!(remote(&yaml).is_ok());
+}
+
+#[test]
+fn udp_transport_and_bind_timeout() {
+    assert_eq!(
+        local(&format!("key: '{KEY}'\nlocal: {{remote: 'h:1'}}"))
+            .unwrap()
+            .udp_transport,
+        UdpTransport::Udp
+    );
+    let tcp = local(&format!("key: '{KEY}'\nlocal: {{remote: 'h:1', udp_transport: tcp}}")).unwrap();
+    assert_eq!(tcp.udp_transport, UdpTransport::Tcp);
+    assert!(err(local(&format!(
+        "key: '{KEY}'\nlocal: {{remote: 'h:1', udp_transport: quic}}"
+    )))
+    .starts_with("local.udp_transport:"));
+    assert_eq!(
+        remote(&format!("key: '{KEY}'\nremote: {{}}")).unwrap().bind_timeout,
+        Duration::from_secs(120)
+    );
+    assert!(err(remote(&format!("key: '{KEY}'\nremote: {{bind_timeout: 0}}"))).starts_with("remote.bind_timeout:"));
+}
+
+#[test]
+fn secrets_stay_out_of_debug_output() {
+    let cfg = local(&format!(
+        "key: '{KEY}'\nlocal: {{remote: 'h:1', users: [{{username: alice, password: hunter22}}]}}"
+    ))
+    .unwrap();
+    let shown = format!("{cfg:?}");
+    assert!(!shown.contains("hunter22") && !shown.contains(KEY), "{shown}");
+}

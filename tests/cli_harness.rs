@@ -1,0 +1,203 @@
+//! The harness both binaries' CLI tests share (`local/tests/cli.rs`, `remote/tests/cli.rs`):
+//! a spawned warren-local or warren-remote whose stderr is read line by line, config files in
+//! the target's temporary directory, free loopback ports and fresh keys. Blocking std only.
+//!
+//! Not a module of the `warren-tests` crate: each CLI test includes it with
+//! `#[path = "../../tests/cli_harness.rs"] mod cli_harness;`, because a binary's path
+//! (`CARGO_BIN_EXE_*`) is only known to that binary's own package's tests.
+// Each test file uses its own subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use warren_common::crypto::Key;
+
+/// Upper bound for anything the tests wait for.
+pub const BOUND: Duration = Duration::from_secs(10);
+
+/// A running server binary whose stderr is collected line by line. Killed if a test fails
+/// before it exits.
+pub struct Proc {
+    /// The binary's file name, for failure messages.
+    name: String,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Proc {
+    /// Starts the binary at `bin` with `args`, stdin and stdout closed, and `RUST_LOG` unset.
+    pub fn spawn(bin: &str, args: &[&str]) -> Proc {
+        let name = Path::new(bin)
+            .file_name()
+            .map_or_else(|| bin.to_owned(), |n| n.to_string_lossy().into_owned());
+        let mut child = Command::new(bin)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            name,
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits (up to 10 s) for a stderr line containing `needle` and returns it.
+    pub fn wait_line(&mut self, needle: &str) -> String {
+        let until = Instant::now() + BOUND;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no stderr line with {needle:?} within 10 s; stderr so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Sends the signal `name` (`TERM`, `INT`, ...) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits (up to 10 s) for the process to exit; returns its status and all of its stderr.
+    pub fn wait_exit(&mut self) -> (ExitStatus, String) {
+        let until = Instant::now() + BOUND;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < until,
+                "{} still running after 10 s; stderr:\n{}",
+                self.name,
+                self.log.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The reader thread ends at EOF, which comes right after the exit.
+        while let Ok(line) = self.lines.recv_timeout(BOUND) {
+            self.log.push(line);
+        }
+        (status, self.log.join("\n"))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Writes `yaml` to a fresh file under the target's temporary directory.
+pub fn config_file(yaml: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{}-cli-{}-{}.yaml",
+        env!("CARGO_PKG_NAME"),
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, yaml).expect("write config");
+    path
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A fresh random key, in the config's base64 form.
+pub fn key() -> String {
+    Key::generate().to_base64()
+}
+
+/// `--version` names the binary and the package version, `--help` lists every one of
+/// `help_words`, and both exit 0.
+pub fn assert_version_and_help(bin: &str, name: &str, help_words: &[&str]) {
+    let out = Command::new(bin).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(name) && text.contains(env!("CARGO_PKG_VERSION")),
+        "{text}"
+    );
+    let out = Command::new(bin).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(help_words.iter().all(|w| text.contains(w)), "{text}");
+}
+
+/// Runs `bin` once per case and checks that each exits with code 2 within [`BOUND`], that its
+/// stderr contains the case's needle, and that it never tried to bind ("cannot listen").
+pub fn assert_each_exits_2_before_binding(bin: &str, cases: &[(Vec<String>, &str)]) {
+    for (args, needle) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let started = Instant::now();
+        let mut proc = Proc::spawn(bin, &args);
+        let (status, stderr) = proc.wait_exit();
+        assert_eq!(status.code(), Some(2), "{needle}: {stderr}");
+        assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+        assert!(!stderr.contains("cannot listen"), "{needle}: bound first: {stderr}");
+        assert!(started.elapsed() < BOUND);
+    }
+}
+
+/// The control case: `bin` with a valid config whose listen port is held gets as far as
+/// binding and fails there with code 2.
+pub fn assert_fails_at_binding(bin: &str, config: &str) {
+    let mut proc = Proc::spawn(bin, &["-c", config]);
+    let (status, stderr) = proc.wait_exit();
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("cannot listen"), "{stderr}");
+}
+
+impl Proc {
+    /// Sends `sig` and checks the server stops with code 0, saying it got the signal and
+    /// ending its log with "stopped".
+    pub fn assert_signal_stops(mut self, sig: &str) {
+        self.signal(sig);
+        let (status, stderr) = self.wait_exit();
+        assert_eq!(status.code(), Some(0), "SIG{sig}: {stderr}");
+        assert!(stderr.contains("shutdown signal received"), "SIG{sig}: {stderr}");
+        assert!(
+            stderr.lines().last().unwrap_or("").contains("stopped"),
+            "SIG{sig}: {stderr}"
+        );
+    }
+}
