@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 use tracing::field::Empty;
 use tracing::Instrument;
@@ -21,49 +21,69 @@ use warren_common::route::RemoteAction;
 use warren_common::time::unix_now;
 use warren_common::tunnel::{AcceptedRequest, HandshakeError};
 
-use crate::respond::Request;
+use crate::respond::{Connection, Request, Serve};
 use crate::shared::{Origin, Shared};
 use crate::{agent, bind, connect, udp};
 
 /// Serves one tunnel connection: a TCP connection, or a stream a reverse-tunnel session opened.
-pub async fn serve<S>(stream: S, origin: Origin, shared: Arc<Shared>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+pub async fn serve<S: Connection>(mut stream: S, origin: Origin, shared: Arc<Shared>) {
     let span = tracing::info_span!("tunnel", peer = %origin.peer(), command = Empty, target = Empty);
     async move {
         let started = std::time::Instant::now();
         let deadline = Instant::now() + shared.config.timeouts.handshake;
-        match check(stream, deadline, &shared).await {
-            Ok((accepted, stream)) => dispatch(Request::new(accepted, origin, started), stream, &shared).await,
-            Err(Some(stream)) => drain_until(stream, deadline).await,
-            Err(None) => {}
+        match check(&mut stream, deadline, &shared).await {
+            Ok(accepted) => {
+                let request = Request::new(accepted, origin, started);
+                choose(&request, &shared).serve(request, stream, &shared).await;
+            }
+            Err(Refusal::Silent) => {
+                // Read and discard until the deadline or until the peer closes: the
+                // connection's lifetime and the bytes we consume tell a prober nothing about
+                // where its bytes stopped making sense.
+                let mut sink = [0u8; 2048];
+                let _ = tokio::time::timeout_at(deadline, async {
+                    while let Ok(n) = stream.read(&mut sink).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            }
+            Err(Refusal::Over) => {}
         }
     }
     .instrument(span)
     .await
 }
 
-/// Reads and authenticates the request, then checks its timestamp and salt. `Err(Some(_))`:
-/// refuse silently (drain); `Err(None)`: the connection is already over.
-async fn check<S>(mut stream: S, deadline: Instant, shared: &Shared) -> Result<(AcceptedRequest, S), Option<S>>
+/// Why a connection gets no command.
+enum Refusal {
+    /// Refused silently: read and discard until the handshake deadline.
+    Silent,
+    /// The connection is already over (closed, failed, or out of time).
+    Over,
+}
+
+/// Reads and authenticates the request, then checks its timestamp and salt.
+async fn check<S>(stream: &mut S, deadline: Instant, shared: &Shared) -> Result<AcceptedRequest, Refusal>
 where
     S: AsyncRead + Unpin,
 {
-    let read = AcceptedRequest::read(&mut stream, &shared.config.key, shared.forwards);
+    let read = AcceptedRequest::read(stream, &shared.config.key, shared.forwards);
     let request = match tokio::time::timeout_at(deadline, read).await {
         Ok(Ok(request)) => request,
         Ok(Err(HandshakeError::Unauthenticated | HandshakeError::Malformed(_))) => {
             tracing::info!("request failed authentication (a probe, or a client with another key): ignored");
-            return Err(Some(stream));
+            return Err(Refusal::Silent);
         }
         Ok(Err(e)) => {
             tracing::debug!("tunnel handshake failed: {e}");
-            return Err(None);
+            return Err(Refusal::Over);
         }
         Err(_) => {
             tracing::debug!("no complete request before the handshake deadline");
-            return Err(None);
+            return Err(Refusal::Over);
         }
     };
     let now = unix_now();
@@ -73,7 +93,7 @@ where
             "request stamped {skew:+} s from our clock, outside ±{TIMESTAMP_WINDOW_SECS} s: ignored. If this is your \
              own client, synchronise both machines' clocks (NTP)"
         );
-        return Err(Some(stream));
+        return Err(Refusal::Silent);
     }
     let fresh = shared
         .replay
@@ -82,42 +102,24 @@ where
         .accept(request.salt, request.header.timestamp, now);
     if !fresh {
         tracing::warn!("replayed request (salt seen before): ignored");
-        return Err(Some(stream));
+        return Err(Refusal::Silent);
     }
-    Ok((request, stream))
+    Ok(request)
 }
 
-/// Hands the request to the one command that serves it.
-async fn dispatch<S>(request: Request, stream: S, shared: &Shared)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+/// The one command that serves the request (CONNECT goes where its route says).
+fn choose<'a, S: Connection>(request: &Request, shared: &'a Shared) -> Box<dyn Serve<S> + 'a> {
     let header = request.header();
     let span = tracing::Span::current();
     span.record("command", tracing::field::debug(header.command));
     span.record("target", tracing::field::display(&header.target));
     match header.command {
         Command::Connect => match shared.config.routes.route(&header.target) {
-            RemoteAction::Via(name) => agent::server::forward(request, stream, shared, name).await,
-            RemoteAction::Direct => connect::serve(request, stream, shared).await,
+            RemoteAction::Via(agent) => Box::new(agent::server::Forward { agent }),
+            RemoteAction::Direct => Box::new(connect::Connect),
         },
-        Command::Agent => agent::server::register(request, stream, shared).await,
-        Command::Bind => bind::serve(request, stream, shared).await,
-        Command::UdpOverTcp => udp::tcp::serve(request, stream, shared).await,
+        Command::Agent => Box::new(agent::server::Register),
+        Command::Bind => Box::new(bind::Bind),
+        Command::UdpOverTcp => Box::new(udp::tcp::UdpOverTcp),
     }
-}
-
-/// Reads and discards until `deadline` or until the peer closes, then closes. Used for every
-/// request we refuse silently: the connection's lifetime and the bytes we consume tell a prober
-/// nothing about where its bytes stopped making sense.
-async fn drain_until<S: AsyncRead + Unpin>(mut stream: S, deadline: Instant) {
-    let mut sink = [0u8; 2048];
-    let _ = tokio::time::timeout_at(deadline, async {
-        while let Ok(n) = stream.read(&mut sink).await {
-            if n == 0 {
-                break;
-            }
-        }
-    })
-    .await;
 }

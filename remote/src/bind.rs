@@ -20,11 +20,22 @@ use warren_common::relay::relay;
 use warren_common::stream::EncryptedStream;
 
 use crate::outbound::allowed_addresses;
-use crate::respond::{Reply, Request};
+use crate::respond::{Connection, Reply, Request, Serve, Serving};
 use crate::shared::{Origin, Shared};
 
 /// Most bytes the local may send before the peer connects (they are delivered to the peer).
 const EARLY_LIMIT: usize = 64 * 1024;
+
+/// BIND: one inbound connection to a listener of ours.
+pub struct Bind;
+impl<S: Connection> Serve<S> for Bind {
+    fn serve<'a>(self: Box<Self>, request: Request, stream: S, shared: &'a Shared) -> Serving<'a>
+    where
+        Self: 'a,
+    {
+        Box::pin(serve(request, stream, shared))
+    }
+}
 
 /// Who may connect: `None` when the request named the unspecified address (any peer the ACL
 /// allows), else the allowed addresses the request's target stands for.
@@ -60,9 +71,9 @@ async fn listen(config: &RemoteConfig, origin: Origin) -> Result<(TcpListener, A
 }
 
 /// Serves one authenticated BIND request.
-pub async fn serve<S>(mut request: Request, stream: S, shared: &Shared)
+async fn serve<S>(mut request: Request, stream: S, shared: &Shared)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Connection,
 {
     let config = &shared.config;
     let prepared = match expected_peers(&request.header().target, config).await {

@@ -7,7 +7,7 @@
 //!       ◀════════ relay ════════▶
 //! ```
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warren_common::crypto::MAX_FRAME;
 use warren_common::proto::address::Address;
@@ -15,16 +15,27 @@ use warren_common::proto::socks5::ReplyCode;
 use warren_common::relay::relay;
 
 use crate::outbound;
-use crate::respond::{Reply, Request};
+use crate::respond::{Connection, Reply, Request, Serve, Serving};
 use crate::shared::Shared;
 
 /// Bytes read from the local per wait while the outbound connection opens.
 const WATCH_CHUNK: usize = 4096;
 
+/// CONNECT, made from this machine.
+pub struct Connect;
+impl<S: Connection> Serve<S> for Connect {
+    fn serve<'a>(self: Box<Self>, request: Request, stream: S, shared: &'a Shared) -> Serving<'a>
+    where
+        Self: 'a,
+    {
+        Box::pin(serve(request, stream, shared))
+    }
+}
+
 /// Serves one authenticated CONNECT request routed here (not to an agent).
-pub async fn serve<S>(mut request: Request, mut stream: S, shared: &Shared)
+async fn serve<S>(mut request: Request, mut stream: S, shared: &Shared)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Connection,
 {
     let config = &shared.config;
     let Some((connected, early)) = open_watching(&request, &mut stream, shared).await else {

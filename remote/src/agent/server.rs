@@ -7,32 +7,65 @@
 //! `forward` (a CONNECT routed `via: NAME`): open a mux stream to that agent and pass the
 //! request on unopened, then relay; the agent answers the local itself.
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use warren_common::proto::address::Address;
 use warren_common::proto::socks5::ReplyCode;
 use warren_common::relay::relay;
 
 use super::heartbeat;
 use super::mux::{self, MuxStream};
-use crate::respond::{Reply, Request};
+use crate::respond::{Connection, Reply, Request, Serve, Serving};
 use crate::shared::{Origin, Shared};
 
+/// An agent registering its session under a name.
+pub struct Register;
+impl<S: Connection> Serve<S> for Register {
+    fn serve<'a>(self: Box<Self>, request: Request, stream: S, shared: &'a Shared) -> Serving<'a>
+    where
+        Self: 'a,
+    {
+        Box::pin(register(request, stream, shared))
+    }
+}
+
+/// A CONNECT routed `via:` the agent registered under this name.
+pub struct Forward<'n> {
+    pub agent: &'n str,
+}
+impl<'n, S: Connection> Serve<S> for Forward<'n> {
+    fn serve<'a>(self: Box<Self>, request: Request, stream: S, shared: &'a Shared) -> Serving<'a>
+    where
+        Self: 'a,
+    {
+        Box::pin(forward(request, stream, shared, self.agent))
+    }
+}
+
 /// Serves an authenticated `Command::Agent` request: registers the session until it dies.
-pub async fn register<S>(request: Request, stream: S, shared: &Shared)
+async fn register<S>(request: Request, stream: S, shared: &Shared)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Connection,
 {
     if let Origin::Agent { .. } = request.origin {
         tracing::info!("agent registration inside an agent session: refused");
         return;
     }
-    let Address::Domain(name, 0) = request.header().target.clone() else {
-        tracing::info!("agent registration without a name: refused");
-        return request
-            .refuse(stream, &shared.config.key, ReplyCode::GeneralFailure)
-            .await;
+    let name = match &request.header().target {
+        Address::Domain(name, 0) => Some(name.clone()),
+        _ => None,
     };
-    let Some(tunnel) = request.answer(stream, &shared.config.key, Reply::GRANTED, &[]).await else {
+    let reply = match name {
+        Some(_) => Reply::GRANTED,
+        None => {
+            tracing::info!("agent registration without a name: refused");
+            Reply::refused(ReplyCode::GeneralFailure)
+        }
+    };
+    let Some(mut tunnel) = request.answer(stream, &shared.config.key, reply, &[]).await else {
+        return;
+    };
+    let Some(name) = name else {
+        let _ = tunnel.shutdown().await;
         return;
     };
     // The session runs on the bare connection: every stream on it is a tunnel sealed end to end
@@ -63,9 +96,9 @@ where
 /// they arrived and authenticates them itself, so the tunnel is sealed end to end between the
 /// local and the agent and this remote relays ciphertext without a cipher pass of its own. It
 /// answers (sealed) only when there is no agent to ask.
-pub async fn forward<S>(request: Request, stream: S, shared: &Shared, name: &str)
+async fn forward<S>(request: Request, stream: S, shared: &Shared, name: &str)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Connection,
 {
     let config = &shared.config;
     let opened = match (shared.agents.get(name), request.raw()) {

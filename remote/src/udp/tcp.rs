@@ -6,19 +6,30 @@
 use std::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warren_common::proto::address::Address;
 use warren_common::proto::udp::DatagramFrame;
 use warren_common::proto::{decode_prefix, DecodeError};
 
 use super::nat::{recv, Nat};
-use crate::respond::{Reply, Request};
+use crate::respond::{Connection, Reply, Request, Serve, Serving};
 use crate::shared::Shared;
 
+/// UDP-over-TCP: one association per tunnel stream.
+pub struct UdpOverTcp;
+impl<S: Connection> Serve<S> for UdpOverTcp {
+    fn serve<'a>(self: Box<Self>, request: Request, stream: S, shared: &'a Shared) -> Serving<'a>
+    where
+        Self: 'a,
+    {
+        Box::pin(serve(request, stream, shared))
+    }
+}
+
 /// Serves one authenticated UDP-over-TCP request.
-pub async fn serve<S>(mut request: Request, stream: S, shared: &Shared)
+async fn serve<S>(mut request: Request, stream: S, shared: &Shared)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Connection,
 {
     let config = &shared.config;
     let mut inbound = BytesMut::from(&request.take_initial_data()[..]);
