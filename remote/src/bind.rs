@@ -1,7 +1,12 @@
 //! BIND on the remote: listen for one inbound connection from the expected peer, announce the
-//! listening address in the tunnel response (BIND's first reply), send a
-//! [`BindNotice`] as the stream's first payload when a peer arrives, a mismatched peer is turned
-//! away, or the wait times out (BIND's second reply), then relay as for CONNECT.
+//! listening address in the tunnel response (BIND's first reply), send a [`BindNotice`] as the
+//! stream's first payload when a peer arrives, a mismatched peer is turned away, or the wait
+//! times out (BIND's second reply), then relay as for CONNECT.
+//!
+//! ```text
+//! local ──BIND request──▶ remote: listen        local ◀──response(bound)── remote
+//! peer ──connect──▶ listener                     local ◀──BindNotice(peer)── remote ══ relay ══ peer
+//! ```
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -10,17 +15,27 @@ use tokio::net::TcpListener;
 use warren_common::config::RemoteConfig;
 use warren_common::proto::address::Address;
 use warren_common::proto::bind::BindNotice;
-use warren_common::proto::header::ResponseHeader;
 use warren_common::proto::socks5::ReplyCode;
 use warren_common::relay::relay;
 use warren_common::stream::EncryptedStream;
-use warren_common::time::unix_now;
-use warren_common::tunnel::AcceptedRequest;
 
-use crate::connect::allowed_addresses;
+use crate::outbound::allowed_addresses;
+use crate::respond::{Connection, Reply, Request, Serve, Serving};
+use crate::shared::{Origin, Shared};
 
 /// Most bytes the local may send before the peer connects (they are delivered to the peer).
 const EARLY_LIMIT: usize = 64 * 1024;
+
+/// BIND: one inbound connection to a listener of ours.
+pub struct Bind;
+impl<S: Connection> Serve<S> for Bind {
+    fn serve<'a>(self: Box<Self>, request: Request, stream: S, shared: &'a Shared) -> Serving<'a>
+    where
+        Self: 'a,
+    {
+        Box::pin(serve(request, stream, shared))
+    }
+}
 
 /// Who may connect: `None` when the request named the unspecified address (any peer the ACL
 /// allows), else the allowed addresses the request's target stands for.
@@ -39,55 +54,51 @@ async fn expected_peers(target: &Address, config: &RemoteConfig) -> Result<Optio
 }
 
 /// Binds the listener and works out the address the peer must connect to.
-async fn listen(config: &RemoteConfig, tunnel_local: Option<SocketAddr>) -> Result<(TcpListener, Address), ReplyCode> {
+async fn listen(config: &RemoteConfig, origin: Origin) -> Result<(TcpListener, Address), ReplyCode> {
     let listener = TcpListener::bind(SocketAddr::new(config.listen.ip(), 0))
         .await
         .map_err(|_| ReplyCode::GeneralFailure)?;
     let mut announced = listener.local_addr().map_err(|_| ReplyCode::GeneralFailure)?;
     if announced.ip().is_unspecified() {
-        // Bound on every address: name the one the local reached us on.
-        let ip = tunnel_local.map(|a| a.ip()).ok_or(ReplyCode::GeneralFailure)?;
-        announced.set_ip(ip);
+        // Bound on every address: name the one the local reached us on (unknown inside an
+        // agent session).
+        let Origin::Tcp { local: Some(local), .. } = origin else {
+            return Err(ReplyCode::GeneralFailure);
+        };
+        announced.set_ip(local.ip());
     }
     Ok((listener, Address::Ip(announced)))
 }
 
 /// Serves one authenticated BIND request.
-pub async fn serve<S>(
-    stream: S,
-    tunnel_local: Option<SocketAddr>,
-    peer: SocketAddr,
-    request: AcceptedRequest,
-    config: &RemoteConfig,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+async fn serve<S>(mut request: Request, stream: S, shared: &Shared)
+where
+    S: Connection,
 {
-    let target = request.header.target.clone();
-    let prepared = match expected_peers(&target, config).await {
-        Ok(expected) => listen(config, tunnel_local).await.map(|(l, a)| (expected, l, a)),
+    let config = &shared.config;
+    let prepared = match expected_peers(&request.header().target, config).await {
+        Ok(expected) => listen(config, request.origin).await.map(|(l, a)| (expected, l, a)),
         Err(code) => Err(code),
     };
-    let (status, bound) = match &prepared {
-        Ok((_, _, announced)) => (ReplyCode::Succeeded, announced.clone()),
-        Err(code) => (*code, Address::UNSPECIFIED),
+    let reply = match &prepared {
+        Ok((_, _, announced)) => Reply {
+            status: ReplyCode::Succeeded,
+            bound: announced.clone(),
+        },
+        Err(code) => Reply::refused(*code),
     };
-    let response = ResponseHeader::new(request.salt, status, unix_now(), bound.clone());
-    let initial = request.initial_data.clone();
-    let mut tunnel = match request.respond(stream, &config.key, &response, &[]).await {
-        Ok(tunnel) => tunnel,
-        Err(e) => {
-            tracing::debug!(%peer, %target, "could not send the BIND response: {e}");
-            return;
-        }
+    let status = reply.status;
+    let mut early = request.take_initial_data();
+    let Some(mut tunnel) = request.answer(stream, &config.key, reply, &[]).await else {
+        return;
     };
-    let Ok((expected, listener, _)) = prepared else {
-        tracing::info!(%peer, %target, reply = status as u8, "BIND refused: {}", status.describe());
+    let Ok((expected, listener, bound)) = prepared else {
+        tracing::info!(reply = status as u8, "BIND refused: {}", status.describe());
         let _ = tunnel.shutdown().await;
         return;
     };
-    tracing::info!(%peer, %target, listening = %bound, "BIND listening");
+    tracing::info!(listening = %bound, "BIND listening");
 
-    let mut early = initial;
     let wait = tokio::time::sleep(config.bind_timeout);
     tokio::pin!(wait);
     let accepted = loop {
@@ -96,7 +107,7 @@ pub async fn serve<S>(
             () = &mut wait => break None,
             read = tokio::io::AsyncReadExt::read_buf(&mut tunnel, &mut early), if early.len() < EARLY_LIMIT => {
                 if matches!(read, Ok(0) | Err(_)) {
-                    tracing::info!(%peer, %target, "local left while BIND was waiting");
+                    tracing::info!("local left while BIND was waiting");
                     return;
                 }
             }
@@ -104,7 +115,7 @@ pub async fn serve<S>(
     };
     drop(listener);
     let Some((mut inbound, from)) = accepted else {
-        tracing::info!(%peer, %target, "BIND: no peer before the timeout");
+        tracing::info!("BIND: no peer before the timeout");
         return refuse(tunnel, ReplyCode::TtlExpired, Address::UNSPECIFIED).await;
     };
     let from_ip = from.ip().to_canonical();
@@ -113,7 +124,7 @@ pub async fn serve<S>(
         None => config.acl.check(None, from_ip) == warren_common::acl::Verdict::Allow,
     };
     if !allowed {
-        tracing::info!(%peer, %target, %from, "BIND: refused a peer that does not match the request");
+        tracing::info!(%from, "BIND: refused a peer that does not match the request");
         drop(inbound);
         return refuse(tunnel, ReplyCode::NotAllowed, Address::Ip(from)).await;
     }
@@ -132,7 +143,7 @@ pub async fn serve<S>(
     }
     let outcome = relay(tunnel, inbound, config.timeouts.idle).await;
     tracing::info!(
-        %peer, %target, %from,
+        %from,
         sent = outcome.sent + early.len() as u64,
         received = outcome.received,
         end = %outcome.end,
@@ -140,7 +151,7 @@ pub async fn serve<S>(
     );
 }
 
-/// Sends a failure notice and ends the stream.
+/// Sends a failure notice (BIND's second reply) and ends the stream.
 async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut tunnel: EncryptedStream<S>, status: ReplyCode, peer: Address) {
     let notice = BindNotice { status, peer };
     let mut out = Vec::with_capacity(notice.encoded_len());

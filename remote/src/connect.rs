@@ -1,55 +1,110 @@
-//! The outbound connection: ACL checks (on the name, and on every address it resolves to), then
-//! Happy Eyeballs (RFC 8305, `warren_common::dial`) over the allowed addresses, IPv6 and IPv4
-//! interleaved, from `remote.outbound_source` when it is set.
+//! CONNECT on the remote: open the outbound connection (ACL, Happy Eyeballs; see
+//! [`outbound`](crate::outbound)) while watching the local, answer, then relay.
+//!
+//! ```text
+//! local ──request──▶ remote ──connect (connect_timeout)──▶ target
+//!       ◀─response──        (bytes the local sends meanwhile are kept and relayed first)
+//!       ◀════════ relay ════════▶
+//! ```
 
-use std::net::{IpAddr, SocketAddr};
-
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use warren_common::acl::{Acl, Verdict};
-use warren_common::dial::{happy_eyeballs, interleave};
+use warren_common::crypto::MAX_FRAME;
 use warren_common::proto::address::Address;
 use warren_common::proto::socks5::ReplyCode;
-use warren_common::status::Status;
+use warren_common::relay::relay;
 
-/// Connects to `target` if the ACL allows it, from `source` when given; the error is the SOCKS5
-/// reply code to send.
-pub async fn connect(target: &Address, acl: &Acl, source: Option<IpAddr>) -> Result<TcpStream, ReplyCode> {
-    let addrs = allowed_addresses(target, acl).await?;
-    happy_eyeballs(addrs, source)
-        .await
-        .map_err(|e| Status::for_connect_error(&e).into())
+use crate::outbound;
+use crate::respond::{Connection, Reply, Request, Serve, Serving};
+use crate::shared::Shared;
+
+/// Bytes read from the local per wait while the outbound connection opens.
+const WATCH_CHUNK: usize = 4096;
+
+/// CONNECT, made from this machine.
+pub struct Connect;
+impl<S: Connection> Serve<S> for Connect {
+    fn serve<'a>(self: Box<Self>, request: Request, stream: S, shared: &'a Shared) -> Serving<'a>
+    where
+        Self: 'a,
+    {
+        Box::pin(serve(request, stream, shared))
+    }
 }
 
-/// The addresses `target` stands for that the ACL allows (a name is resolved here, and checked
-/// before and after), IPv6 and IPv4 interleaved; the error is the SOCKS5 reply code to send.
-/// Also used for BIND's expected peer and for UDP destinations.
-pub async fn allowed_addresses(target: &Address, acl: &Acl) -> Result<Vec<SocketAddr>, ReplyCode> {
-    match target {
-        Address::Ip(addr) => {
-            if acl.check(None, addr.ip()) == Verdict::Deny {
-                return Err(ReplyCode::NotAllowed);
-            }
-            Ok(vec![*addr])
-        }
-        Address::Domain(name, port) => {
-            if acl.check_name(name) == Some(Verdict::Deny) {
-                return Err(ReplyCode::NotAllowed);
-            }
-            let resolved: Vec<SocketAddr> = match tokio::net::lookup_host((name.as_str(), *port)).await {
-                Ok(addrs) => addrs.collect(),
-                Err(_) => return Err(ReplyCode::HostUnreachable),
-            };
-            if resolved.is_empty() {
-                return Err(ReplyCode::HostUnreachable);
-            }
-            let allowed: Vec<SocketAddr> = resolved
-                .into_iter()
-                .filter(|a| acl.check(Some(name), a.ip()) == Verdict::Allow)
-                .collect();
-            if allowed.is_empty() {
-                return Err(ReplyCode::NotAllowed);
-            }
-            Ok(interleave(allowed))
-        }
+/// Serves one authenticated CONNECT request routed here (not to an agent).
+async fn serve<S>(mut request: Request, mut stream: S, shared: &Shared)
+where
+    S: Connection,
+{
+    let config = &shared.config;
+    let Some((connected, early)) = open_watching(&request, &mut stream, shared).await else {
+        tracing::info!("local left before the outbound connection was made");
+        return;
+    };
+    let reply = match &connected {
+        Ok(outbound) => Reply {
+            status: ReplyCode::Succeeded,
+            bound: outbound.local_addr().map(Address::Ip).unwrap_or(Address::UNSPECIFIED),
+        },
+        Err(code) => Reply::refused(*code),
+    };
+    let status = reply.status;
+    let initial_data = request.take_initial_data();
+    let started = request.started;
+    let Some(mut tunnel) = request.answer(stream, &config.key, reply, &early).await else {
+        return;
+    };
+    let Ok(mut outbound) = connected else {
+        tracing::info!(reply = status as u8, "refused: {}", status.describe());
+        let _ = tunnel.shutdown().await;
+        return;
+    };
+    warren_common::net::tune(&outbound);
+    if !initial_data.is_empty() && outbound.write_all(&initial_data).await.is_err() {
+        return;
     }
+    let connected_to = outbound.peer_addr().ok();
+    let outcome = relay(tunnel, outbound, config.timeouts.idle).await;
+    tracing::info!(
+        connected_to = ?connected_to,
+        sent = outcome.sent + initial_data.len() as u64,
+        received = outcome.received,
+        duration_ms = started.elapsed().as_millis() as u64,
+        end = %outcome.end,
+        "connection finished"
+    );
+}
+
+/// Connects (deadline: `connect_timeout`), but gives up at once if the local goes away
+/// meanwhile (`None`). Bytes it sends meanwhile come back with the result, still sealed, for
+/// the tunnel to open first.
+async fn open_watching<S>(
+    request: &Request,
+    stream: &mut S,
+    shared: &Shared,
+) -> Option<(Result<TcpStream, ReplyCode>, Vec<u8>)>
+where
+    S: AsyncRead + Unpin,
+{
+    let config = &shared.config;
+    let connect = tokio::time::timeout(
+        config.timeouts.connect,
+        outbound::connect(&request.header().target, &config.acl, config.outbound_source),
+    );
+    tokio::pin!(connect);
+    let mut early = Vec::new();
+    // On the heap and dropped before the relay: an array here would sit in every connection's
+    // task for its whole life (a future is as large as its largest state).
+    let mut chunk = vec![0u8; WATCH_CHUNK];
+    let connected = loop {
+        tokio::select! {
+            result = &mut connect => break result,
+            read = stream.read(&mut chunk), if early.len() + WATCH_CHUNK <= MAX_FRAME => match read {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => early.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+            },
+        }
+    };
+    Some((connected.unwrap_or(Err(ReplyCode::TtlExpired)), early))
 }

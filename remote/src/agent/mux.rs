@@ -1,7 +1,7 @@
 //! A yamux session over an encrypted tunnel stream, driven by one task: it opens outbound streams
 //! on request (through an [`Opener`]), hands inbound streams to a callback, and ends when the
 //! link fails or every opener is gone and the peer closes. yamux 0.13 has no keep-alive, so the
-//! session's owner runs a heartbeat stream (see agent.rs).
+//! session's owner runs a heartbeat stream (see heartbeat.rs).
 
 use std::future::poll_fn;
 use std::io;
@@ -51,16 +51,12 @@ fn config() -> yamux::Config {
 
 /// Starts a session over `io`; returns the opener and the driver future (run it in a task; it
 /// returns when the session ends). `inbound` is called for every stream the peer opens.
-pub fn session<T, F>(io: T, client: bool, mut inbound: F) -> (Opener, impl std::future::Future<Output = ()>)
+/// `mode` is yamux's role: the agent, which dials, is the client.
+pub fn session<T, F>(io: T, mode: yamux::Mode, mut inbound: F) -> (Opener, impl std::future::Future<Output = ()>)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: FnMut(MuxStream) + Send + 'static,
 {
-    let mode = if client {
-        yamux::Mode::Client
-    } else {
-        yamux::Mode::Server
-    };
     // yamux reads and writes each frame's 12-byte header and its body separately: unbuffered,
     // that is two send(2) calls (and a tiny TCP segment) and two recv(2) calls per frame.
     // Buffered, a frame goes out in one write when yamux flushes, and reads come in large gulps.

@@ -20,7 +20,7 @@ use warren_common::proto::udp::PacketPlaintext;
 use warren_common::replay::ReplayFilter;
 use warren_common::time::unix_now;
 
-use crate::udp::{recv, Nat};
+use super::nat::{recv, Nat};
 
 /// Datagrams queued per association before new ones are dropped.
 const QUEUE: usize = 256;

@@ -1,0 +1,125 @@
+//! One tunnel connection from its first byte to the command that serves it.
+//!
+//! ```text
+//! read + authenticate the request (deadline: handshake_timeout from accept)
+//!   → timestamp window → replay check → route → connect | bind | udp | agent (register, forward)
+//! ```
+//!
+//! A connection that fails any check gets no byte back and causes no outbound connection; the
+//! remote reads and discards until the handshake deadline, so a prober learns nothing from when
+//! it closes. Every line logged for the connection carries its span: `peer`, then `command` and
+//! `target` once the request is read.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
+use tracing::field::Empty;
+use tracing::Instrument;
+use warren_common::proto::header::{Command, TIMESTAMP_WINDOW_SECS};
+use warren_common::route::RemoteAction;
+use warren_common::time::unix_now;
+use warren_common::tunnel::{AcceptedRequest, HandshakeError};
+
+use crate::respond::{Connection, Request, Serve};
+use crate::shared::{Origin, Shared};
+use crate::{agent, bind, connect, udp};
+
+/// Serves one tunnel connection: a TCP connection, or a stream a reverse-tunnel session opened.
+pub async fn serve<S: Connection>(mut stream: S, origin: Origin, shared: Arc<Shared>) {
+    let span = tracing::info_span!("tunnel", peer = %origin.peer(), command = Empty, target = Empty);
+    async move {
+        let started = std::time::Instant::now();
+        let deadline = Instant::now() + shared.config.timeouts.handshake;
+        match check(&mut stream, deadline, &shared).await {
+            Ok(accepted) => {
+                let request = Request::new(accepted, origin, started);
+                choose(&request, &shared).serve(request, stream, &shared).await;
+            }
+            Err(Refusal::Silent) => {
+                // Read and discard until the deadline or until the peer closes: the
+                // connection's lifetime and the bytes we consume tell a prober nothing about
+                // where its bytes stopped making sense.
+                let mut sink = [0u8; 2048];
+                let _ = tokio::time::timeout_at(deadline, async {
+                    while let Ok(n) = stream.read(&mut sink).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            }
+            Err(Refusal::Over) => {}
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Why a connection gets no command.
+enum Refusal {
+    /// Refused silently: read and discard until the handshake deadline.
+    Silent,
+    /// The connection is already over (closed, failed, or out of time).
+    Over,
+}
+
+/// Reads and authenticates the request, then checks its timestamp and salt.
+async fn check<S>(stream: &mut S, deadline: Instant, shared: &Shared) -> Result<AcceptedRequest, Refusal>
+where
+    S: AsyncRead + Unpin,
+{
+    let read = AcceptedRequest::read(stream, &shared.config.key, shared.forwards);
+    let request = match tokio::time::timeout_at(deadline, read).await {
+        Ok(Ok(request)) => request,
+        Ok(Err(HandshakeError::Unauthenticated | HandshakeError::Malformed(_))) => {
+            tracing::info!("request failed authentication (a probe, or a client with another key): ignored");
+            return Err(Refusal::Silent);
+        }
+        Ok(Err(e)) => {
+            tracing::debug!("tunnel handshake failed: {e}");
+            return Err(Refusal::Over);
+        }
+        Err(_) => {
+            tracing::debug!("no complete request before the handshake deadline");
+            return Err(Refusal::Over);
+        }
+    };
+    let now = unix_now();
+    let skew = warren_common::time::skew(request.header.timestamp, now);
+    if skew.unsigned_abs() > u128::from(TIMESTAMP_WINDOW_SECS) {
+        tracing::warn!(
+            "request stamped {skew:+} s from our clock, outside ±{TIMESTAMP_WINDOW_SECS} s: ignored. If this is your \
+             own client, synchronise both machines' clocks (NTP)"
+        );
+        return Err(Refusal::Silent);
+    }
+    let fresh = shared
+        .replay
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .accept(request.salt, request.header.timestamp, now);
+    if !fresh {
+        tracing::warn!("replayed request (salt seen before): ignored");
+        return Err(Refusal::Silent);
+    }
+    Ok(request)
+}
+
+/// The one command that serves the request (CONNECT goes where its route says).
+fn choose<'a, S: Connection>(request: &Request, shared: &'a Shared) -> Box<dyn Serve<S> + 'a> {
+    let header = request.header();
+    let span = tracing::Span::current();
+    span.record("command", tracing::field::debug(header.command));
+    span.record("target", tracing::field::display(&header.target));
+    match header.command {
+        Command::Connect => match shared.config.routes.route(&header.target) {
+            RemoteAction::Via(agent) => Box::new(agent::server::Forward { agent }),
+            RemoteAction::Direct => Box::new(connect::Connect),
+        },
+        Command::Agent => Box::new(agent::server::Register),
+        Command::Bind => Box::new(bind::Bind),
+        Command::UdpOverTcp => Box::new(udp::tcp::UdpOverTcp),
+    }
+}

@@ -1,0 +1,88 @@
+//! The agent's half of the reverse tunnel: dial the public warren-remote, send an
+//! authenticated `Command::Agent` request whose target is `Domain(name, 0)`, and after the
+//! success response run a yamux session (client mode) over the bare connection, handing every
+//! stream the public remote opens to the caller's handler. On any failure it redials with
+//! exponential backoff (200 ms doubling to 4 s, jitter 50–100 %).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use warren_common::config::{AgentSettings, RemoteConfig};
+use warren_common::proto::address::Address;
+use warren_common::proto::header::{Command, RequestHeader};
+use warren_common::proto::socks5::ReplyCode;
+use warren_common::time::unix_now;
+use warren_common::tunnel::PendingTunnel;
+
+use super::heartbeat;
+use super::mux::{self, MuxStream};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(4);
+
+/// Keeps a session to the public remote up until `shutdown`. `serve` gets every stream the
+/// public remote opens, with the public remote's address.
+pub async fn run<F>(settings: AgentSettings, config: &RemoteConfig, shutdown: CancellationToken, serve: F)
+where
+    F: Fn(MuxStream, SocketAddr) + Clone + Send + 'static,
+{
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let outcome = tokio::select! {
+            r = session(&settings, config, serve.clone()) => r,
+            () = shutdown.cancelled() => return,
+        };
+        match outcome {
+            Ok(()) => {
+                backoff = BACKOFF_MIN;
+                tracing::warn!(server = %settings.server, "agent session ended; reconnecting");
+            }
+            Err(e) => tracing::info!(server = %settings.server, "agent cannot connect: {e}"),
+        }
+        let wait = backoff.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// One session: `Err` if it never came up, `Ok` once an established session ended.
+async fn session<F>(settings: &AgentSettings, config: &RemoteConfig, serve: F) -> Result<(), String>
+where
+    F: Fn(MuxStream, SocketAddr) + Send + 'static,
+{
+    let setup = async {
+        let tcp = TcpStream::connect(settings.server.as_str())
+            .await
+            .map_err(|e| e.to_string())?;
+        warren_common::net::tune(&tcp);
+        let target = Address::Domain(settings.name.clone(), 0);
+        let header = RequestHeader::new(Command::Agent, target, unix_now());
+        let pending = PendingTunnel::send_request(tcp, &config.key, &header, &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        let (response, tunnel) = pending.read_response().await.map_err(|e| e.to_string())?;
+        if response.status != ReplyCode::Succeeded {
+            return Err(format!("server answered: {}", response.status.describe()));
+        }
+        tunnel
+            .into_inner()
+            .ok_or_else(|| "bytes after the registration response".to_string())
+    };
+    let tunnel = tokio::time::timeout(config.timeouts.handshake, setup)
+        .await
+        .map_err(|_| "no answer before the handshake deadline (wrong key, or clocks apart?)".to_string())??;
+    let server: SocketAddr = tunnel.peer_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let (opener, driver) = mux::session(tunnel, yamux::Mode::Client, move |s| serve(s, server));
+    tracing::info!(server = %settings.server, name = %settings.name, "agent connected");
+    tokio::select! {
+        () = driver => {}
+        () = heartbeat::beat(&opener) => tracing::warn!(server = %settings.server, "heartbeat lost"),
+    }
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! The public remote's half of the reverse tunnel: two commands.
+//!
+//! `register` (an authenticated `Command::Agent` whose target is `Domain(name, 0)`): answer,
+//! then run a yamux session (server mode) on the bare connection and keep it in the registry
+//! under the name until it dies.
+//!
+//! `forward` (a CONNECT routed `via: NAME`): open a mux stream to that agent and pass the
+//! request on unopened, then relay; the agent answers the local itself.
+
+use tokio::io::AsyncWriteExt;
+use warren_common::proto::address::Address;
+use warren_common::proto::socks5::ReplyCode;
+use warren_common::relay::relay;
+
+use super::heartbeat;
+use super::mux::{self, MuxStream};
+use crate::respond::{Connection, Reply, Request, Serve, Serving};
+use crate::shared::{Origin, Shared};
+
+/// An agent registering its session under a name.
+pub struct Register;
+impl<S: Connection> Serve<S> for Register {
+    fn serve<'a>(self: Box<Self>, request: Request, stream: S, shared: &'a Shared) -> Serving<'a>
+    where
+        Self: 'a,
+    {
+        Box::pin(register(request, stream, shared))
+    }
+}
+
+/// A CONNECT routed `via:` the agent registered under this name.
+pub struct Forward<'n> {
+    pub agent: &'n str,
+}
+impl<'n, S: Connection> Serve<S> for Forward<'n> {
+    fn serve<'a>(self: Box<Self>, request: Request, stream: S, shared: &'a Shared) -> Serving<'a>
+    where
+        Self: 'a,
+    {
+        Box::pin(forward(request, stream, shared, self.agent))
+    }
+}
+
+/// Serves an authenticated `Command::Agent` request: registers the session until it dies.
+async fn register<S>(request: Request, stream: S, shared: &Shared)
+where
+    S: Connection,
+{
+    if let Origin::Agent { .. } = request.origin {
+        tracing::info!("agent registration inside an agent session: refused");
+        return;
+    }
+    let name = match &request.header().target {
+        Address::Domain(name, 0) => Some(name.clone()),
+        _ => None,
+    };
+    let reply = match name {
+        Some(_) => Reply::GRANTED,
+        None => {
+            tracing::info!("agent registration without a name: refused");
+            Reply::refused(ReplyCode::GeneralFailure)
+        }
+    };
+    let Some(mut tunnel) = request.answer(stream, &shared.config.key, reply, &[]).await else {
+        return;
+    };
+    let Some(name) = name else {
+        let _ = tunnel.shutdown().await;
+        return;
+    };
+    // The session runs on the bare connection: every stream on it is a tunnel sealed end to end
+    // between the local and the agent (see `forward`).
+    let Some(tunnel) = tunnel.into_inner() else { return };
+    let (beat_tx, beat_rx) = tokio::sync::oneshot::channel::<MuxStream>();
+    let mut beat_tx = Some(beat_tx);
+    let (opener, driver) = mux::session(tunnel, yamux::Mode::Server, move |s| {
+        // The agent's first stream is the heartbeat; it opens no others.
+        if let Some(tx) = beat_tx.take() {
+            let _ = tx.send(s);
+        }
+    });
+    let id = shared.agents.insert(&name, opener);
+    tracing::info!(agent = %name, "agent connected");
+    tokio::select! {
+        () = driver => {}
+        () = heartbeat::echo(beat_rx) => tracing::warn!(agent = %name, "agent heartbeat lost"),
+        () = shared.shutdown.cancelled() => {}
+    }
+    shared.agents.remove(&name, id);
+    tracing::info!(agent = %name, "agent disconnected");
+}
+
+/// Hands a CONNECT routed `via: name` to that agent and relays.
+///
+/// The request goes on unopened: the agent receives the local's salt and first chunk exactly as
+/// they arrived and authenticates them itself, so the tunnel is sealed end to end between the
+/// local and the agent and this remote relays ciphertext without a cipher pass of its own. It
+/// answers (sealed) only when there is no agent to ask.
+async fn forward<S>(request: Request, stream: S, shared: &Shared, name: &str)
+where
+    S: Connection,
+{
+    let config = &shared.config;
+    let opened = match (shared.agents.get(name), request.raw()) {
+        (None, _) => Err(ReplyCode::HostUnreachable),
+        // `raw` is kept whenever a route leads to an agent (see `Shared::forwards`).
+        (Some(_), None) => Err(ReplyCode::GeneralFailure),
+        (Some(opener), Some(raw)) => {
+            let attempt = async {
+                let mut s = opener.open().await?;
+                s.write_all(raw).await?;
+                Ok::<_, std::io::Error>(s)
+            };
+            match tokio::time::timeout(config.timeouts.connect, attempt).await {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(_)) => Err(ReplyCode::GeneralFailure),
+                Err(_) => Err(ReplyCode::TtlExpired),
+            }
+        }
+    };
+    let upstream = match opened {
+        Ok(upstream) => upstream,
+        Err(status) => {
+            tracing::info!(agent = %name, reply = status as u8, "refused: {}", status.describe());
+            return request.refuse(stream, &config.key, status).await;
+        }
+    };
+    let outcome = relay(stream, upstream, config.timeouts.idle).await;
+    tracing::info!(agent = %name, sent = outcome.sent, received = outcome.received, end = %outcome.end, "connection via agent finished");
+}

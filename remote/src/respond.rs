@@ -1,0 +1,125 @@
+//! The one place a request is answered. A command works out its outcome (status, the address
+//! it bound, ciphertext it read meanwhile) and hands it here; this turns it into the sealed
+//! [`ResponseHeader`] and the encrypted stream the command relays on.
+//!
+//! ```text
+//! accept ──Request──▶ command ──Reply──▶ respond ──EncryptedStream──▶ command (relay)
+//! ```
+//!
+//! [`Request`] is the only way to a tunnel: it cannot relay before it has answered. Every
+//! command has one shape, [`Serve`]; accept picks one per request.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use warren_common::crypto::Key;
+use warren_common::proto::address::Address;
+use warren_common::proto::header::{RequestHeader, ResponseHeader};
+use warren_common::proto::socks5::ReplyCode;
+use warren_common::stream::EncryptedStream;
+use warren_common::time::unix_now;
+use warren_common::tunnel::AcceptedRequest;
+
+use crate::shared::{Origin, Shared};
+
+/// A tunnel connection: a TCP connection, or a stream of a reverse-tunnel session.
+pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection for S {}
+
+/// A running command: the future of [`Serve::serve`].
+pub type Serving<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// A tunnel command (CONNECT, BIND, UDP-over-TCP, agent registration, forwarding to an agent):
+/// serves one request on its connection `S`, answers it through [`Request::answer`], then
+/// relays until the end and logs one line.
+pub trait Serve<S>: Send {
+    fn serve<'a>(self: Box<Self>, request: Request, stream: S, shared: &'a Shared) -> Serving<'a>
+    where
+        Self: 'a;
+}
+
+/// An authenticated, fresh request (it passed the timestamp window and the replay check), not
+/// yet answered.
+pub struct Request {
+    accepted: AcceptedRequest,
+    /// Where its connection came from.
+    pub origin: Origin,
+    /// When its connection was accepted.
+    pub started: Instant,
+}
+
+/// A command's outcome, as the response header tells it.
+pub struct Reply {
+    pub status: ReplyCode,
+    /// The address the remote bound for the request (CONNECT's outbound source, BIND's
+    /// listener), or the unspecified address.
+    pub bound: Address,
+}
+
+impl Reply {
+    /// Success with nothing bound to announce.
+    pub const GRANTED: Reply = Reply::refused(ReplyCode::Succeeded);
+
+    /// `status` with the unspecified address.
+    pub const fn refused(status: ReplyCode) -> Reply {
+        Reply {
+            status,
+            bound: Address::UNSPECIFIED,
+        }
+    }
+}
+
+impl Request {
+    pub fn new(accepted: AcceptedRequest, origin: Origin, started: Instant) -> Self {
+        Request {
+            accepted,
+            origin,
+            started,
+        }
+    }
+
+    pub fn header(&self) -> &RequestHeader {
+        &self.accepted.header
+    }
+
+    /// Client bytes that travelled in the header's chunk; taken, so the request keeps none.
+    pub fn take_initial_data(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.accepted.initial_data)
+    }
+
+    /// The salt and first chunk exactly as they arrived, when they were kept (see
+    /// `Shared::forwards`).
+    pub fn raw(&self) -> Option<&[u8]> {
+        self.accepted.raw.as_deref()
+    }
+
+    /// Sends `reply` sealed; the connection becomes the encrypted stream for the relay.
+    /// `already_read` is ciphertext the command read after the first chunk (it is opened
+    /// first). `None` when the response could not be sent (logged; nothing is left to do).
+    pub async fn answer<S>(self, stream: S, key: &Key, reply: Reply, already_read: &[u8]) -> Option<EncryptedStream<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let response = ResponseHeader::new(self.accepted.salt, reply.status, unix_now(), reply.bound);
+        match self.accepted.respond(stream, key, &response, already_read).await {
+            Ok(tunnel) => Some(tunnel),
+            Err(e) => {
+                tracing::debug!("could not send the response: {e}");
+                None
+            }
+        }
+    }
+
+    /// Answers with a failure `status` and closes the stream.
+    pub async fn refuse<S>(self, stream: S, key: &Key, status: ReplyCode)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if let Some(mut tunnel) = self.answer(stream, key, Reply::refused(status), &[]).await {
+            let _ = tunnel.shutdown().await;
+        }
+    }
+}

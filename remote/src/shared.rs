@@ -1,0 +1,65 @@
+//! What every connection of one warren-remote shares (config, replay filter, agent registry),
+//! and where a tunnel connection came from.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use tokio_util::sync::CancellationToken;
+use warren_common::config::RemoteConfig;
+use warren_common::replay::ReplayFilter;
+use warren_common::route::RemoteAction;
+
+use crate::agent::registry::Registry;
+
+/// The state of one running warren-remote, shared by all its connections.
+pub struct Shared {
+    pub config: RemoteConfig,
+    /// Salts of tunnel requests inside the timestamp window.
+    pub replay: Mutex<ReplayFilter>,
+    /// Reverse-tunnel agents connected to this remote, by name.
+    pub agents: Registry,
+    /// Whether any route leads to an agent, so requests must be kept as they arrived.
+    pub forwards: bool,
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    pub fn new(config: RemoteConfig, shutdown: CancellationToken) -> Self {
+        let forwards = config
+            .routes
+            .rules
+            .iter()
+            .any(|r| matches!(r.action, RemoteAction::Via(_)));
+        Shared {
+            config,
+            replay: Mutex::default(),
+            agents: Registry::default(),
+            forwards,
+            shutdown,
+        }
+    }
+}
+
+/// Where a tunnel connection came from.
+#[derive(Debug, Clone, Copy)]
+pub enum Origin {
+    /// A TCP connection to our listener. `local` is this end's address of it (unknown if the
+    /// socket would not say), which BIND announces when the remote listens on an unspecified
+    /// address.
+    Tcp {
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+    },
+    /// A stream the public remote opened in this agent's reverse-tunnel session to `server`.
+    Agent { server: SocketAddr },
+}
+
+impl Origin {
+    /// The other end, for the connection's log span.
+    pub fn peer(&self) -> SocketAddr {
+        match *self {
+            Origin::Tcp { peer, .. } => peer,
+            Origin::Agent { server } => server,
+        }
+    }
+}
