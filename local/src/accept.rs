@@ -20,8 +20,10 @@ use tracing::Instrument;
 use warren_common::config::LocalConfig;
 use warren_common::proto::{socks4 as socks4_codec, socks5 as socks5_codec};
 
+use crate::http;
 use crate::outbound::Outbounds;
-use crate::{http, socks4, socks5};
+use crate::socks4;
+use crate::socks5;
 
 /// Serves one accepted client, inside its span, until its connection ends.
 pub async fn handle(client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig>) {
