@@ -1,138 +1,131 @@
-//! SOCKS4 and SOCKS4a clients on the shared port. Message formats live in
-//! `warren_common::proto::socks4`; this module reads the request, refuses what warren cannot
-//! do (with reply 0x5B, then a close), and carries a CONNECT through the tunnel.
+//! The SOCKS4 and SOCKS4a front end: a client whose first byte was 0x04. Message formats live
+//! in `warren_common::proto::socks4`; this module reads the request, refuses what warren cannot
+//! do (with reply 0x5B, then a close), and hands CONNECT and BIND to the session.
+//!
+//! ```text
+//! request  VN=4 | CD | DSTPORT | DSTIP | USERID 0 [| HOST 0]   (under local.handshake_timeout)
+//!   CONNECT → session::connect      reply VN=0 | CD=0x5A granted / 0x5B rejected | DSTPORT | DSTIP
+//!   BIND    → session::bind::bind   two such replies
+//! ```
+//!
+//! SOCKS4 carries no password, so with `local.users` set every request is refused.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use warren_common::config::LocalConfig;
 use warren_common::proto::address::Address;
 use warren_common::proto::socks4::{Command, Reply, ReplyCode, Request};
 use warren_common::proto::socks5::ReplyCode as Socks5Code;
-use warren_common::proto::{decode_prefix, DecodeError};
 
-use crate::connect::{open_watching, Connection, OpenFailure};
+use crate::outbound::{OpenError, Outbounds};
+use crate::read::{read_message, Limits, ReadError};
+use crate::session::bind::{self, BindStage};
+use crate::session::{self, Answer, Connect};
 
 /// A request is at most 8 + 256 + 256 bytes; more without a complete one is not SOCKS4.
-const MAX_REQUEST: usize = 1024;
+const LIMITS: Limits = Limits { max: 1024, read: 1024 };
 
-/// Why a SOCKS4 request was not read.
-#[derive(Debug, thiserror::Error)]
-pub enum Socks4Error {
-    /// The socket failed.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    /// The client closed before finishing its request.
-    #[error("client closed during the request")]
-    Closed,
-    /// Bytes that are not a valid SOCKS4 request.
-    #[error("malformed request: {0}")]
-    Malformed(DecodeError),
-}
-
-async fn read_request(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Request, Socks4Error> {
-    loop {
-        match decode_prefix::<Request>(buf) {
-            Ok((request, used)) => {
-                buf.advance(used);
-                return Ok(request);
-            }
-            Err(DecodeError::Incomplete) if buf.len() < MAX_REQUEST => {}
-            Err(DecodeError::Incomplete) => return Err(Socks4Error::Malformed(DecodeError::BadField("length"))),
-            Err(e) => return Err(Socks4Error::Malformed(e)),
-        }
-        if stream.read_buf(buf).await? == 0 {
-            return Err(Socks4Error::Closed);
-        }
-    }
-}
-
-async fn send_reply(stream: &mut TcpStream, reply: Reply) -> std::io::Result<()> {
-    let mut out = Vec::with_capacity(8);
-    reply.encode(&mut out);
-    stream.write_all(&out).await
-}
-
-/// BIND's two replies in SOCKS4 form: 0x5A with the address (the listening socket, then the
-/// peer), or 0x5B for any failure. SOCKS4 has only IPv4 addresses; others are sent as 0.0.0.0,
-/// which tells the client to use the proxy's own address.
-fn bind_replies(_stage: crate::bind::BindStage, code: Socks5Code, address: &Address) -> Vec<u8> {
-    let code = if code == Socks5Code::Succeeded {
-        ReplyCode::Granted
-    } else {
-        ReplyCode::Rejected
-    };
-    let mut out = Vec::with_capacity(8);
-    Reply::with_address(code, address).encode(&mut out);
-    out
-}
-
-/// Serves one SOCKS4/4a client whose first byte was 0x04.
-pub async fn handle(mut client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig>) {
+/// Serves one SOCKS4/4a client: its request, then its command to the end.
+pub async fn serve(mut client: TcpStream, config: &LocalConfig, outbounds: &Outbounds<'_>) {
     let started = Instant::now();
     let mut buf = BytesMut::with_capacity(512);
-    let request = match tokio::time::timeout(config.timeouts.handshake, read_request(&mut client, &mut buf)).await {
+    let read = read_message::<Request, _>(&mut client, &mut buf, LIMITS);
+    let request = match tokio::time::timeout(config.timeouts.handshake, read).await {
         Ok(Ok(request)) => request,
-        Ok(Err(Socks4Error::Malformed(e))) => {
-            tracing::debug!(%peer, "SOCKS4 request refused: {e}");
-            let _ = send_reply(&mut client, Reply::new(ReplyCode::Rejected)).await;
+        Ok(Err(ReadError::Malformed(e))) => {
+            tracing::debug!("SOCKS4 request refused: malformed request: {e}");
+            let _ = client.write_all(&Socks4::rejected()).await;
+            return;
+        }
+        Ok(Err(ReadError::Closed)) => {
+            tracing::debug!("SOCKS4 request not read: client closed during the request");
             return;
         }
         Ok(Err(e)) => {
-            tracing::debug!(%peer, "SOCKS4 request not read: {e}");
+            tracing::debug!("SOCKS4 request not read: {e}");
             return;
         }
         Err(_) => {
-            tracing::debug!(%peer, "SOCKS4 request timed out");
-            let _ = send_reply(&mut client, Reply::new(ReplyCode::Rejected)).await;
+            tracing::debug!("SOCKS4 request timed out");
+            let _ = client.write_all(&Socks4::rejected()).await;
             return;
         }
     };
     let target = request.target;
     let userid = String::from_utf8_lossy(&request.userid).into_owned();
     if !config.users.is_empty() {
-        tracing::info!(%peer, %target, %userid, "SOCKS4 refused: users are configured and SOCKS4 cannot carry a password");
-        let _ = send_reply(&mut client, Reply::new(ReplyCode::Rejected)).await;
+        tracing::info!(%target, %userid, "SOCKS4 refused: users are configured and SOCKS4 cannot carry a password");
+        let _ = client.write_all(&Socks4::rejected()).await;
         return;
     }
+    let initial = buf.split();
     match request.command {
-        Command::Connect => {}
-        Command::Bind => {
-            tracing::info!(%peer, %target, %userid, "SOCKS4 BIND");
-            let initial = buf.split();
-            crate::bind::bind(client, peer, &config, target, &initial, bind_replies).await;
-            return;
+        Command::Connect => {
+            let request = Connect {
+                target,
+                initial,
+                started,
+            };
+            let answer = Socks4 {
+                userid,
+                target: request.target.clone(),
+            };
+            session::connect(client, outbounds, request, answer).await;
         }
+        Command::Bind => {
+            tracing::info!(%target, %userid, "SOCKS4 BIND");
+            let replies = Socks4 {
+                userid,
+                target: target.clone(),
+            };
+            bind::bind(client, outbounds, target, &initial, replies).await;
+        }
+    }
+}
+
+/// SOCKS4's reply format, for CONNECT and BIND alike; the request's user id and target are
+/// for the log.
+struct Socks4 {
+    userid: String,
+    target: Address,
+}
+
+impl Socks4 {
+    /// 0x5A (granted) for success, 0x5B (rejected) for any failure, with `address` if it is
+    /// IPv4; others are sent as 0.0.0.0, which tells the client to use the proxy's own address.
+    fn reply(code: Socks5Code, address: &Address) -> Vec<u8> {
+        let code = if code == Socks5Code::Succeeded {
+            ReplyCode::Granted
+        } else {
+            ReplyCode::Rejected
+        };
+        let mut out = Vec::with_capacity(8);
+        Reply::with_address(code, address).encode(&mut out);
+        out
     }
 
-    let initial = buf.split();
-    let mut early = BytesMut::new();
-    let (bound, tunnel) = match open_watching(&mut client, &mut early, &config, &peer, &target, &initial).await {
-        Ok(opened) => opened,
-        Err(OpenFailure::ClientLeft) => return,
-        Err(_) => {
-            let _ = send_reply(&mut client, Reply::new(ReplyCode::Rejected)).await;
-            return;
-        }
-    };
-    if send_reply(&mut client, Reply::with_address(ReplyCode::Granted, &bound))
-        .await
-        .is_err()
-    {
-        return;
+    /// The refusal of a request that is not carried out.
+    fn rejected() -> Vec<u8> {
+        Socks4::reply(Socks5Code::GeneralFailure, &Address::UNSPECIFIED)
     }
-    tracing::debug!(%peer, %target, %userid, "SOCKS4 CONNECT granted");
-    let connection = Connection {
-        peer,
-        target: &target,
-        protocol: "socks4",
-        started,
-    };
-    connection
-        .relay_to_end(client, tunnel, early, initial.len(), config.timeouts.idle)
-        .await;
+}
+
+impl Answer for Socks4 {
+    fn granted(&self, bound: &Address) -> Vec<u8> {
+        tracing::debug!(target = %self.target, userid = %self.userid, "SOCKS4 CONNECT granted");
+        Socks4::reply(Socks5Code::Succeeded, bound)
+    }
+
+    fn refused(&self, _error: &OpenError) -> Vec<u8> {
+        Socks4::rejected()
+    }
+}
+
+impl bind::BindReplies for Socks4 {
+    fn encode(&self, _stage: BindStage, code: Socks5Code, address: &Address) -> Vec<u8> {
+        Socks4::reply(code, address)
+    }
 }

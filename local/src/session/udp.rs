@@ -12,9 +12,9 @@ use std::net::{IpAddr, SocketAddr};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use warren_common::config::local_routes::{LocalAction, Via};
-use warren_common::config::{LocalConfig, UdpTransport};
+use warren_common::config::UdpTransport;
 use warren_common::crypto::{open_packet, random_salt, seal_packet, Key};
+use warren_common::config::local_routes::{LocalAction, Via};
 use warren_common::proto::address::Address;
 use warren_common::proto::header::{Command, RequestHeader};
 use warren_common::proto::socks5::{Reply, ReplyCode};
@@ -23,8 +23,7 @@ use warren_common::proto::{decode_exact, decode_prefix, DecodeError};
 use warren_common::replay::ReplayFilter;
 use warren_common::time::unix_now;
 
-use crate::outbound::{self, Outbound};
-use crate::socks5::send_reply;
+use crate::outbound::{Outbound, Outbounds};
 
 /// The client address datagrams must come from: the IP is fixed, the port may be learnt from
 /// the first datagram.
@@ -72,13 +71,13 @@ enum Upstream {
 }
 
 impl Upstream {
-    /// Opens the transport `config` asks for; the error is the SOCKS5 reply code.
-    async fn open(config: &LocalConfig, peer: SocketAddr, requested: &Address) -> Result<Upstream, ReplyCode> {
+    /// Opens the transport `local.udp_transport` asks for; the error is the SOCKS5 reply code.
+    async fn open(outbounds: &Outbounds<'_>, requested: &Address) -> Result<Upstream, ReplyCode> {
         let header = RequestHeader::new(Command::UdpOverTcp, Address::UNSPECIFIED, unix_now());
-        let action = outbound::route(config, &header);
+        let action = outbounds.route(&header);
         // Sealed packets go to one remote; chains (and `tcp`) carry the datagrams in a stream.
         let packets_to = match action {
-            LocalAction::Proxy(list) if config.udp_transport == UdpTransport::Udp => {
+            LocalAction::Proxy(list) if outbounds.udp_transport() == UdpTransport::Udp => {
                 let healthy = list
                     .iter()
                     .find(|v| v.first_remote().map_or(true, |e| e.health.is_up()));
@@ -90,21 +89,21 @@ impl Upstream {
             _ => None,
         };
         match packets_to {
-            None => match outbound::open_action(config, action, &header, &[]).await {
+            None => match outbounds.open_along(action, &header, &[]).await {
                 Ok((_, stream)) => Ok(Upstream::Stream(stream, BytesMut::new())),
                 Err(failure) => {
-                    failure.log(&peer, requested);
+                    failure.log(requested);
                     Err(failure.reply_code())
                 }
             },
             Some(endpoint) => {
                 let resolve = tokio::net::lookup_host(endpoint.address.as_str());
-                let remote = match tokio::time::timeout(config.timeouts.connect, resolve).await {
+                let remote = match tokio::time::timeout(outbounds.connect_timeout(), resolve).await {
                     Ok(Ok(mut addrs)) => addrs.next(),
                     _ => None,
                 };
                 let Some(remote) = remote else {
-                    tracing::warn!(%peer, remote = %endpoint.name, "cannot resolve the remote for UDP");
+                    tracing::warn!(remote = %endpoint.name, "cannot resolve the remote for UDP");
                     return Err(ReplyCode::GeneralFailure);
                 };
                 let any: SocketAddr = if remote.is_ipv4() {
@@ -187,12 +186,25 @@ impl Upstream {
     }
 }
 
-/// Carries out a UDP ASSOCIATE for `client`, whose SOCKS5 request named `requested`.
-pub async fn associate(mut client: TcpStream, peer: SocketAddr, config: &LocalConfig, requested: Address) {
-    let mut upstream = match Upstream::open(config, peer, &requested).await {
+/// The SOCKS5 reply to a UDP ASSOCIATE (RFC 1928 §6; UDP ASSOCIATE is SOCKS5 only).
+fn reply(code: ReplyCode, bound: Address) -> Vec<u8> {
+    let mut out = Vec::with_capacity(22);
+    Reply { code, bound }.encode(&mut out);
+    out
+}
+
+/// Carries out a UDP ASSOCIATE for `client`, whose SOCKS5 request named `requested`; sends
+/// the reply, relays datagrams until the association ends, and logs it.
+pub async fn associate(mut client: TcpStream, outbounds: &Outbounds<'_>, requested: Address) {
+    // The control connection's peer: datagrams are accepted from its IP (unless the request
+    // named another).
+    let Ok(peer) = client.peer_addr() else {
+        return;
+    };
+    let mut upstream = match Upstream::open(outbounds, &requested).await {
         Ok(upstream) => upstream,
         Err(code) => {
-            let _ = send_reply(&mut client, &Reply::error(code)).await;
+            let _ = client.write_all(&reply(code, Address::UNSPECIFIED)).await;
             return;
         }
     };
@@ -206,19 +218,21 @@ pub async fn associate(mut client: TcpStream, peer: SocketAddr, config: &LocalCo
             Err(_) => return,
         },
         Err(e) => {
-            tracing::warn!(%peer, "cannot bind a UDP relay socket on {relay_ip}: {e}");
-            let _ = send_reply(&mut client, &Reply::error(ReplyCode::GeneralFailure)).await;
+            tracing::warn!("cannot bind a UDP relay socket on {relay_ip}: {e}");
+            let _ = client
+                .write_all(&reply(ReplyCode::GeneralFailure, Address::UNSPECIFIED))
+                .await;
             return;
         }
     };
-    let reply = Reply {
-        code: ReplyCode::Succeeded,
-        bound: Address::Ip(bound),
-    };
-    if send_reply(&mut client, &reply).await.is_err() {
+    if client
+        .write_all(&reply(ReplyCode::Succeeded, Address::Ip(bound)))
+        .await
+        .is_err()
+    {
         return;
     }
-    tracing::info!(%peer, relay = %bound, transport = ?config.udp_transport, "UDP association open");
+    tracing::info!(relay = %bound, transport = ?outbounds.udp_transport(), "UDP association open");
 
     let mut filter = ClientFilter::new(&requested, peer);
     let mut datagram = vec![0u8; 65536];
@@ -226,7 +240,7 @@ pub async fn associate(mut client: TcpStream, peer: SocketAddr, config: &LocalCo
     let mut out = Vec::with_capacity(65536);
     let mut control = [0u8; 512];
     let (mut sent, mut received, mut dropped) = (0u64, 0u64, 0u64);
-    let idle = tokio::time::sleep(config.timeouts.idle);
+    let idle = tokio::time::sleep(outbounds.idle());
     tokio::pin!(idle);
     let end = loop {
         tokio::select! {
@@ -266,8 +280,14 @@ pub async fn associate(mut client: TcpStream, peer: SocketAddr, config: &LocalCo
             }
             () = &mut idle => break "idle",
         }
-        idle.as_mut().reset(tokio::time::Instant::now() + config.timeouts.idle);
+        idle.as_mut().reset(tokio::time::Instant::now() + outbounds.idle());
     };
     upstream.close().await;
-    tracing::info!(%peer, datagrams_sent = sent, datagrams_received = received, dropped, end, "UDP association finished");
+    tracing::info!(
+        datagrams_sent = sent,
+        datagrams_received = received,
+        dropped,
+        end,
+        "UDP association finished"
+    );
 }

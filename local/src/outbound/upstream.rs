@@ -14,14 +14,17 @@
 //! Messages are read a byte at a time until they decode, so no byte after the reply (the
 //! target's first data) is consumed here: it stays in the stream for the relay.
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use warren_common::config::local_routes::Socks5Login;
 use warren_common::proto::address::Address;
 use warren_common::proto::socks5::{
     Command, Greeting, MethodSelection, Reply, ReplyCode, Request, UserPassReply, UserPassRequest, METHOD_NO_AUTH,
     METHOD_USER_PASS,
 };
-use warren_common::proto::{decode_exact, Decode, DecodeError};
+use warren_common::proto::{Decode, DecodeError};
+
+use crate::read::{read_message, Limits, ReadError};
 
 /// No message from the server is longer than a reply with a 255-byte name (262 bytes).
 const MAX_MESSAGE: usize = 300;
@@ -50,21 +53,24 @@ pub enum UpstreamError {
     Replied(ReplyCode),
 }
 
-/// Reads exactly one message, a byte at a time.
-async fn read_message<T: Decode, S: AsyncRead + Unpin>(stream: &mut S) -> Result<T, UpstreamError> {
-    let mut buf = Vec::with_capacity(32);
-    loop {
-        match decode_exact::<T>(&buf) {
-            Ok(msg) => return Ok(msg),
-            Err(DecodeError::Incomplete) if buf.len() < MAX_MESSAGE => {}
-            Err(e) => return Err(UpstreamError::Malformed(e)),
-        }
-        match stream.read_u8().await {
-            Ok(b) => buf.push(b),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(UpstreamError::Closed),
-            Err(e) => return Err(e.into()),
+impl From<ReadError> for UpstreamError {
+    fn from(e: ReadError) -> UpstreamError {
+        match e {
+            ReadError::Io(e) => UpstreamError::Io(e),
+            ReadError::Closed => UpstreamError::Closed,
+            ReadError::Malformed(e) => UpstreamError::Malformed(e),
         }
     }
+}
+
+/// Reads exactly one message, a byte at a time (the target's data follows the reply).
+async fn read_reply<T: Decode, S: AsyncRead + Unpin>(stream: &mut S) -> Result<T, UpstreamError> {
+    let mut buf = BytesMut::with_capacity(32);
+    let limits = Limits {
+        max: MAX_MESSAGE,
+        read: 1,
+    };
+    Ok(read_message(stream, &mut buf, limits).await?)
 }
 
 /// Asks the server at the other end of `stream` to CONNECT to `target`, logging in with
@@ -82,7 +88,7 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     Greeting { methods }.encode(&mut out);
     stream.write_all(&out).await?;
     stream.flush().await?;
-    let MethodSelection(method) = read_message(stream).await?;
+    let MethodSelection(method) = read_reply(stream).await?;
     match (method, login) {
         (METHOD_NO_AUTH, _) => {}
         (METHOD_USER_PASS, Some(login)) => {
@@ -94,7 +100,7 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
             .encode(&mut out);
             stream.write_all(&out).await?;
             stream.flush().await?;
-            let reply: UserPassReply = read_message(stream).await?;
+            let reply: UserPassReply = read_reply(stream).await?;
             if !reply.success {
                 return Err(UpstreamError::LoginRefused);
             }
@@ -109,7 +115,7 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     .encode(&mut out);
     stream.write_all(&out).await?;
     stream.flush().await?;
-    let reply: Reply = read_message(stream).await?;
+    let reply: Reply = read_reply(stream).await?;
     if reply.code != ReplyCode::Succeeded {
         return Err(UpstreamError::Replied(reply.code));
     }
@@ -119,6 +125,7 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
     use warren_common::config::Secret;
 
     /// The client's bytes against a scripted server on an in-memory pipe, login included; the

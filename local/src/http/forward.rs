@@ -10,20 +10,18 @@
 //! close. Interim 1xx responses (100 Continue) pass through. Every read and write has the idle
 //! timeout as its deadline.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use warren_common::config::LocalConfig;
 use warren_common::proto::address::Address;
-use warren_common::proto::chunked::ChunkedTracker;
 use warren_common::proto::http::{BodyLength, Header, RequestHead, ResponseHead};
 
-use crate::connect::{open_watching, OpenFailure};
-use crate::http::{answer_and_close, canned, failure_message, failure_status, read_head, within, HttpError, READ_SIZE};
-use crate::outbound::Outbound;
+use super::response::{canned, refusal};
+use super::wire::{copy_body, read_head, within, write_all, HttpError};
+use crate::outbound::{Outbound, Outbounds};
+use crate::session::{self, answer_and_close, Failure};
 
 /// An open tunnel to the target of earlier requests on this client connection.
 pub struct Upstream {
@@ -41,6 +39,18 @@ pub struct Request {
     pub authority: String,
     /// The origin-form target (`/path?query`).
     pub path: String,
+}
+
+/// What of the client's request shapes the response forwarded to it.
+struct Meta {
+    /// The request method, for the log.
+    method: String,
+    /// A HEAD request: the response has no body whatever its fields say.
+    is_head: bool,
+    /// The client wants its connection kept open after this exchange.
+    keep_alive: bool,
+    /// The client's HTTP/1.x minor version (an HTTP/1.0 client is told `keep-alive` explicitly).
+    minor: u8,
 }
 
 /// What the client connection does after a request.
@@ -72,8 +82,7 @@ pub async fn forward(
     client: &mut TcpStream,
     buf: &mut BytesMut,
     upstream: &mut Option<Upstream>,
-    config: &LocalConfig,
-    peer: &SocketAddr,
+    outbounds: &Outbounds<'_>,
     request: Request,
 ) -> Next {
     let Request {
@@ -85,17 +94,17 @@ pub async fn forward(
     let body = match head.body_length() {
         Ok(body) => body,
         Err(e) => {
-            tracing::debug!(%peer, "HTTP request refused: {e}");
+            tracing::debug!("HTTP request refused: {e}");
             answer_and_close(client, &canned(400, "Bad Request", &e.to_string(), &[])).await;
             return Next::Close;
         }
     };
-    let (keep_client, minor, is_head, method) = (
-        head.keep_alive(),
-        head.minor,
-        head.method == "HEAD",
-        head.method.clone(),
-    );
+    let meta = Meta {
+        method: head.method.clone(),
+        is_head: head.method == "HEAD",
+        keep_alive: head.keep_alive(),
+        minor: head.minor,
+    };
     let mut out = head;
     out.target = path;
     out.headers.remove_hop_by_hop();
@@ -109,7 +118,7 @@ pub async fn forward(
     );
     let mut wire = Vec::with_capacity(1024);
     out.encode(&mut wire);
-    let idle = config.timeouts.idle;
+    let idle = outbounds.idle();
 
     if upstream.as_ref().is_some_and(|u| u.address != address) {
         *upstream = None;
@@ -138,7 +147,7 @@ pub async fn forward(
                     return Next::Close;
                 }
             }
-            None => match open_watching(client, buf, config, peer, &address, &wire).await {
+            None => match session::open(client, buf, outbounds, &address, &wire).await {
                 Ok((_bound, stream)) => {
                     *upstream = Some(Upstream {
                         address: address.clone(),
@@ -146,10 +155,9 @@ pub async fn forward(
                         buf: BytesMut::new(),
                     })
                 }
-                Err(OpenFailure::ClientLeft) => return Next::Close,
-                Err(failure) => {
-                    let (status, reason) = failure_status(&failure);
-                    answer_and_close(client, &canned(status, reason, &failure_message(&failure), &[])).await;
+                Err(Failure::ClientLeft) => return Next::Close,
+                Err(Failure::Open(error)) => {
+                    answer_and_close(client, &refusal(&error)).await;
                     return Next::Close;
                 }
             },
@@ -157,14 +165,14 @@ pub async fn forward(
         let Some(up) = upstream.as_mut() else {
             return Next::Close;
         };
-        let outcome = exchange(client, buf, up, body, is_head, keep_client, minor, idle).await;
+        let outcome = exchange(client, buf, up, body, &meta, idle).await;
         match outcome {
             Exchange::Done {
                 status,
                 keep_client,
                 keep_upstream,
             } => {
-                tracing::info!(%peer, target = %address, %method, status, reused, "HTTP request forwarded");
+                tracing::info!(target = %address, method = %meta.method, status, reused, "HTTP request forwarded");
                 if !keep_upstream {
                     *upstream = None;
                 }
@@ -176,17 +184,17 @@ pub async fn forward(
             }
             Exchange::Stale => {
                 let message = "the origin closed the connection without answering";
-                tracing::info!(%peer, target = %address, %method, "HTTP request failed: {message}");
+                tracing::info!(target = %address, method = %meta.method, "HTTP request failed: {message}");
                 answer_and_close(client, &canned(502, "Bad Gateway", message, &[])).await;
                 return Next::Close;
             }
             Exchange::Refuse(status, reason, message) => {
-                tracing::info!(%peer, target = %address, %method, status, "HTTP request failed: {message}");
+                tracing::info!(target = %address, method = %meta.method, status, "HTTP request failed: {message}");
                 answer_and_close(client, &canned(status, reason, &message, &[])).await;
                 return Next::Close;
             }
             Exchange::Broken => {
-                tracing::info!(%peer, target = %address, %method, "HTTP exchange broken off");
+                tracing::info!(target = %address, method = %meta.method, "HTTP exchange broken off");
                 return Next::Close;
             }
         }
@@ -194,29 +202,18 @@ pub async fn forward(
 }
 
 /// Copies the request body to the origin while forwarding the response to the client.
-#[allow(clippy::too_many_arguments)]
 async fn exchange(
     client: &mut TcpStream,
     buf: &mut BytesMut,
     up: &mut Upstream,
     body: BodyLength,
-    is_head: bool,
-    keep_client: bool,
-    minor: u8,
+    meta: &Meta,
     idle: Duration,
 ) -> Exchange {
     let (mut client_read, mut client_write) = client.split();
     let (mut up_read, mut up_write) = tokio::io::split(&mut up.stream);
     let request = copy_body(&mut client_read, buf, &mut up_write, body, idle);
-    let response = forward_response(
-        &mut up_read,
-        &mut up.buf,
-        &mut client_write,
-        is_head,
-        keep_client,
-        minor,
-        idle,
-    );
+    let response = forward_response(&mut up_read, &mut up.buf, &mut client_write, meta, idle);
     tokio::pin!(request, response);
     let mut request_done = false;
     loop {
@@ -250,9 +247,7 @@ async fn forward_response<R, W>(
     up: &mut R,
     up_buf: &mut BytesMut,
     client: &mut W,
-    is_head: bool,
-    keep_client: bool,
-    minor: u8,
+    meta: &Meta,
     idle: Duration,
 ) -> Exchange
 where
@@ -285,18 +280,18 @@ where
         }
         sent_any = true;
     };
-    let framing = match head.body_length(is_head) {
+    let framing = match head.body_length(meta.is_head) {
         Ok(framing) => framing,
         Err(e) if !sent_any => return Exchange::Refuse(502, "Bad Gateway", format!("bad answer from the origin: {e}")),
         Err(_) => return Exchange::Broken,
     };
     let keep_upstream = head.keep_alive() && framing != BodyLength::ToClose;
-    let keep_client = keep_client && framing != BodyLength::ToClose;
+    let keep_client = meta.keep_alive && framing != BodyLength::ToClose;
     let status = head.status;
     head.headers.remove_hop_by_hop();
     if !keep_client {
         head.headers.push("Connection", "close");
-    } else if minor == 0 {
+    } else if meta.minor == 0 {
         head.headers.push("Connection", "keep-alive");
     }
     head.minor = 1;
@@ -316,62 +311,4 @@ where
             Exchange::Broken
         }
     }
-}
-
-async fn write_all<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> Result<(), HttpError> {
-    writer.write_all(bytes).await?;
-    writer.flush().await?;
-    Ok(())
-}
-
-/// Copies one message body from `buf` and then `reader` to `writer`, framing unchanged; bytes
-/// after the body stay in `buf`. Returns the bytes copied.
-async fn copy_body<R, W>(
-    reader: &mut R,
-    buf: &mut BytesMut,
-    writer: &mut W,
-    length: BodyLength,
-    idle: Duration,
-) -> Result<u64, HttpError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut tracker = ChunkedTracker::new();
-    let mut left = match length {
-        BodyLength::Fixed(n) => n,
-        _ => u64::MAX,
-    };
-    let mut copied = 0u64;
-    loop {
-        let finished = match length {
-            BodyLength::Fixed(_) => left == 0,
-            BodyLength::Chunked => tracker.is_done(),
-            BodyLength::ToClose => false,
-        };
-        if finished {
-            break;
-        }
-        if buf.is_empty() {
-            buf.reserve(READ_SIZE);
-            let n = within(idle, async { Ok(reader.read_buf(buf).await?) }).await?;
-            if n == 0 {
-                if length == BodyLength::ToClose {
-                    break;
-                }
-                return Err(HttpError::Closed);
-            }
-        }
-        let take = match length {
-            BodyLength::Fixed(_) => usize::try_from(left).unwrap_or(usize::MAX).min(buf.len()),
-            BodyLength::Chunked => tracker.advance(buf).map_err(HttpError::Malformed)?,
-            BodyLength::ToClose => buf.len(),
-        };
-        within(idle, async { Ok(writer.write_all(&buf[..take]).await?) }).await?;
-        buf.advance(take);
-        left = left.saturating_sub(take as u64);
-        copied += take as u64;
-    }
-    within(idle, async { Ok(writer.flush().await?) }).await?;
-    Ok(copied)
 }

@@ -1,20 +1,28 @@
-//! The SOCKS5 server handshake (RFC 1928, RFC 1929) on a client socket. Message formats live in
-//! `warren_common::proto::socks5`; this module only sequences them and answers refusals.
+//! The SOCKS5 server handshake (RFC 1928 §3–4, RFC 1929) on a client socket. Message formats
+//! live in `warren_common::proto::socks5`; this module only sequences them and answers refusals.
+//!
+//! ```text
+//! client → greeting      VER=5 | NMETHODS | METHODS        → METHOD (0xFF: none acceptable)
+//! client → login         VER=1 | ULEN | UNAME | PLEN | PASSWD   → STATUS   (local.users only)
+//! client → request       VER=5 | CMD | RSV | DST               → returned to the front end
+//! ```
 
-use bytes::{Buf, BytesMut};
-use subtle::ConstantTimeEq;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use warren_common::config::User;
 use warren_common::proto::socks5::{
     Greeting, MethodSelection, Reply, ReplyCode, Request, UserPassReply, UserPassRequest, METHOD_NONE_ACCEPTABLE,
     METHOD_NO_AUTH, METHOD_USER_PASS,
 };
-use warren_common::proto::{decode_prefix, Decode, DecodeError};
+use warren_common::proto::DecodeError;
+
+use crate::auth::check_login;
+use crate::read::{read_message, Limits, ReadError};
 
 /// No handshake message is longer than 513 bytes (RFC 1929 login); a client that sends more
 /// without completing one is not speaking SOCKS5.
-const MAX_MESSAGE: usize = 1024;
+const LIMITS: Limits = Limits { max: 1024, read: 1024 };
 
 /// Why a SOCKS5 handshake ended without a request to carry out.
 #[derive(Debug, thiserror::Error)]
@@ -36,34 +44,20 @@ pub enum Socks5Error {
     AuthFailed(String),
 }
 
-/// Reads one message, pulling more bytes from the socket until it is complete.
-async fn read_message<T: Decode>(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<T, Socks5Error> {
-    loop {
-        match decode_prefix::<T>(buf) {
-            Ok((msg, used)) => {
-                buf.advance(used);
-                return Ok(msg);
-            }
-            Err(DecodeError::Incomplete) if buf.len() < MAX_MESSAGE => {}
-            Err(DecodeError::Incomplete) => return Err(Socks5Error::Malformed(DecodeError::BadField("length"))),
-            Err(e) => return Err(Socks5Error::Malformed(e)),
-        }
-        if stream.read_buf(buf).await? == 0 {
-            return Err(Socks5Error::Closed);
+impl From<ReadError> for Socks5Error {
+    fn from(e: ReadError) -> Socks5Error {
+        match e {
+            ReadError::Io(e) => Socks5Error::Io(e),
+            ReadError::Closed => Socks5Error::Closed,
+            ReadError::Malformed(e) => Socks5Error::Malformed(e),
         }
     }
-}
-
-pub async fn send_reply(stream: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
-    let mut out = Vec::with_capacity(22);
-    reply.encode(&mut out);
-    stream.write_all(&out).await
 }
 
 /// Runs the handshake up to and including the request. Refusals (method 0xFF, failed login,
 /// an error reply for a malformed request) are sent here before returning the error.
 pub async fn negotiate(stream: &mut TcpStream, buf: &mut BytesMut, users: &[User]) -> Result<Request, Socks5Error> {
-    let greeting: Greeting = match read_message(stream, buf).await {
+    let greeting: Greeting = match read_message(stream, buf, LIMITS).await.map_err(Socks5Error::from) {
         Ok(greeting) => greeting,
         Err(Socks5Error::Malformed(DecodeError::BadVersion(4))) => {
             // A SOCKS4 client: answer in its own format (VN=0, CD=91 rejected) so it reports a
@@ -95,8 +89,8 @@ pub async fn negotiate(stream: &mut TcpStream, buf: &mut BytesMut, users: &[User
     stream.write_all(&out).await?;
 
     if !users.is_empty() {
-        let login: UserPassRequest = read_message(stream, buf).await?;
-        let success = check_login(users, &login);
+        let login: UserPassRequest = read_message(stream, buf, LIMITS).await?;
+        let success = check_login(users, &login.username, &login.password);
         out.clear();
         UserPassReply { success }.encode(&mut out);
         stream.write_all(&out).await?;
@@ -107,24 +101,14 @@ pub async fn negotiate(stream: &mut TcpStream, buf: &mut BytesMut, users: &[User
         }
     }
 
-    match read_message::<Request>(stream, buf).await {
+    match read_message::<Request, _>(stream, buf, LIMITS).await {
         Ok(request) => Ok(request),
-        Err(Socks5Error::Malformed(e)) => {
-            let _ = send_reply(stream, &Reply::error(ReplyCode::for_decode_error(&e))).await;
+        Err(ReadError::Malformed(e)) => {
+            out.clear();
+            Reply::error(ReplyCode::for_decode_error(&e)).encode(&mut out);
+            let _ = stream.write_all(&out).await;
             Err(Socks5Error::Malformed(e))
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
-}
-
-/// Compares against every user in constant time per comparison, so timing does not reveal
-/// which part of a guess was right.
-pub(crate) fn check_login(users: &[User], login: &UserPassRequest) -> bool {
-    let mut ok = subtle::Choice::from(0u8);
-    for user in users {
-        let name = user.username.as_bytes().ct_eq(&login.username);
-        let pass = user.password.expose().ct_eq(&login.password);
-        ok |= name & pass;
-    }
-    ok.into()
 }

@@ -1,11 +1,11 @@
-//! The tunnel handshake with one warren-remote over any stream (a TCP connection, or the
-//! previous hop's tunnel in a chain), and the errors of opening an outbound, explained in the
-//! log in terms a user can act on.
+//! Reaching one warren-remote: the TCP connection, the tunnel handshake over any stream (that
+//! connection, or the previous hop's tunnel in a chain), and [`OpenError`], the errors of
+//! opening an outbound, explained in the log in terms a user can act on.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use warren_common::config::local_routes::Endpoint;
 use warren_common::proto::address::Address;
 use warren_common::proto::header::{RequestHeader, TIMESTAMP_WINDOW_SECS};
@@ -14,7 +14,7 @@ use warren_common::stream::EncryptedStream;
 use warren_common::time::unix_now;
 use warren_common::tunnel::{HandshakeError, PendingTunnel};
 
-use crate::upstream::UpstreamError;
+use super::upstream::UpstreamError;
 
 /// Why no outbound opened for a request. Strings name the remote or chain concerned.
 #[derive(Debug, thiserror::Error)]
@@ -79,39 +79,51 @@ impl OpenError {
         matches!(self, OpenError::TimedOut(..))
     }
 
-    pub fn log(&self, peer: &SocketAddr, target: &Address) {
+    /// Logs the failure once, at the level it deserves: a refusal is information (`info`), a
+    /// way out that broke is a problem to fix (`warn`, with the likely causes). The client's
+    /// address comes from the connection's span.
+    pub fn log(&self, target: &Address) {
         let mut inner = self;
         while let OpenError::Chain(_, _, e) = inner {
             inner = e;
         }
         match inner {
             OpenError::Blocked | OpenError::Unsupported(_) | OpenError::Direct(_) | OpenError::Refused(..) => {
-                tracing::info!(%peer, %target, reply = self.reply_code() as u8, "refused: {self}");
+                tracing::info!(%target, reply = self.reply_code() as u8, "refused: {self}");
             }
             OpenError::Upstream(_, UpstreamError::Replied(_)) => {
-                tracing::info!(%peer, %target, reply = self.reply_code() as u8, "refused: {self}");
+                tracing::info!(%target, reply = self.reply_code() as u8, "refused: {self}");
             }
             OpenError::Handshake(_, HandshakeError::Closed) => {
                 tracing::warn!(
-                    %peer, %target,
+                    %target,
                     "{self}: the remote closed the connection without answering: it stays silent towards requests \
                      it cannot accept, so a wrong key or clocks more than {TIMESTAMP_WINDOW_SECS} s apart are the \
                      likely causes"
                 );
             }
             OpenError::Handshake(_, HandshakeError::Unauthenticated) => {
-                tracing::warn!(%peer, %target, "{self}: the remote's answer failed authentication: the two ends use different keys");
+                tracing::warn!(%target, "{self}: the remote's answer failed authentication: the two ends use different keys");
             }
             OpenError::TimedOut(..) => {
                 tracing::warn!(
-                    %peer, %target,
+                    %target,
                     "{self}: a remote stays silent towards requests it cannot accept, so a wrong key or clocks \
                      more than {TIMESTAMP_WINDOW_SECS} s apart are the likely causes (or the link is down)"
                 );
             }
-            _ => tracing::warn!(%peer, %target, "{self}"),
+            _ => tracing::warn!(%target, "{self}"),
         }
     }
+}
+
+/// Opens the TCP connection to `remote` (resolving its name now, so DNS changes are followed).
+pub async fn dial(remote: &Endpoint) -> Result<TcpStream, OpenError> {
+    let stream = TcpStream::connect(&remote.address)
+        .await
+        .map_err(|e| OpenError::Unreachable(remote.name.clone(), e))?;
+    warren_common::net::tune(&stream);
+    Ok(stream)
 }
 
 /// Runs the tunnel handshake with `remote` over `stream`: sends `header` (with `initial` in

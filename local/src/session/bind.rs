@@ -2,26 +2,28 @@
 //! BIND's first reply; the stream's first payload is a [`BindNotice`], BIND's second reply.
 //!
 //! The flow is protocol-neutral: the caller passes a [`BindReplies`] that encodes the two replies
-//! in its client's protocol (SOCKS5 here; SOCKS4 plugs its own format in).
-
-use std::net::SocketAddr;
+//! in its client's protocol (SOCKS5 and SOCKS4 each plug their own format in).
+//!
+//! ```text
+//! client ── BIND request ──▶ front end ──▶ bind(): tunnel request BIND ──▶ remote listens
+//!        ◀── reply 1 (listening address) ── tunnel response
+//!        ◀── reply 2 (the peer that connected) ── BindNotice, the stream's first payload
+//!        ◀══ relay ══▶
+//! ```
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use warren_common::config::LocalConfig;
 use warren_common::proto::address::Address;
 use warren_common::proto::bind::BindNotice;
 use warren_common::proto::header::{Command, RequestHeader};
-use warren_common::proto::socks5::{Reply, ReplyCode};
+use warren_common::proto::socks5::ReplyCode;
 use warren_common::proto::{decode_prefix, DecodeError};
 use warren_common::relay::relay;
 use warren_common::time::unix_now;
 
-use crate::outbound;
-
-/// Most bytes buffered from the client while waiting for the peer.
-const EARLY_LIMIT: usize = 64 * 1024;
+use super::EARLY_DATA_LIMIT;
+use crate::outbound::Outbounds;
 
 /// Which of BIND's two replies is being encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,24 +38,8 @@ pub enum BindStage {
 /// implementation maps success to 90 and anything else to 91), `address` the listening address
 /// (first) or the peer (second), [`Address::UNSPECIFIED`] on failure.
 pub trait BindReplies {
+    /// The reply for `stage`, as bytes to write to the client.
     fn encode(&self, stage: BindStage, code: ReplyCode, address: &Address) -> Vec<u8>;
-}
-
-impl<F: Fn(BindStage, ReplyCode, &Address) -> Vec<u8>> BindReplies for F {
-    fn encode(&self, stage: BindStage, code: ReplyCode, address: &Address) -> Vec<u8> {
-        self(stage, code, address)
-    }
-}
-
-/// SOCKS5 replies (RFC 1928 §6) for BIND.
-pub fn socks5_replies(_stage: BindStage, code: ReplyCode, address: &Address) -> Vec<u8> {
-    let mut out = Vec::with_capacity(22);
-    Reply {
-        code,
-        bound: address.clone(),
-    }
-    .encode(&mut out);
-    out
 }
 
 /// Carries out a BIND for `client`, whose handshake is done and whose request named
@@ -61,17 +47,16 @@ pub fn socks5_replies(_stage: BindStage, code: ReplyCode, address: &Address) -> 
 /// the peer once it connects). Sends both replies through `replies`, then relays.
 pub async fn bind(
     mut client: TcpStream,
-    peer: SocketAddr,
-    config: &LocalConfig,
+    outbounds: &Outbounds<'_>,
     expected: Address,
     initial: &[u8],
     replies: impl BindReplies,
 ) {
     let header = RequestHeader::new(Command::Bind, expected.clone(), unix_now());
-    let (listening, mut tunnel) = match outbound::open(config, header, initial).await {
+    let (listening, mut tunnel) = match outbounds.open(header, initial).await {
         Ok(opened) => opened,
         Err(failure) => {
-            failure.log(&peer, &expected);
+            failure.log(&expected);
             let reply = replies.encode(BindStage::First, failure.reply_code(), &Address::UNSPECIFIED);
             let _ = client.write_all(&reply).await;
             return;
@@ -81,12 +66,12 @@ pub async fn bind(
     if client.write_all(&first).await.is_err() {
         return;
     }
-    tracing::info!(%peer, %expected, %listening, "BIND listening on the remote");
+    tracing::info!(%expected, %listening, "BIND listening on the remote");
 
     // The remote answers within its own BIND timeout; ours only guards against a stuck stream.
     let mut from_tunnel = BytesMut::new();
     let mut early = BytesMut::new();
-    let wait = tokio::time::sleep(config.timeouts.idle);
+    let wait = tokio::time::sleep(outbounds.idle());
     tokio::pin!(wait);
     let notice = loop {
         match decode_prefix::<BindNotice>(&from_tunnel) {
@@ -96,7 +81,7 @@ pub async fn bind(
             }
             Err(DecodeError::Incomplete) => {}
             Err(e) => {
-                tracing::warn!(%peer, %expected, "malformed BIND notice from the remote: {e}");
+                tracing::warn!(%expected, "malformed BIND notice from the remote: {e}");
                 let reply = replies.encode(BindStage::Second, ReplyCode::GeneralFailure, &Address::UNSPECIFIED);
                 let _ = client.write_all(&reply).await;
                 return;
@@ -108,8 +93,8 @@ pub async fn bind(
                 let _ = client.write_all(&reply).await;
                 return;
             },
-            read = client.read_buf(&mut early), if early.len() < EARLY_LIMIT => if matches!(read, Ok(0) | Err(_)) {
-                tracing::info!(%peer, %expected, "client left while BIND was waiting");
+            read = client.read_buf(&mut early), if early.len() < EARLY_DATA_LIMIT => if matches!(read, Ok(0) | Err(_)) {
+                tracing::info!(%expected, "client left while BIND was waiting");
                 return;
             },
             () = &mut wait => {
@@ -121,7 +106,7 @@ pub async fn bind(
     };
     let second = replies.encode(BindStage::Second, notice.status, &notice.peer);
     if client.write_all(&second).await.is_err() || notice.status != ReplyCode::Succeeded {
-        tracing::info!(%peer, %expected, from = %notice.peer, "BIND ended: {}", notice.status.describe());
+        tracing::info!(%expected, from = %notice.peer, "BIND ended: {}", notice.status.describe());
         return;
     }
     if !from_tunnel.is_empty() && client.write_all(&from_tunnel).await.is_err() {
@@ -130,9 +115,9 @@ pub async fn bind(
     if !early.is_empty() && (tunnel.write_all(&early).await.is_err() || tunnel.flush().await.is_err()) {
         return;
     }
-    let outcome = relay(client, tunnel, config.timeouts.idle).await;
+    let outcome = relay(client, tunnel, outbounds.idle()).await;
     tracing::info!(
-        %peer, %expected, from = %notice.peer,
+        %expected, from = %notice.peer,
         sent = outcome.sent + early.len() as u64,
         received = outcome.received + from_tunnel.len() as u64,
         end = %outcome.end,

@@ -7,17 +7,16 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use warren_common::config::local_routes::Endpoint;
-use warren_common::config::LocalConfig;
+use warren_common::config::local_routes::{Endpoint, LocalRouting};
 
-/// Starts the checker if any route has a failover list.
-pub fn spawn(config: &LocalConfig, shutdown: CancellationToken) {
-    let remotes = config.routing.checked_remotes();
+/// Starts the checker if any route has a failover list; `connect` is `local.connect_timeout`.
+pub fn spawn(routing: &LocalRouting, connect: std::time::Duration, shutdown: CancellationToken) {
+    let remotes = routing.checked_remotes();
     if remotes.is_empty() {
         return;
     }
-    let interval = config.routing.health_interval;
-    let limit = interval.min(config.timeouts.connect);
+    let interval = routing.health_interval;
+    let limit = interval.min(connect);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,0 +1,61 @@
+//! One port, every protocol: each accepted client gets its span (`conn`, with its `peer`, and
+//! the `protocol` once known, on every line logged for it), and the first byte it sends says
+//! which front end serves it.
+//!
+//! ```text
+//! 0x05        SOCKS5 (RFC 1928)          → socks5::serve
+//! 0x04        SOCKS4 / SOCKS4a           → socks4::serve
+//! 'A'..='Z'   HTTP/1.x proxy request     → http::serve (CONNECT, GET http://…, /proxy.pac)
+//! other       closed without an answer
+//! ```
+//!
+//! Every front end has the same entry: the client, the configuration it reads (logins,
+//! handshake deadlines) and the [`Outbounds`] it opens its way out through.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tracing::Instrument;
+use warren_common::config::LocalConfig;
+use warren_common::proto::{socks4 as socks4_codec, socks5 as socks5_codec};
+
+use crate::http;
+use crate::outbound::Outbounds;
+use crate::socks4;
+use crate::socks5;
+
+/// Serves one accepted client, inside its span, until its connection ends.
+pub async fn handle(client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig>) {
+    let span = tracing::info_span!("conn", %peer, protocol = tracing::field::Empty);
+    dispatch(client, &config).instrument(span).await;
+}
+
+/// Peeks the client's first byte (within the handshake timeout) and hands the connection to
+/// the matching front end, which reads that byte again as part of its first message.
+async fn dispatch(client: TcpStream, config: &LocalConfig) {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(config.timeouts.handshake, client.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => return,
+        Err(_) => {
+            tracing::debug!("no byte from the client within the handshake timeout");
+            return;
+        }
+    }
+    let outbounds = Outbounds::new(config);
+    let span = tracing::Span::current();
+    match first[0] {
+        socks5_codec::VERSION => {
+            span.record("protocol", "socks5");
+            socks5::serve(client, config, &outbounds).await;
+        }
+        socks4_codec::VERSION => {
+            span.record("protocol", "socks4");
+            socks4::serve(client, config, &outbounds).await;
+        }
+        // HTTP names its protocol once the request says what it is (`http-connect`).
+        b'A'..=b'Z' => http::serve(client, config, &outbounds).await,
+        other => tracing::debug!("first byte {other:#04x} is neither SOCKS nor HTTP: closing"),
+    }
+}

@@ -1,0 +1,133 @@
+//! The HTTP proxy front end: a client whose first byte was an upper-case letter. One request
+//! head after another (keep-alive) is read under deadlines and sent to its room:
+//!
+//! ```text
+//! CONNECT host:port          → connect.rs   the session opens, answers 200, relays (ends the loop)
+//! GET http://host/path …     → forward.rs   forwarded with keep-alive, then the next head
+//! GET /proxy.pac             → resource.rs  served by the proxy itself (then close)
+//! ```
+//!
+//! Refusals (written with a lingering close, see `session::answer_and_close`):
+//!
+//! ```text
+//! 400 malformed request, or a path the proxy does not serve
+//! 407 local.users is set and Proxy-Authorization: Basic is missing or wrong
+//! 408 the request head did not arrive within local.handshake_timeout
+//! 431 request head over 64 KiB or 128 fields
+//! 403/502/504 the outbound did not open (response.rs has the table)
+//! ```
+
+mod connect;
+mod forward;
+mod resource;
+mod response;
+mod wire;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use warren_common::config::{LocalConfig, User};
+use warren_common::proto::http::{basic_credentials, RequestHead, Target, FIELD_HEAD_SIZE};
+use warren_common::proto::DecodeError;
+
+use self::forward::{Next, Upstream};
+use self::response::canned;
+use self::wire::{read_head, within, HttpError};
+use crate::auth::check_login;
+use crate::outbound::Outbounds;
+use crate::session::answer_and_close;
+
+/// Whether the request may use the proxy: always without users, else it must carry a Basic
+/// credential for one of them.
+fn authorized(users: &[User], head: &RequestHead) -> bool {
+    if users.is_empty() {
+        return true;
+    }
+    let Some((username, password)) = head.headers.get("proxy-authorization").and_then(basic_credentials) else {
+        return false;
+    };
+    check_login(users, &username, &password)
+}
+
+/// Serves one HTTP client: request after request until one ends the connection.
+pub async fn serve(mut client: TcpStream, config: &LocalConfig, outbounds: &Outbounds<'_>) {
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut upstream: Option<Upstream> = None;
+    let mut first = true;
+    loop {
+        // The first head must arrive within the handshake timeout; later ones (keep-alive)
+        // within the idle timeout.
+        let wait = if first {
+            config.timeouts.handshake
+        } else {
+            config.timeouts.idle
+        };
+        let head: RequestHead = match within(wait, read_head(&mut client, &mut buf)).await {
+            Ok(head) => head,
+            Err(HttpError::Malformed(e)) => {
+                tracing::debug!("HTTP request refused: {e}");
+                let (status, reason) = match e {
+                    DecodeError::BadField(FIELD_HEAD_SIZE) => (431, "Request Header Fields Too Large"),
+                    _ => (400, "Bad Request"),
+                };
+                answer_and_close(&mut client, &canned(status, reason, &e.to_string(), &[])).await;
+                return;
+            }
+            Err(HttpError::TimedOut) if first || !buf.is_empty() => {
+                tracing::debug!("HTTP request head timed out");
+                let answer = canned(408, "Request Timeout", "the request head did not arrive in time", &[]);
+                answer_and_close(&mut client, &answer).await;
+                return;
+            }
+            Err(e) => {
+                tracing::debug!("HTTP connection ends: {e}");
+                return;
+            }
+        };
+        first = false;
+        let target = match head.parse_target() {
+            Ok(target) => target,
+            Err(e) => {
+                tracing::debug!(method = %head.method, target = %head.target, "HTTP request refused: {e}");
+                let answer = canned(400, "Bad Request", &format!("unsupported request target: {e}"), &[]);
+                answer_and_close(&mut client, &answer).await;
+                return;
+            }
+        };
+        if !matches!(target, Target::Origin(_)) && !authorized(&config.users, &head) {
+            tracing::info!(method = %head.method, "HTTP proxy request refused: missing or wrong Proxy-Authorization");
+            let challenge = [("Proxy-Authenticate", "Basic realm=\"warren\"")];
+            let answer = canned(
+                407,
+                "Proxy Authentication Required",
+                "log in to use this proxy",
+                &challenge,
+            );
+            answer_and_close(&mut client, &answer).await;
+            return;
+        }
+        match target {
+            Target::Origin(path) => {
+                let listen = client.local_addr().unwrap_or(config.listen);
+                let answer = resource::answer(&head, &path, &config.routing.router, listen);
+                return answer_and_close(&mut client, &answer).await;
+            }
+            Target::Tunnel(target) => return connect::serve(client, buf, outbounds, target).await,
+            Target::Forward {
+                address,
+                authority,
+                path,
+            } => {
+                let request = forward::Request {
+                    head,
+                    address,
+                    authority,
+                    path,
+                };
+                match forward::forward(&mut client, &mut buf, &mut upstream, outbounds, request).await {
+                    Next::KeepAlive => {}
+                    Next::Close => return,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! How a request leaves the local: the one seam every front end (SOCKS5, SOCKS4, HTTP CONNECT
+//! and forwarding, BIND, UDP-over-TCP) opens its outbound through, by way of an [`Outbounds`]
+//! handle (the routing rules and the deadlines; nothing else of the configuration).
+//!
+//! ```text
+//! route (local.routes, first match, else local.default)
+//!   block   → refused: SOCKS5 0x02, SOCKS4 0x5B, HTTP 403
+//!   direct  → Happy Eyeballs from the local itself               → Outbound::Direct
+//!   proxy   → each way out in order, those marked down last (health.rs):
+//!               remote → TCP + tunnel handshake (tunnel.rs)       → Outbound::Tunnel
+//!               chain  → hop 1 tunnel, CONNECT hop 2, hop 2's handshake inside it, …,
+//!                        optionally a SOCKS5 client handshake last (chain.rs, upstream.rs)
+//!                                                                 → Outbound::Nested
+//!             the next one is tried when the way there fails; an answer about the target
+//!             (a refusal) ends the attempt
+//! ```
+//!
+//! Everything up to the answer runs under one deadline, `local.connect_timeout`. The
+//! single-remote case stays a concrete type (no dynamic dispatch in the relay's hot path);
+//! only chains are boxed.
+
+mod chain;
+mod health;
+mod tunnel;
+mod upstream;
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+use warren_common::config::{LocalConfig, UdpTransport};
+use warren_common::config::local_routes::{LocalAction, LocalRouting, Via};
+use warren_common::proto::address::Address;
+use warren_common::proto::header::{Command, RequestHeader};
+use warren_common::proto::socks5::ReplyCode;
+use warren_common::stream::EncryptedStream;
+
+use self::chain::Stream;
+pub use self::tunnel::OpenError;
+
+/// What opening an outbound needs, borrowed from the configuration: the routing rules (with
+/// the remotes' health) and the deadlines. Cheap to copy; front ends hand it to the session.
+#[derive(Clone, Copy)]
+pub struct Outbounds<'a> {
+    routing: &'a LocalRouting,
+    /// `local.connect_timeout`: dialling a way out and hearing its answer.
+    connect: Duration,
+    /// `local.idle_timeout`: an open outbound with no byte either way for this long is closed.
+    idle: Duration,
+    /// `local.udp_transport`: how a UDP association's datagrams travel.
+    udp_transport: UdpTransport,
+}
+
+impl<'a> Outbounds<'a> {
+    pub fn new(config: &'a LocalConfig) -> Outbounds<'a> {
+        Outbounds {
+            routing: &config.routing,
+            connect: config.timeouts.connect,
+            idle: config.timeouts.idle,
+            udp_transport: config.udp_transport,
+        }
+    }
+
+    /// Starts the remotes' health checks (if any route lists several ways out) until `shutdown`.
+    pub fn check_health(&self, shutdown: tokio_util::sync::CancellationToken) {
+        health::spawn(self.routing, self.connect, shutdown);
+    }
+
+    /// How long an open outbound may stay silent in both directions (the relay's limit).
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
+
+    /// The deadline for opening an outbound.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect
+    }
+
+    /// How UDP associations carry their datagrams.
+    pub fn udp_transport(&self) -> UdpTransport {
+        self.udp_transport
+    }
+
+    /// The routing decision for a request: by its target, except UDP associations (whose
+    /// datagrams each name their own destination), which take the default route.
+    pub fn route(&self, header: &RequestHeader) -> &'a LocalAction {
+        match header.command {
+            Command::UdpOverTcp => &self.routing.router.default,
+            _ => self.routing.router.route(&header.target),
+        }
+    }
+
+    /// Opens the outbound for `header` as the routing rules say, with `initial` client bytes
+    /// carried in its first chunk (or written first). Returns the bound address for the
+    /// client's reply and the open outbound.
+    pub async fn open(&self, header: RequestHeader, initial: &[u8]) -> Result<(Address, Outbound), OpenError> {
+        self.open_along(self.route(&header), &header, initial).await
+    }
+
+    /// [`Outbounds::open`] along an already chosen route.
+    pub async fn open_along(
+        &self,
+        action: &LocalAction,
+        header: &RequestHeader,
+        initial: &[u8],
+    ) -> Result<(Address, Outbound), OpenError> {
+        let deadline = Instant::now() + self.connect;
+        match action {
+            LocalAction::Block => Err(OpenError::Blocked),
+            LocalAction::Direct => match timeout_at(deadline, direct(header, initial)).await {
+                Ok(result) => result,
+                Err(_) => Err(OpenError::TimedOut("the direct connection".into(), self.connect)),
+            },
+            LocalAction::Proxy(list) => {
+                // Ways out whose first remote answered its last health check go first, in order;
+                // the others stay as a last resort (the check may be stale).
+                let (up, down): (Vec<&Via>, Vec<&Via>) = list
+                    .iter()
+                    .partition(|v| v.first_remote().map_or(true, |e| e.health.is_up()));
+                let order: Vec<&Via> = up.into_iter().chain(down).collect();
+                let mut last = None;
+                for (i, via) in order.iter().enumerate() {
+                    match timeout_at(deadline, open_via(via, header, initial)).await {
+                        Ok(Ok(opened)) => {
+                            if list.len() > 1 {
+                                tracing::info!(target = %header.target, via = via.name(), "served by {}", via.name());
+                            }
+                            return Ok(opened);
+                        }
+                        Ok(Err(e)) if e.is_about_target() => return Err(e),
+                        Ok(Err(e)) => {
+                            if i + 1 < order.len() {
+                                tracing::warn!(target = %header.target, via = via.name(), "{e}: trying the next way out");
+                            }
+                            last = Some(e);
+                        }
+                        Err(_) => return Err(OpenError::TimedOut(via.name().to_owned(), self.connect)),
+                    }
+                }
+                Err(last.unwrap_or(OpenError::Unsupported("the route names no way out")))
+            }
+        }
+    }
+}
+
+/// An open outbound, ready for the relay.
+pub enum Outbound {
+    /// A tunnel to one warren-remote (the common case, statically dispatched).
+    Tunnel(EncryptedStream<TcpStream>),
+    /// Route `direct`: a connection to the target itself.
+    Direct(TcpStream),
+    /// A chain: tunnels nested in tunnels, perhaps a SOCKS5 upstream at the end.
+    Nested(Box<dyn Stream>),
+}
+
+macro_rules! each {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Outbound::Tunnel($s) => $e,
+            Outbound::Direct($s) => $e,
+            Outbound::Nested($s) => $e,
+        }
+    };
+}
+
+impl AsyncRead for Outbound {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        each!(self, s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Outbound {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        each!(self, s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each!(self, s => Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each!(self, s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
+/// Route `direct`: CONNECT only (BIND and UDP need a remote to listen and relay).
+async fn direct(header: &RequestHeader, initial: &[u8]) -> Result<(Address, Outbound), OpenError> {
+    if header.command != Command::Connect {
+        return Err(OpenError::Unsupported(
+            "BIND and UDP ASSOCIATE need a remote: the direct route carries CONNECT only",
+        ));
+    }
+    let mut stream = warren_common::dial::connect(&header.target, None)
+        .await
+        .map_err(|e| OpenError::Direct(warren_common::status::Status::from(&e).into()))?;
+    warren_common::net::tune(&stream);
+    if !initial.is_empty() {
+        stream
+            .write_all(initial)
+            .await
+            .map_err(|e| OpenError::Direct(warren_common::status::Status::for_connect_error(&e).into()))?;
+    }
+    let bound = stream.local_addr().map(Address::Ip).unwrap_or(Address::UNSPECIFIED);
+    Ok((bound, Outbound::Direct(stream)))
+}
+
+async fn open_via(via: &Via, header: &RequestHeader, initial: &[u8]) -> Result<(Address, Outbound), OpenError> {
+    match via {
+        Via::Remote(remote) => {
+            let stream = tunnel::dial(remote).await?;
+            let (status, bound, tunnel) = tunnel::handshake(stream, remote, header, initial).await?;
+            if status != ReplyCode::Succeeded {
+                return Err(OpenError::Refused(remote.name.clone(), status));
+            }
+            Ok((bound, Outbound::Tunnel(tunnel)))
+        }
+        Via::Chain(chain) => {
+            let (bound, stream) = chain::open(chain, header, initial).await?;
+            Ok((bound, Outbound::Nested(stream)))
+        }
+    }
+}
