@@ -1,20 +1,26 @@
 //! The tunnel handshake on both ends: the local sends its salt and the request header, the remote
 //! answers with its salt and the response header, then both wrap the connection in an
-//! [`EncryptedStream`].
+//! [`EncryptedStream`](crate::stream::EncryptedStream).
+//!
+//! One file per step, in the order a request walks: `request.rs` (the local sends it, the
+//! remote reads and authenticates it), then `response.rs` (the remote answers, the local reads
+//! the answer); this file holds the two types and the chunk helpers both steps use.
 //!
 //! ```text
 //! local  → remote:  salt_L (32) | chunk[RequestHeader | initial data] | chunks ...
 //! remote → local:   salt_R (32) | chunk[ResponseHeader]               | chunks ...
 //! ```
 
+mod request;
+mod response;
+
 use std::io;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::crypto::{frame_len, random_salt, Key, SessionCipher, LEN_BLOCK, MAX_PAYLOAD, SALT_LEN, TAG_LEN};
-use crate::proto::header::{RequestHeader, ResponseHeader};
-use crate::proto::{decode_exact, decode_prefix, DecodeError};
-use crate::stream::EncryptedStream;
+use crate::crypto::{Key, SessionCipher, LEN_BLOCK, MAX_PAYLOAD, SALT_LEN, TAG_LEN};
+use crate::proto::header::RequestHeader;
+use crate::proto::DecodeError;
 
 /// Why a tunnel handshake failed.
 #[derive(Debug, thiserror::Error)]
@@ -102,44 +108,6 @@ pub struct PendingTunnel<S> {
     send: SessionCipher,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> PendingTunnel<S> {
-    /// Sends the salt and the request header (with `initial` client bytes in the same chunk).
-    pub async fn send_request(
-        mut stream: S,
-        key: &Key,
-        header: &RequestHeader,
-        initial: &[u8],
-    ) -> Result<Self, HandshakeError> {
-        let salt = random_salt();
-        let mut send = SessionCipher::new(key, &salt);
-        let mut plaintext = Vec::with_capacity(header.encoded_len() + initial.len());
-        header.encode(&mut plaintext);
-        plaintext.extend_from_slice(initial);
-        let mut wire = Vec::with_capacity(SALT_LEN + frame_len(plaintext.len()));
-        wire.extend_from_slice(&salt);
-        push_chunk(&mut wire, &mut send, &plaintext)?;
-        stream.write_all(&wire).await?;
-        // Over another tunnel (a chain's hop), a write may wait in that tunnel's buffer.
-        stream.flush().await?;
-        Ok(PendingTunnel {
-            stream,
-            key: key.clone(),
-            salt,
-            send,
-        })
-    }
-
-    /// Waits for the remote's response; on success the connection becomes an encrypted stream.
-    pub async fn read_response(mut self) -> Result<(ResponseHeader, EncryptedStream<S>), HandshakeError> {
-        let (_salt, plaintext, recv) = read_first_chunk(&mut self.stream, &self.key, None).await?;
-        let response: ResponseHeader = decode_exact(&plaintext)?;
-        if response.request_salt != self.salt {
-            return Err(HandshakeError::WrongRequestSalt);
-        }
-        Ok((response, EncryptedStream::new(self.stream, self.send, recv)))
-    }
-}
-
 /// A request the remote has read and authenticated, not yet answered.
 pub struct AcceptedRequest {
     pub header: RequestHeader,
@@ -152,47 +120,4 @@ pub struct AcceptedRequest {
     /// again). Others skip the copy.
     pub raw: Option<Vec<u8>>,
     recv: SessionCipher,
-}
-
-impl AcceptedRequest {
-    /// Reads the salt and the first chunk (keeping a copy of them as they arrived if
-    /// `keep_raw`). Callers must stay silent on [`HandshakeError::Unauthenticated`] (see the
-    /// remote's probe handling).
-    pub async fn read<S: AsyncRead + Unpin>(stream: &mut S, key: &Key, keep_raw: bool) -> Result<Self, HandshakeError> {
-        let mut raw = keep_raw.then(Vec::new);
-        let (salt, mut plaintext, recv) = read_first_chunk(stream, key, raw.as_mut()).await?;
-        let (header, used) = decode_prefix::<RequestHeader>(&plaintext)?;
-        plaintext.drain(..used);
-        let initial_data = plaintext;
-        Ok(AcceptedRequest {
-            header,
-            salt,
-            initial_data,
-            raw,
-            recv,
-        })
-    }
-
-    /// Sends the response; the connection becomes an encrypted stream for the relay.
-    /// `already_read` is ciphertext read from `stream` after the first chunk (while the remote
-    /// was connecting); the stream opens it first.
-    pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
-        self,
-        mut stream: S,
-        key: &Key,
-        response: &ResponseHeader,
-        already_read: &[u8],
-    ) -> Result<EncryptedStream<S>, HandshakeError> {
-        let salt = random_salt();
-        let mut send = SessionCipher::new(key, &salt);
-        let mut plaintext = Vec::with_capacity(response.encoded_len());
-        response.encode(&mut plaintext);
-        let mut wire = Vec::with_capacity(SALT_LEN + frame_len(plaintext.len()));
-        wire.extend_from_slice(&salt);
-        push_chunk(&mut wire, &mut send, &plaintext)?;
-        stream.write_all(&wire).await?;
-        let mut tunnel = EncryptedStream::new(stream, send, self.recv);
-        tunnel.prefill(already_read);
-        Ok(tunnel)
-    }
 }
