@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::process::Output;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -144,15 +145,16 @@ pub async fn start_local(key: &str, remote: SocketAddr, extra: &str) -> Server {
 }
 
 /// Starts warren-local from a whole YAML config whose `local.listen` is ignored (a fresh
-/// 127.0.0.1:0 listener is used). Also returns a clone of the config: its remotes' health flags
-/// are shared with the running local, so a test can watch the health checker.
-pub async fn start_local_yaml(yaml: &str) -> (Server, LocalConfig) {
+/// 127.0.0.1:0 listener is used). Also returns the remotes' health state the running local
+/// keeps, so a test can watch the health checker.
+pub async fn start_local_yaml(yaml: &str) -> (Server, Arc<warren_local::Health>) {
     let config = LocalConfig::try_from(&parse(yaml)).expect("valid local config");
+    let health = warren_local::Health::for_routes(&config.routing);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind local");
     let addr = listener.local_addr().expect("local addr");
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(warren_local::run(listener, config.clone(), shutdown.clone()));
-    (Server { addr, shutdown, task }, config)
+    let task = tokio::spawn(warren_local::serve(listener, config, health.clone(), shutdown.clone()));
+    (Server { addr, shutdown, task }, health)
 }
 
 /// warren-local and warren-remote sharing a fresh key.

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use warren_common::config::local_routes::Health;
 use warren_common::proto::address::Address;
 use warren_common::proto::socks5::ReplyCode;
+use warren_local::Health;
 use warren_tests::*;
 
 /// A remote that allows loopback targets and connects out from `source`.
@@ -50,10 +50,10 @@ async fn socks4_code(local: SocketAddr, target: SocketAddr) -> u8 {
     reply[1]
 }
 
-/// Polls `health` until it reads `up` (bounded: 20 s).
-async fn wait_health(health: &Health, up: bool) {
+/// Polls `health` until the remote named `remote` reads `up` (bounded: 20 s).
+async fn wait_health(health: &Health, remote: &str, up: bool) {
     within(20, "the health checker", async {
-        while health.is_up() != up {
+        while health.is_up(remote) != up {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -204,17 +204,7 @@ local:
 "#,
         b = b.addr
     );
-    let (local, config) = start_local_yaml(&yaml).await;
-    let health = |name: &str| {
-        config
-            .routing
-            .remotes
-            .iter()
-            .find(|e| e.name == name)
-            .unwrap()
-            .health
-            .clone()
-    };
+    let (local, health) = start_local_yaml(&yaml).await;
     let target = target("127.0.0.1:0").await;
     echo_via(local.addr, Address::Ip(target.addr)).await;
     assert_eq!(
@@ -224,14 +214,14 @@ local:
     );
 
     a.stop().await;
-    wait_health(&health("a"), false).await;
-    assert!(health("b").is_up());
+    wait_health(&health, "a", false).await;
+    assert!(health.is_up("b"));
     echo_via(local.addr, Address::Ip(target.addr)).await;
     assert_eq!(ips(&target.peers().await), ["127.0.0.2", "127.0.0.3"]);
 
     // Something answers on a's address again: the next check marks it up.
     let _back = TcpListener::bind(a_addr).await.expect("a's port is free again");
-    wait_health(&health("a"), true).await;
+    wait_health(&health, "a", true).await;
 }
 
 #[tokio::test]

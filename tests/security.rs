@@ -16,6 +16,7 @@ use warren_common::crypto::{random_salt, Key};
 use warren_common::proto::address::Address;
 use warren_common::proto::header::RequestHeader;
 use warren_common::proto::socks5::ReplyCode;
+use warren_common::proto::status::Status;
 use warren_common::time::unix_now;
 use warren_common::tunnel::PendingTunnel;
 use warren_tests::*;
@@ -198,7 +199,7 @@ async fn replayed_request_gets_silence_and_no_outbound_connection() {
         .await
         .expect("response within 10 s")
         .expect("genuine request answered");
-    assert_eq!(response.status, ReplyCode::Succeeded);
+    assert_eq!(response.status, Status::Succeeded);
     let mut got = [0u8; 4];
     timeout(BOUND, tunnel.read_exact(&mut got))
         .await
@@ -246,7 +247,7 @@ async fn timestamps_outside_the_window_get_silence_inside_are_served() {
             .await
             .unwrap_or_else(|_| panic!("no response within 10 s at {offset:+} s"))
             .unwrap_or_else(|e| panic!("request at {offset:+} s: {e}"));
-        assert_eq!(response.status, ReplyCode::Succeeded, "at {offset:+} s");
+        assert_eq!(response.status, Status::Succeeded, "at {offset:+} s");
     }
     assert_eq!(target.connections().await, 2);
     remote.stop().await;

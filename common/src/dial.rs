@@ -11,6 +11,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::proto::address::Address;
+use crate::proto::status::Status;
 
 /// Head start each attempt gets before the next address is tried alongside it (RFC 8305 §5).
 pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
@@ -20,8 +21,8 @@ pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 const ENETUNREACH: i32 = 101;
 const EHOSTUNREACH: i32 = 113;
 
-/// Why an outbound connection could not be made. I/O-level only: the front ends turn it into
-/// their own answer through `crate::status::Status`.
+/// Why an outbound connection could not be made. I/O-level: [`DialError::status`] says what it
+/// means for the request, and each front end answers that [`Status`] in its own protocol.
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
     /// The name resolved to no address.
@@ -46,7 +47,29 @@ pub enum ConnectFailure {
     Refused,
 }
 
+impl DialError {
+    /// The request's outcome: a name that did not resolve (or resolved to nothing) is "host
+    /// unreachable"; a failed connect maps by its error.
+    pub fn status(&self) -> Status {
+        match self {
+            DialError::NoAddress(_) | DialError::Resolve(_, _) => Status::HostUnreachable,
+            DialError::Connect(e) => ConnectFailure::of(e).status(),
+        }
+    }
+}
+
 impl ConnectFailure {
+    /// The request's outcome for a connect attempt that failed this way.
+    pub fn status(self) -> Status {
+        match self {
+            ConnectFailure::Refused => Status::ConnectionRefused,
+            ConnectFailure::TimedOut => Status::TtlExpired,
+            ConnectFailure::NetworkUnreachable => Status::NetworkUnreachable,
+            ConnectFailure::HostUnreachable => Status::HostUnreachable,
+            ConnectFailure::Other => Status::GeneralFailure,
+        }
+    }
+
     /// Classifies `e` by its kind, or by its Linux errno where the kind does not say.
     pub fn of(e: &io::Error) -> ConnectFailure {
         match (e.kind(), e.raw_os_error()) {
@@ -163,6 +186,25 @@ mod tests {
             .collect();
         let got: Vec<String> = interleave(a).iter().map(ToString::to_string).collect();
         assert_eq!(got, ["[::1]:1", "1.1.1.1:1", "[::2]:1", "2.2.2.2:1", "3.3.3.3:1"]);
+    }
+
+    #[test]
+    fn connect_errors_map_to_statuses() {
+        let kind = |k: io::ErrorKind| ConnectFailure::of(&io::Error::from(k)).status();
+        assert_eq!(kind(io::ErrorKind::ConnectionRefused), Status::ConnectionRefused);
+        assert_eq!(kind(io::ErrorKind::TimedOut), Status::TtlExpired);
+        assert_eq!(kind(io::ErrorKind::NetworkUnreachable), Status::NetworkUnreachable);
+        assert_eq!(kind(io::ErrorKind::HostUnreachable), Status::HostUnreachable);
+        assert_eq!(kind(io::ErrorKind::PermissionDenied), Status::GeneralFailure);
+        let errno = |n| ConnectFailure::of(&io::Error::from_raw_os_error(n)).status();
+        assert_eq!(errno(101), Status::NetworkUnreachable); // ENETUNREACH
+        assert_eq!(errno(113), Status::HostUnreachable); // EHOSTUNREACH
+        assert_eq!(
+            DialError::NoAddress("example.invalid".into()).status(),
+            Status::HostUnreachable
+        );
+        let refused = DialError::Connect(io::ErrorKind::ConnectionRefused.into());
+        assert_eq!(refused.status(), Status::ConnectionRefused);
     }
 
     #[tokio::test]

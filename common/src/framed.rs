@@ -10,7 +10,7 @@
 //!   msg ──Encode──▶ scratch ──write_all──▶ socket
 //! ```
 //!
-//! Limits: a message longer than `max_len` bytes is [`FrameError::TooLong`], never an endless
+//! Limits: a message longer than [`Limits::max`] bytes is [`FrameError::TooLong`], never an endless
 //! read; decoders with their own limit (HTTP heads: `proto::http::MAX_HEAD`) report it as
 //! `Malformed`, and their callers pass `usize::MAX`.
 
@@ -33,27 +33,34 @@ pub enum FrameError {
     /// The bytes are not a valid message.
     #[error("malformed message: {0}")]
     Malformed(DecodeError),
-    /// `max_len` bytes are buffered and they do not yet hold a whole message.
+    /// [`Limits::max`] bytes are buffered and they do not yet hold a whole message.
     #[error("no complete message within {0} bytes")]
     TooLong(usize),
 }
 
-/// How much to pull per read: at least `read_size` bytes of spare capacity are reserved before
-/// each read (0: whatever the buffer has; `BytesMut` then grows in small steps).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReadSize(pub usize);
+/// How much one message may take, and how much is read at a time while it arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes buffered without a whole message ([`FrameError::TooLong`] past it).
+    /// `usize::MAX` leaves the limit to a decoder that has its own (HTTP heads).
+    pub max: usize,
+    /// Most bytes asked of the reader per read (also the spare capacity reserved first). 1 reads
+    /// a byte at a time, so nothing after the message is taken from a stream whose later bytes
+    /// belong to someone else (an upstream SOCKS5 server's reply, then the target's data).
+    pub read: usize,
+}
 
 /// Decodes one `T` from the front of `buf`, reading from `reader` into `buf` while the bytes so
 /// far are an incomplete message. On success the message's bytes are consumed and anything
 /// after it stays in `buf`; bytes already in `buf` are decoded before any read.
 ///
-/// Errors: [`FrameError::TooLong`] once `buf` holds `max_len` or more bytes without a message,
-/// [`FrameError::Closed`] at end of stream, [`FrameError::Malformed`] for any other decode error.
+/// Errors: [`FrameError::TooLong`] once `buf` holds `limits.max` or more bytes without a
+/// message, [`FrameError::Closed`] at end of stream, [`FrameError::Malformed`] for any other
+/// decode error.
 pub async fn read_message<T: Decode, R: AsyncRead + Unpin + ?Sized>(
     reader: &mut R,
     buf: &mut BytesMut,
-    max_len: usize,
-    read_size: ReadSize,
+    limits: Limits,
 ) -> Result<T, FrameError> {
     loop {
         match decode_prefix::<T>(buf) {
@@ -61,51 +68,39 @@ pub async fn read_message<T: Decode, R: AsyncRead + Unpin + ?Sized>(
                 buf.advance(used);
                 return Ok(msg);
             }
-            Err(DecodeError::Incomplete) if buf.len() >= max_len => return Err(FrameError::TooLong(max_len)),
+            Err(DecodeError::Incomplete) if buf.len() >= limits.max => return Err(FrameError::TooLong(limits.max)),
             Err(DecodeError::Incomplete) => {}
             Err(e) => return Err(FrameError::Malformed(e)),
         }
-        buf.reserve(read_size.0);
-        if reader.read_buf(buf).await? == 0 {
+        buf.reserve(limits.read);
+        let asked = u64::try_from(limits.read).unwrap_or(u64::MAX);
+        if (&mut *reader).take(asked).read_buf(buf).await? == 0 {
             return Err(FrameError::Closed);
         }
     }
 }
 
-/// A stream and the buffer its incoming bytes wait in, plus a reusable scratch buffer for
-/// outgoing messages.
+/// A stream, the buffer its incoming bytes wait in, and a reusable scratch buffer for outgoing
+/// messages: a handshake's messages are read with [`Framed::read`] and answered with
+/// [`Framed::send`], and [`Framed::into_parts`] hands the bytes read past the last message to
+/// whatever comes next (the relay).
 #[derive(Debug)]
 pub struct Framed<S> {
     io: S,
     buf: BytesMut,
     out: Vec<u8>,
-    read_size: ReadSize,
+    limits: Limits,
 }
 
 impl<S> Framed<S> {
-    /// Wraps `io` with an empty buffer.
-    pub fn new(io: S) -> Framed<S> {
-        Framed::with_buffer(io, BytesMut::new())
-    }
-
-    /// Wraps `io` whose first bytes were already read into `buf` (they are decoded first).
-    pub fn with_buffer(io: S, buf: BytesMut) -> Framed<S> {
+    /// Wraps `io` with an empty buffer; every message read must fit `limits`.
+    pub fn new(io: S, limits: Limits) -> Framed<S> {
         Framed {
             io,
-            buf,
+            buf: BytesMut::new(),
             out: Vec::new(),
-            read_size: ReadSize::default(),
+            limits,
         }
-    }
-
-    /// Reserves at least `read_size` bytes before each read (HTTP heads read 64 KiB at a time).
-    pub fn read_size(mut self, read_size: usize) -> Framed<S> {
-        self.read_size = ReadSize(read_size);
-        self
-    }
-
-    pub fn get_ref(&self) -> &S {
-        &self.io
     }
 
     pub fn get_mut(&mut self) -> &mut S {
@@ -117,10 +112,6 @@ impl<S> Framed<S> {
         &self.buf
     }
 
-    pub fn buffer_mut(&mut self) -> &mut BytesMut {
-        &mut self.buf
-    }
-
     /// The stream and the bytes read past the last message (the relay starts with them).
     pub fn into_parts(self) -> (S, BytesMut) {
         (self.io, self.buf)
@@ -129,17 +120,19 @@ impl<S> Framed<S> {
 
 impl<S: AsyncRead + Unpin> Framed<S> {
     /// Reads one message; see [`read_message`] for the limits and errors.
-    pub async fn read<T: Decode>(&mut self, max_len: usize) -> Result<T, FrameError> {
-        read_message(&mut self.io, &mut self.buf, max_len, self.read_size).await
+    pub async fn read<T: Decode>(&mut self) -> Result<T, FrameError> {
+        read_message(&mut self.io, &mut self.buf, self.limits).await
     }
 }
 
 impl<S: AsyncWrite + Unpin> Framed<S> {
-    /// Encodes `msg` and writes all of it.
+    /// Encodes `msg`, writes all of it and flushes (a handshake waits for the answer, so
+    /// nothing may stay in a buffering stream such as an encrypted tunnel).
     pub async fn send(&mut self, msg: &impl Encode) -> io::Result<()> {
         self.out.clear();
         msg.encode(&mut self.out);
-        self.io.write_all(&self.out).await
+        self.io.write_all(&self.out).await?;
+        self.io.flush().await
     }
 }
 
@@ -148,15 +141,16 @@ mod tests {
     use super::*;
     use crate::proto::address::Address;
     use crate::proto::http::{RequestHead, MAX_HEAD};
-    use crate::proto::socks5::{Greeting, Reply, ReplyCode, Request};
+    use crate::proto::socks5::{Greeting, MethodSelection, Reply, ReplyCode, Request};
     use tokio::io::duplex;
 
+    const SMALL: Limits = Limits { max: 1024, read: 1024 };
     const REQUEST: &[u8] = &[0x05, 0x01, 0x00, 0x01, 127, 0, 0, 1, 0x00, 0x50];
 
     #[tokio::test]
     async fn message_split_across_reads() {
         let (mut client, server) = duplex(64);
-        let mut framed = Framed::new(server);
+        let mut framed = Framed::new(server, SMALL);
         let writer = tokio::spawn(async move {
             for byte in REQUEST {
                 client.write_all(&[*byte]).await.unwrap();
@@ -164,7 +158,7 @@ mod tests {
             }
             client
         });
-        let req: Request = framed.read(1024).await.unwrap();
+        let req: Request = framed.read().await.unwrap();
         assert_eq!(req.target, Address::Ip("127.0.0.1:80".parse().unwrap()));
         assert!(framed.buffer().is_empty());
         drop(writer.await.unwrap());
@@ -177,10 +171,10 @@ mod tests {
         wire.extend_from_slice(REQUEST);
         wire.extend_from_slice(b"early");
         client.write_all(&wire).await.unwrap();
-        let mut framed = Framed::new(server);
-        let greeting: Greeting = framed.read(1024).await.unwrap();
+        let mut framed = Framed::new(server, SMALL);
+        let greeting: Greeting = framed.read().await.unwrap();
         assert_eq!(greeting.methods, [0x00]);
-        let _: Request = framed.read(1024).await.unwrap();
+        let _: Request = framed.read().await.unwrap();
         let (_, rest) = framed.into_parts();
         assert_eq!(&rest[..], b"early");
     }
@@ -190,8 +184,8 @@ mod tests {
         let (mut client, server) = duplex(64);
         client.write_all(&REQUEST[..5]).await.unwrap();
         drop(client);
-        let mut framed = Framed::new(server);
-        assert!(matches!(framed.read::<Request>(1024).await, Err(FrameError::Closed)));
+        let mut framed = Framed::new(server, SMALL);
+        assert!(matches!(framed.read::<Request>().await, Err(FrameError::Closed)));
         assert_eq!(&framed.buffer()[..], &REQUEST[..5]);
     }
 
@@ -201,17 +195,14 @@ mod tests {
         let (mut client, server) = duplex(1024);
         client.write_all(&[0x05, 0xFF]).await.unwrap();
         client.write_all(&[0u8; 100]).await.unwrap();
-        let mut framed = Framed::new(server);
-        assert!(matches!(
-            framed.read::<Greeting>(16).await,
-            Err(FrameError::TooLong(16))
-        ));
+        let mut framed = Framed::new(server, Limits { max: 16, read: 16 });
+        assert!(matches!(framed.read::<Greeting>().await, Err(FrameError::TooLong(16))));
         // Bytes that are not the message at all fail at once, without waiting for more.
         let (mut client, server) = duplex(64);
         client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-        let mut framed = Framed::new(server);
+        let mut framed = Framed::new(server, SMALL);
         assert!(matches!(
-            framed.read::<Greeting>(1024).await,
+            framed.read::<Greeting>().await,
             Err(FrameError::Malformed(DecodeError::BadVersion(b'G')))
         ));
     }
@@ -226,20 +217,40 @@ mod tests {
             .await
             .unwrap();
         let mut buf = BytesMut::new();
-        let head: RequestHead = read_message(&mut read_half, &mut buf, usize::MAX, ReadSize(MAX_HEAD))
-            .await
-            .unwrap();
+        let head: RequestHead = read_message(
+            &mut read_half,
+            &mut buf,
+            Limits {
+                max: usize::MAX,
+                read: MAX_HEAD,
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(head.target, "http://a/");
         assert_eq!(&buf[..], b"body");
     }
 
     #[tokio::test]
+    async fn one_byte_reads_leave_the_stream_after_the_message_unread() {
+        let (mut client, mut server) = duplex(64);
+        client.write_all(&[5, 0, b'x', b'y']).await.unwrap();
+        let mut buf = BytesMut::new();
+        let bytewise = Limits { max: 16, read: 1 };
+        let MethodSelection(method) = read_message(&mut server, &mut buf, bytewise).await.unwrap();
+        assert_eq!(method, 0);
+        assert!(buf.is_empty(), "nothing after the message was read");
+        let mut rest = [0u8; 2];
+        server.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"xy");
+    }
+
+    #[tokio::test]
     async fn send_encodes_and_writes() {
         let (client, server) = duplex(64);
-        let mut framed = Framed::with_buffer(server, BytesMut::from(&b"left"[..]));
+        let mut framed = Framed::new(server, SMALL);
         framed.send(&Reply::error(ReplyCode::TtlExpired)).await.unwrap();
         framed.send(&Reply::error(ReplyCode::NotAllowed)).await.unwrap();
-        assert_eq!(&framed.buffer()[..], b"left");
         drop(framed);
         let mut got = Vec::new();
         let mut client = client;

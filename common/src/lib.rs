@@ -22,7 +22,6 @@ pub mod relay;
 pub mod replay;
 pub mod route;
 pub mod server;
-pub mod status;
 pub mod stream;
 pub mod time;
 pub mod trim;

@@ -203,14 +203,3 @@ fn example_routing_block_is_valid() {
     assert_eq!(cfg.routing.router.rules.len(), 5);
     assert_eq!(names(&cfg.routing.router.default), "vps");
 }
-
-#[test]
-fn health_flags_are_shared_by_clones() {
-    let cfg = local(FULL).unwrap();
-    let copy = cfg.clone();
-    assert!(copy.routing.remotes[0].health.is_up());
-    assert!(cfg.routing.remotes[0].health.set(false));
-    assert!(!copy.routing.remotes[0].health.is_up());
-    assert!(!cfg.routing.remotes[0].health.set(false));
-    assert_eq!(format!("{:?}", copy.routing.remotes[0].health), "down");
-}

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use warren_common::crypto::{open_packet, seal_packet, Key, SALT_LEN};
 use warren_common::proto::address::Address;
 use warren_common::proto::bind::BindNotice;
-use warren_common::proto::socks5::ReplyCode;
+use warren_common::proto::status::Status;
 use warren_common::proto::udp::{DatagramFrame, PacketPlaintext, Socks5Datagram};
 use warren_common::proto::{decode_exact, decode_prefix};
 
@@ -52,7 +52,7 @@ fn encoded(f: impl FnOnce(&mut Vec<u8>)) -> String {
 #[test]
 fn bind_notices() {
     let ok = BindNotice {
-        status: ReplyCode::Succeeded,
+        status: Status::Succeeded,
         peer: Address::Ip(SocketAddr::from(([192, 0, 2, 9], 5000))),
     };
     assert_eq!(encoded(|b| ok.encode(b)), NOTICE_OK);
@@ -61,7 +61,7 @@ fn bind_notices() {
         Ok((ok, 8))
     );
     let timeout = BindNotice {
-        status: ReplyCode::TtlExpired,
+        status: Status::TtlExpired,
         peer: Address::UNSPECIFIED,
     };
     assert_eq!(encoded(|b| timeout.encode(b)), NOTICE_TIMEOUT);

@@ -13,6 +13,7 @@ use warren_common::crypto::{
 use warren_common::proto::address::Address;
 use warren_common::proto::header::{Command, RequestHeader, ResponseHeader, MAX_PADDING, TIMESTAMP_WINDOW_SECS};
 use warren_common::proto::socks5::ReplyCode;
+use warren_common::proto::status::Status;
 use warren_common::proto::{decode_exact, decode_prefix, DecodeError};
 use warren_common::tunnel::AcceptedRequest;
 
@@ -51,7 +52,7 @@ fn request_header() -> RequestHeader {
 fn response_header() -> ResponseHeader {
     ResponseHeader {
         request_salt: salt_l(),
-        status: ReplyCode::Succeeded,
+        status: Status::Succeeded,
         timestamp: RESPONSE_TIMESTAMP,
         bound: Address::Ip(SocketAddr::from(([192, 0, 2, 7], 40000))),
         padding_len: 3,

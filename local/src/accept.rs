@@ -21,19 +21,19 @@ use warren_common::config::LocalConfig;
 use warren_common::proto::{socks4 as socks4_codec, socks5 as socks5_codec};
 
 use crate::http;
-use crate::outbound::Outbounds;
+use crate::outbound::{Health, Outbounds};
 use crate::socks4;
 use crate::socks5;
 
 /// Serves one accepted client, inside its span, until its connection ends.
-pub async fn handle(client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig>) {
+pub async fn handle(client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig>, health: Arc<Health>) {
     let span = tracing::info_span!("conn", %peer, protocol = tracing::field::Empty);
-    dispatch(client, &config).instrument(span).await;
+    dispatch(client, &config, &health).instrument(span).await;
 }
 
 /// Peeks the client's first byte (within the handshake timeout) and hands the connection to
 /// the matching front end, which reads that byte again as part of its first message.
-async fn dispatch(client: TcpStream, config: &LocalConfig) {
+async fn dispatch(client: TcpStream, config: &LocalConfig, health: &Health) {
     let mut first = [0u8; 1];
     match tokio::time::timeout(config.timeouts.handshake, client.peek(&mut first)).await {
         Ok(Ok(n)) if n > 0 => {}
@@ -43,7 +43,7 @@ async fn dispatch(client: TcpStream, config: &LocalConfig) {
             return;
         }
     }
-    let outbounds = Outbounds::new(config);
+    let outbounds = Outbounds::new(config, health);
     let span = tracing::Span::current();
     match first[0] {
         socks5_codec::VERSION => {

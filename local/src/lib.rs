@@ -20,14 +20,14 @@
 //!                      health.rs checks the remotes of failover routes
 //! ```
 //!
-//! `read.rs` reads one message of any protocol into a buffer; `auth.rs` checks logins.
+//! Every handshake message is read through `warren_common::framed` (one read loop); `auth.rs`
+//! checks logins.
 #![forbid(unsafe_code)]
 
 mod accept;
 mod auth;
 mod http;
 mod outbound;
-mod read;
 mod session;
 mod socks4;
 mod socks5;
@@ -38,14 +38,27 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warren_common::config::LocalConfig;
 
+pub use outbound::Health;
+
 /// Serves SOCKS5, SOCKS4/4a and HTTP proxy clients on `listener` until `shutdown` is cancelled, then drains.
 pub async fn run(listener: TcpListener, config: LocalConfig, shutdown: CancellationToken) {
-    outbound::Outbounds::new(&config).check_health(shutdown.clone());
+    let health = Health::for_routes(&config.routing);
+    serve(listener, config, health, shutdown).await;
+}
+
+/// [`run`], with the remotes' health state in the caller's hands (to watch the checker).
+pub async fn serve(listener: TcpListener, config: LocalConfig, health: Arc<Health>, shutdown: CancellationToken) {
+    outbound::health::spawn(
+        health.clone(),
+        &config.routing,
+        config.timeouts.connect,
+        shutdown.clone(),
+    );
     let config = Arc::new(config);
     let limits = config.limits;
     warren_common::server::serve(listener, shutdown, limits, move |stream, peer| {
-        let config = config.clone();
-        async move { accept::handle(stream, peer, config).await }
+        let (config, health) = (config.clone(), health.clone());
+        async move { accept::handle(stream, peer, config, health).await }
     })
     .await;
 }

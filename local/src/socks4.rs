@@ -16,12 +16,12 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use warren_common::config::LocalConfig;
+use warren_common::framed::{read_message, FrameError, Limits};
 use warren_common::proto::address::Address;
-use warren_common::proto::socks4::{Command, Reply, ReplyCode, Request};
-use warren_common::proto::socks5::ReplyCode as Socks5Code;
+use warren_common::proto::socks4::{Command, Reply, Request};
+use warren_common::proto::status::Status;
 
 use crate::outbound::{OpenError, Outbounds};
-use crate::read::{read_message, Limits, ReadError};
 use crate::session::bind::{self, BindStage};
 use crate::session::{self, Answer, Connect};
 
@@ -35,12 +35,17 @@ pub async fn serve(mut client: TcpStream, config: &LocalConfig, outbounds: &Outb
     let read = read_message::<Request, _>(&mut client, &mut buf, LIMITS);
     let request = match tokio::time::timeout(config.timeouts.handshake, read).await {
         Ok(Ok(request)) => request,
-        Ok(Err(ReadError::Malformed(e))) => {
+        Ok(Err(FrameError::Malformed(e))) => {
             tracing::debug!("SOCKS4 request refused: malformed request: {e}");
             let _ = client.write_all(&Socks4::rejected()).await;
             return;
         }
-        Ok(Err(ReadError::Closed)) => {
+        Ok(Err(FrameError::TooLong(_))) => {
+            tracing::debug!("SOCKS4 request refused: malformed request: invalid value in field length");
+            let _ = client.write_all(&Socks4::rejected()).await;
+            return;
+        }
+        Ok(Err(FrameError::Closed)) => {
             tracing::debug!("SOCKS4 request not read: client closed during the request");
             return;
         }
@@ -96,27 +101,22 @@ struct Socks4 {
 impl Socks4 {
     /// 0x5A (granted) for success, 0x5B (rejected) for any failure, with `address` if it is
     /// IPv4; others are sent as 0.0.0.0, which tells the client to use the proxy's own address.
-    fn reply(code: Socks5Code, address: &Address) -> Vec<u8> {
-        let code = if code == Socks5Code::Succeeded {
-            ReplyCode::Granted
-        } else {
-            ReplyCode::Rejected
-        };
+    fn reply(status: Status, address: &Address) -> Vec<u8> {
         let mut out = Vec::with_capacity(8);
-        Reply::with_address(code, address).encode(&mut out);
+        Reply::with_address(status.socks4(), address).encode(&mut out);
         out
     }
 
     /// The refusal of a request that is not carried out.
     fn rejected() -> Vec<u8> {
-        Socks4::reply(Socks5Code::GeneralFailure, &Address::UNSPECIFIED)
+        Socks4::reply(Status::GeneralFailure, &Address::UNSPECIFIED)
     }
 }
 
 impl Answer for Socks4 {
     fn granted(&self, bound: &Address) -> Vec<u8> {
         tracing::debug!(target = %self.target, userid = %self.userid, "SOCKS4 CONNECT granted");
-        Socks4::reply(Socks5Code::Succeeded, bound)
+        Socks4::reply(Status::Succeeded, bound)
     }
 
     fn refused(&self, _error: &OpenError) -> Vec<u8> {
@@ -125,7 +125,7 @@ impl Answer for Socks4 {
 }
 
 impl bind::BindReplies for Socks4 {
-    fn encode(&self, _stage: BindStage, code: Socks5Code, address: &Address) -> Vec<u8> {
-        Socks4::reply(code, address)
+    fn encode(&self, _stage: BindStage, status: Status, address: &Address) -> Vec<u8> {
+        Socks4::reply(status, address)
     }
 }

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use warren_common::config::RemoteConfig;
 use warren_common::proto::address::Address;
 use warren_common::proto::bind::BindNotice;
-use warren_common::proto::socks5::ReplyCode;
+use warren_common::proto::status::Status;
 use warren_common::relay::relay;
 use warren_common::stream::EncryptedStream;
 
@@ -39,7 +39,7 @@ impl<S: Connection> Serve<S> for Bind {
 
 /// Who may connect: `None` when the request named the unspecified address (any peer the ACL
 /// allows), else the allowed addresses the request's target stands for.
-async fn expected_peers(target: &Address, config: &RemoteConfig) -> Result<Option<Vec<IpAddr>>, ReplyCode> {
+async fn expected_peers(target: &Address, config: &RemoteConfig) -> Result<Option<Vec<IpAddr>>, Status> {
     if let Address::Ip(addr) = target {
         if addr.ip().is_unspecified() {
             return Ok(None);
@@ -49,21 +49,21 @@ async fn expected_peers(target: &Address, config: &RemoteConfig) -> Result<Optio
     match lookup.await {
         Ok(Ok(addrs)) => Ok(Some(addrs.iter().map(|a| a.ip().to_canonical()).collect())),
         Ok(Err(code)) => Err(code),
-        Err(_) => Err(ReplyCode::HostUnreachable),
+        Err(_) => Err(Status::HostUnreachable),
     }
 }
 
 /// Binds the listener and works out the address the peer must connect to.
-async fn listen(config: &RemoteConfig, origin: Origin) -> Result<(TcpListener, Address), ReplyCode> {
+async fn listen(config: &RemoteConfig, origin: Origin) -> Result<(TcpListener, Address), Status> {
     let listener = TcpListener::bind(SocketAddr::new(config.listen.ip(), 0))
         .await
-        .map_err(|_| ReplyCode::GeneralFailure)?;
-    let mut announced = listener.local_addr().map_err(|_| ReplyCode::GeneralFailure)?;
+        .map_err(|_| Status::GeneralFailure)?;
+    let mut announced = listener.local_addr().map_err(|_| Status::GeneralFailure)?;
     if announced.ip().is_unspecified() {
         // Bound on every address: name the one the local reached us on (unknown inside an
         // agent session).
         let Origin::Tcp { local: Some(local), .. } = origin else {
-            return Err(ReplyCode::GeneralFailure);
+            return Err(Status::GeneralFailure);
         };
         announced.set_ip(local.ip());
     }
@@ -82,7 +82,7 @@ where
     };
     let reply = match &prepared {
         Ok((_, _, announced)) => Reply {
-            status: ReplyCode::Succeeded,
+            status: Status::Succeeded,
             bound: announced.clone(),
         },
         Err(code) => Reply::refused(*code),
@@ -93,7 +93,7 @@ where
         return;
     };
     let Ok((expected, listener, bound)) = prepared else {
-        tracing::info!(reply = status as u8, "BIND refused: {}", status.describe());
+        tracing::info!(reply = status.socks5() as u8, "BIND refused: {}", status.describe());
         let _ = tunnel.shutdown().await;
         return;
     };
@@ -116,7 +116,7 @@ where
     drop(listener);
     let Some((mut inbound, from)) = accepted else {
         tracing::info!("BIND: no peer before the timeout");
-        return refuse(tunnel, ReplyCode::TtlExpired, Address::UNSPECIFIED).await;
+        return refuse(tunnel, Status::TtlExpired, Address::UNSPECIFIED).await;
     };
     let from_ip = from.ip().to_canonical();
     let allowed = match &expected {
@@ -126,10 +126,10 @@ where
     if !allowed {
         tracing::info!(%from, "BIND: refused a peer that does not match the request");
         drop(inbound);
-        return refuse(tunnel, ReplyCode::NotAllowed, Address::Ip(from)).await;
+        return refuse(tunnel, Status::NotAllowed, Address::Ip(from)).await;
     }
     let notice = BindNotice {
-        status: ReplyCode::Succeeded,
+        status: Status::Succeeded,
         peer: Address::Ip(from),
     };
     let mut out = Vec::with_capacity(notice.encoded_len());
@@ -152,7 +152,7 @@ where
 }
 
 /// Sends a failure notice (BIND's second reply) and ends the stream.
-async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut tunnel: EncryptedStream<S>, status: ReplyCode, peer: Address) {
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut tunnel: EncryptedStream<S>, status: Status, peer: Address) {
     let notice = BindNotice { status, peer };
     let mut out = Vec::with_capacity(notice.encoded_len());
     notice.encode(&mut out);

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warren_common::crypto::MAX_FRAME;
 use warren_common::proto::address::Address;
-use warren_common::proto::socks5::ReplyCode;
+use warren_common::proto::status::Status;
 use warren_common::relay::relay;
 
 use crate::outbound;
@@ -44,7 +44,7 @@ where
     };
     let reply = match &connected {
         Ok(outbound) => Reply {
-            status: ReplyCode::Succeeded,
+            status: Status::Succeeded,
             bound: outbound.local_addr().map(Address::Ip).unwrap_or(Address::UNSPECIFIED),
         },
         Err(code) => Reply::refused(*code),
@@ -56,7 +56,7 @@ where
         return;
     };
     let Ok(mut outbound) = connected else {
-        tracing::info!(reply = status as u8, "refused: {}", status.describe());
+        tracing::info!(reply = status.socks5() as u8, "refused: {}", status.describe());
         let _ = tunnel.shutdown().await;
         return;
     };
@@ -83,7 +83,7 @@ async fn open_watching<S>(
     request: &Request,
     stream: &mut S,
     shared: &Shared,
-) -> Option<(Result<TcpStream, ReplyCode>, Vec<u8>)>
+) -> Option<(Result<TcpStream, Status>, Vec<u8>)>
 where
     S: AsyncRead + Unpin,
 {
@@ -106,5 +106,5 @@ where
             },
         }
     };
-    Some((connected.unwrap_or(Err(ReplyCode::TtlExpired)), early))
+    Some((connected.unwrap_or(Err(Status::TtlExpired)), early))
 }

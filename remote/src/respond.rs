@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use warren_common::crypto::Key;
 use warren_common::proto::address::Address;
 use warren_common::proto::header::{RequestHeader, ResponseHeader};
-use warren_common::proto::socks5::ReplyCode;
+use warren_common::proto::status::Status;
 use warren_common::stream::EncryptedStream;
 use warren_common::time::unix_now;
 use warren_common::tunnel::AcceptedRequest;
@@ -53,7 +53,7 @@ pub struct Request {
 
 /// A command's outcome, as the response header tells it.
 pub struct Reply {
-    pub status: ReplyCode,
+    pub status: Status,
     /// The address the remote bound for the request (CONNECT's outbound source, BIND's
     /// listener), or the unspecified address.
     pub bound: Address,
@@ -61,10 +61,10 @@ pub struct Reply {
 
 impl Reply {
     /// Success with nothing bound to announce.
-    pub const GRANTED: Reply = Reply::refused(ReplyCode::Succeeded);
+    pub const GRANTED: Reply = Reply::refused(Status::Succeeded);
 
     /// `status` with the unspecified address.
-    pub const fn refused(status: ReplyCode) -> Reply {
+    pub const fn refused(status: Status) -> Reply {
         Reply {
             status,
             bound: Address::UNSPECIFIED,
@@ -114,7 +114,7 @@ impl Request {
     }
 
     /// Answers with a failure `status` and closes the stream.
-    pub async fn refuse<S>(self, stream: S, key: &Key, status: ReplyCode)
+    pub async fn refuse<S>(self, stream: S, key: &Key, status: Status)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {

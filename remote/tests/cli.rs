@@ -12,7 +12,7 @@ use warren_common::config::EXAMPLE_KEY;
 use warren_common::crypto::Key;
 use warren_common::proto::address::Address;
 use warren_common::proto::header::RequestHeader;
-use warren_common::proto::socks5::ReplyCode;
+use warren_common::proto::status::Status;
 use warren_common::time::unix_now;
 use warren_common::tunnel::PendingTunnel;
 
@@ -209,7 +209,7 @@ async fn the_log_never_shows_the_key() {
         .await
         .expect("response within 10 s")
         .expect("genuine request answered");
-    assert_eq!(response.status, ReplyCode::Succeeded);
+    assert_eq!(response.status, Status::Succeeded);
     let mut got = [0u8; 4];
     tokio::time::timeout(BOUND, tunnel.read_exact(&mut got))
         .await

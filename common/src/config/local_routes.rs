@@ -25,7 +25,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::error::{invalid, ConfigError};
-pub use super::health::Health;
 pub use super::parse::RawPort;
 use super::parse::{host_port, one_to_255_bytes, parse_matcher};
 use super::secret::Secret;
@@ -98,7 +97,6 @@ pub struct Endpoint {
     /// The same, as a tunnel target (what the previous hop of a chain connects to).
     pub target: Address,
     pub key: Key,
-    pub health: Health,
 }
 
 /// The login for an upstream SOCKS5 server (RFC 1929).
@@ -225,7 +223,6 @@ pub(crate) fn build(
             address,
             target,
             key: key.clone(),
-            health: Health::default(),
         }));
     }
     for (name, raw) in local.remotes.into_iter().flatten() {
@@ -243,7 +240,6 @@ pub(crate) fn build(
             address,
             target,
             key,
-            health: Health::default(),
         }));
     }
     let remote_named = |name: &str| remotes.iter().find(|e| e.name == name).cloned();

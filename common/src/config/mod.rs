@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! mod.rs     RawConfig: load, parse, the key; LocalConfig / RemoteConfig from it
-//!  ├─ local.rs ── local_routes.rs ── health.rs   the `local:` section and its routing
+//!  ├─ local.rs ── local_routes.rs               the `local:` section and its routing
 //!  ├─ remote.rs                                  the `remote:` section
 //!  └─ error.rs, parse.rs, secret.rs, limits.rs   leaf helpers used by all of the above
 //! ```
@@ -23,7 +23,6 @@ use crate::crypto::Key;
 use error::invalid;
 
 mod error;
-mod health;
 mod limits;
 mod local;
 pub mod local_routes;

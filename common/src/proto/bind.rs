@@ -19,12 +19,13 @@ use bytes::{Buf, BufMut};
 
 use super::address::Address;
 use super::socks5::ReplyCode;
+use super::status::Status;
 use super::{inherent_encode, need, Decode, DecodeError, Encode};
 
 /// The outcome of a BIND's wait for its peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindNotice {
-    pub status: ReplyCode,
+    pub status: Status,
     /// The peer that connected, or [`Address::UNSPECIFIED`].
     pub peer: Address,
 }
@@ -35,7 +36,7 @@ impl Encode for BindNotice {
     }
 
     fn encode(&self, buf: &mut impl BufMut) {
-        buf.put_u8(self.status as u8);
+        buf.put_u8(self.status.socks5() as u8);
         self.peer.encode(buf);
     }
 }
@@ -45,7 +46,9 @@ inherent_encode!(len: BindNotice);
 impl Decode for BindNotice {
     fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {
         need(buf, 1)?;
-        let status = ReplyCode::from_u8(buf.get_u8()).ok_or(DecodeError::BadField("STATUS"))?;
+        let status = ReplyCode::from_u8(buf.get_u8())
+            .map(Status::from)
+            .ok_or(DecodeError::BadField("STATUS"))?;
         let peer = Address::decode(buf)?;
         Ok(BindNotice { status, peer })
     }
@@ -60,7 +63,7 @@ mod tests {
     #[test]
     fn notice_round_trips_and_leaves_peer_bytes() {
         let n = BindNotice {
-            status: ReplyCode::Succeeded,
+            status: Status::Succeeded,
             peer: Address::Ip("10.1.2.3:4567".parse().unwrap()),
         };
         let mut buf = Vec::new();

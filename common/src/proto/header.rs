@@ -27,6 +27,7 @@ use rand::Rng;
 
 use super::address::Address;
 use super::socks5::ReplyCode;
+use super::status::Status;
 use super::{inherent_encode, need, Decode, DecodeError, Encode};
 use crate::crypto::SALT_LEN;
 
@@ -127,7 +128,7 @@ impl Decode for RequestHeader {
 pub struct ResponseHeader {
     /// The salt of the request this answers.
     pub request_salt: [u8; SALT_LEN],
-    pub status: ReplyCode,
+    pub status: Status,
     /// Seconds since the Unix epoch on the remote's clock; the local warns about drift.
     pub timestamp: u64,
     /// The remote's local address of the outbound connection (SOCKS5 BND.ADDR/BND.PORT), or
@@ -137,7 +138,7 @@ pub struct ResponseHeader {
 }
 
 impl ResponseHeader {
-    pub fn new(request_salt: [u8; SALT_LEN], status: ReplyCode, timestamp: u64, bound: Address) -> Self {
+    pub fn new(request_salt: [u8; SALT_LEN], status: Status, timestamp: u64, bound: Address) -> Self {
         ResponseHeader {
             request_salt,
             status,
@@ -155,7 +156,7 @@ impl Encode for ResponseHeader {
 
     fn encode(&self, buf: &mut impl BufMut) {
         buf.put_slice(&self.request_salt);
-        buf.put_u8(self.status as u8);
+        buf.put_u8(self.status.socks5() as u8);
         buf.put_u64(self.timestamp);
         self.bound.encode(buf);
         put_padding(buf, self.padding_len);
@@ -169,7 +170,9 @@ impl Decode for ResponseHeader {
         need(buf, SALT_LEN + 1 + 8)?;
         let mut request_salt = [0u8; SALT_LEN];
         buf.copy_to_slice(&mut request_salt);
-        let status = ReplyCode::from_u8(buf.get_u8()).ok_or(DecodeError::BadField("STATUS"))?;
+        let status = ReplyCode::from_u8(buf.get_u8())
+            .map(Status::from)
+            .ok_or(DecodeError::BadField("STATUS"))?;
         let timestamp = buf.get_u64();
         let bound = Address::decode(buf)?;
         let padding_len = get_padding(buf)?;
@@ -252,7 +255,7 @@ mod tests {
 
     #[test]
     fn response_must_fill_its_chunk() {
-        let resp = ResponseHeader::new([9; 32], ReplyCode::ConnectionRefused, 5, Address::UNSPECIFIED);
+        let resp = ResponseHeader::new([9; 32], Status::ConnectionRefused, 5, Address::UNSPECIFIED);
         let mut buf = Vec::new();
         resp.encode(&mut buf);
         assert_eq!(decode_exact::<ResponseHeader>(&buf), Ok(resp));

@@ -15,6 +15,7 @@ pub mod header;
 pub mod http;
 pub mod socks4;
 pub mod socks5;
+pub mod status;
 pub mod udp;
 
 use bytes::{Buf, BufMut};

@@ -195,8 +195,8 @@ impl Encode for Request {
     }
 }
 
-/// SOCKS5 reply codes (RFC 1928 §6). The tunnel's response status uses the same values, so a
-/// remote's verdict reaches the application unchanged.
+/// SOCKS5 reply codes (RFC 1928 §6), the REP byte of this wire only. What a request's outcome
+/// means, and how every front end says it, is [`super::status::Status`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum ReplyCode {
@@ -230,33 +230,6 @@ impl ReplyCode {
             0x08 => AddressTypeNotSupported,
             _ => return None,
         })
-    }
-
-    /// The reply a malformed request earns (`crate::status::Status::for_decode_error` is the
-    /// front-end-neutral form; this stays until every front end answers through `Status`).
-    pub fn for_decode_error(err: &DecodeError) -> ReplyCode {
-        match err {
-            DecodeError::BadCommand(_) => ReplyCode::CommandNotSupported,
-            DecodeError::BadAddressType(_) => ReplyCode::AddressTypeNotSupported,
-            _ => ReplyCode::GeneralFailure,
-        }
-    }
-
-    /// A short human description; the same text as `crate::status::Status::describe` (a unit
-    /// test there keeps the two equal until every caller uses `Status`).
-    pub fn describe(self) -> &'static str {
-        use ReplyCode::*;
-        match self {
-            Succeeded => "succeeded",
-            GeneralFailure => "general failure",
-            NotAllowed => "not allowed by ruleset",
-            NetworkUnreachable => "network unreachable",
-            HostUnreachable => "host unreachable",
-            ConnectionRefused => "connection refused",
-            TtlExpired => "connect timed out",
-            CommandNotSupported => "command not supported",
-            AddressTypeNotSupported => "address type not supported",
-        }
     }
 }
 
@@ -357,10 +330,6 @@ mod tests {
         assert_eq!(
             decode_exact::<UserPassRequest>(b"\x01\x00\x00"),
             Err(DecodeError::BadField("ULEN"))
-        );
-        assert_eq!(
-            ReplyCode::for_decode_error(&DecodeError::BadCommand(9)),
-            ReplyCode::CommandNotSupported
         );
     }
 

@@ -122,7 +122,6 @@ impl Status {
         self == Status::Succeeded
     }
 
-
     /// The answer a malformed request earns: an unknown command or address type has its own
     /// code, anything else is a general failure.
     pub fn for_decode_error(err: &DecodeError) -> Status {

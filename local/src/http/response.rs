@@ -9,7 +9,7 @@
 //! ```
 
 use warren_common::proto::http::ResponseHead;
-use warren_common::proto::socks5::ReplyCode;
+use warren_common::proto::status::Status;
 
 use crate::outbound::OpenError;
 
@@ -37,16 +37,14 @@ pub fn refusal(error: &OpenError) -> Vec<u8> {
     canned(status, reason, &failure_message(error), &[])
 }
 
-/// The status for an outbound that did not open.
+/// The status for an outbound that did not open: the outcome's HTTP column in
+/// `warren_common::proto::status`, except that the remote itself not answering in time
+/// (local.connect_timeout) is also a gateway timeout.
 fn failure_status(error: &OpenError) -> (u16, &'static str) {
     if error.is_timeout() {
-        return (504, "Gateway Timeout");
+        return Status::TtlExpired.http();
     }
-    match error.reply_code() {
-        ReplyCode::NotAllowed => (403, "Forbidden"),
-        ReplyCode::TtlExpired => (504, "Gateway Timeout"),
-        _ => (502, "Bad Gateway"),
-    }
+    error.status().http()
 }
 
 /// The one-line explanation of an outbound failure for a response body.
@@ -54,7 +52,7 @@ fn failure_message(error: &OpenError) -> String {
     match error {
         OpenError::Blocked => "blocked by warren-local's routing rules (local.routes)".to_owned(),
         e if e.is_timeout() => "warren-remote did not answer in time (see warren-local's log)".to_owned(),
-        e if e.is_about_target() => e.reply_code().describe().to_owned(),
+        e if e.is_about_target() => e.status().describe().to_owned(),
         _ => "the tunnel to warren-remote failed (see warren-local's log)".to_owned(),
     }
 }

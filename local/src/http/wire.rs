@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use warren_common::framed::{read_message, FrameError, Limits};
 use warren_common::proto::chunked::ChunkedTracker;
 use warren_common::proto::http::BodyLength;
 use warren_common::proto::{Decode, DecodeError};
-
-use crate::read::{read_message, Limits, ReadError};
 
 /// Bytes asked of a socket per read.
 pub const READ_SIZE: usize = 64 * 1024;
@@ -33,12 +32,14 @@ pub enum HttpError {
     TimedOut,
 }
 
-impl From<ReadError> for HttpError {
-    fn from(e: ReadError) -> HttpError {
+impl From<FrameError> for HttpError {
+    fn from(e: FrameError) -> HttpError {
         match e {
-            ReadError::Io(e) => HttpError::Io(e),
-            ReadError::Closed => HttpError::Closed,
-            ReadError::Malformed(e) => HttpError::Malformed(e),
+            FrameError::Io(e) => HttpError::Io(e),
+            FrameError::Closed => HttpError::Closed,
+            FrameError::Malformed(e) => HttpError::Malformed(e),
+            // Heads are read without a byte limit: the decoder's own limit answers 431.
+            FrameError::TooLong(_) => HttpError::Malformed(DecodeError::BadField("length")),
         }
     }
 }

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use warren_common::config::local_routes::{Chain, Endpoint, Hop};
 use warren_common::proto::address::Address;
 use warren_common::proto::header::{Command, RequestHeader};
-use warren_common::proto::socks5::ReplyCode;
+use warren_common::proto::status::Status;
 use warren_common::time::unix_now;
 
 use super::tunnel::{self, OpenError};
@@ -28,7 +28,7 @@ async fn warren_hop<S: Stream + 'static>(
     remote: &Endpoint,
     header: &RequestHeader,
     initial: &[u8],
-) -> Result<(ReplyCode, Address, Box<dyn Stream>), OpenError> {
+) -> Result<(Status, Address, Box<dyn Stream>), OpenError> {
     let (status, bound, tunnel) = tunnel::handshake(stream, remote, header, initial).await?;
     Ok((status, bound, Box::new(tunnel)))
 }
@@ -67,7 +67,7 @@ pub async fn open(
                     Some(inner) => warren_hop(inner, remote, &hop_header, hop_initial).await,
                 };
                 let (status, hop_bound, tunnel) = opened.map_err(|e| at_hop(i, e))?;
-                if status != ReplyCode::Succeeded {
+                if status != Status::Succeeded {
                     let who = format!("chain {} (hop {i}, remote {})", chain.name, remote.name);
                     return Err(match next {
                         None => OpenError::Refused(who, status),

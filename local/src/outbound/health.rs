@@ -1,16 +1,55 @@
-//! Health checks for failover: every `local.health_interval`, a TCP connect to each remote that
-//! is the first hop of a way out in a route listing several (bounded by the interval and by
+//! Remotes' health, for failover: every `local.health_interval`, a TCP connect to each remote
+//! that is the first hop of a way out in a route listing several (bounded by the interval and by
 //! `local.connect_timeout`). A remote that fails is marked down and tried only after the others
 //! until a check succeeds again; changes are logged. The checker stops at shutdown.
+//!
+//! This is the local's runtime state, kept here rather than in the configuration (which stays
+//! plain data): [`Health`] holds one flag per checked remote, by name (remote names are unique
+//! in `local.remotes`).
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use warren_common::config::local_routes::{Endpoint, LocalRouting};
 
+/// Whether each checked remote answered its last health check. A remote counts as up until a
+/// check says otherwise, and a remote that is never checked (it is in no failover list) is
+/// always up.
+#[derive(Debug, Default)]
+pub struct Health {
+    up: HashMap<String, AtomicBool>,
+}
+
+impl Health {
+    /// One flag, up, for every remote that `routing`'s failover lists name first.
+    pub fn for_routes(routing: &LocalRouting) -> Arc<Health> {
+        let up = routing
+            .checked_remotes()
+            .iter()
+            .map(|remote| (remote.name.clone(), AtomicBool::new(true)))
+            .collect();
+        Arc::new(Health { up })
+    }
+
+    /// Whether the remote named `remote` answered its last check (true if it is not checked).
+    pub fn is_up(&self, remote: &str) -> bool {
+        self.up.get(remote).map_or(true, |flag| flag.load(Ordering::Relaxed))
+    }
+
+    /// Records a check's result; true when it changed the state.
+    fn set(&self, remote: &str, up: bool) -> bool {
+        self.up
+            .get(remote)
+            .is_some_and(|flag| flag.swap(up, Ordering::Relaxed) != up)
+    }
+}
+
 /// Starts the checker if any route has a failover list; `connect` is `local.connect_timeout`.
-pub fn spawn(routing: &LocalRouting, connect: std::time::Duration, shutdown: CancellationToken) {
+pub fn spawn(health: Arc<Health>, routing: &LocalRouting, connect: Duration, shutdown: CancellationToken) {
     let remotes = routing.checked_remotes();
     if remotes.is_empty() {
         return;
@@ -25,7 +64,7 @@ pub fn spawn(routing: &LocalRouting, connect: std::time::Duration, shutdown: Can
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let checks = futures_util::future::join_all(remotes.iter().map(|remote| check(remote, limit)));
+            let checks = futures_util::future::join_all(remotes.iter().map(|remote| check(&health, remote, limit)));
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = checks => {}
@@ -34,10 +73,10 @@ pub fn spawn(routing: &LocalRouting, connect: std::time::Duration, shutdown: Can
     });
 }
 
-async fn check(remote: &Arc<Endpoint>, limit: std::time::Duration) {
+async fn check(health: &Health, remote: &Endpoint, limit: Duration) {
     let result = tokio::time::timeout(limit, TcpStream::connect(&remote.address)).await;
     let up = matches!(result, Ok(Ok(_)));
-    if remote.health.set(up) {
+    if health.set(&remote.name, up) {
         if up {
             tracing::info!(remote = %remote.name, address = %remote.address, "health check: the remote answers again");
         } else {
@@ -50,5 +89,23 @@ async fn check(remote: &Arc<Endpoint>, limit: std::time::Duration) {
                 "health check failed ({why}): failover tries the other remotes first"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unchecked_remotes_are_up_and_changes_are_reported_once() {
+        let health = Health {
+            up: HashMap::from([("a".to_owned(), AtomicBool::new(true))]),
+        };
+        assert!(health.is_up("a") && health.is_up("never-checked"));
+        assert!(health.set("a", false), "up → down is a change");
+        assert!(!health.set("a", false), "down → down is not");
+        assert!(!health.is_up("a"));
+        assert!(!health.set("never-checked", false), "no flag, no change");
+        assert!(health.is_up("never-checked"));
     }
 }

@@ -20,7 +20,7 @@
 //! only chains are boxed.
 
 mod chain;
-mod health;
+pub mod health;
 mod tunnel;
 mod upstream;
 
@@ -32,14 +32,16 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
-use warren_common::config::{LocalConfig, UdpTransport};
 use warren_common::config::local_routes::{LocalAction, LocalRouting, Via};
+use warren_common::config::{LocalConfig, UdpTransport};
+use warren_common::dial::ConnectFailure;
 use warren_common::proto::address::Address;
 use warren_common::proto::header::{Command, RequestHeader};
-use warren_common::proto::socks5::ReplyCode;
+use warren_common::proto::status::Status;
 use warren_common::stream::EncryptedStream;
 
 use self::chain::Stream;
+pub use self::health::Health;
 pub use self::tunnel::OpenError;
 
 /// What opening an outbound needs, borrowed from the configuration: the routing rules (with
@@ -47,6 +49,8 @@ pub use self::tunnel::OpenError;
 #[derive(Clone, Copy)]
 pub struct Outbounds<'a> {
     routing: &'a LocalRouting,
+    /// Which remotes answered their last health check (failover tries the others first).
+    health: &'a Health,
     /// `local.connect_timeout`: dialling a way out and hearing its answer.
     connect: Duration,
     /// `local.idle_timeout`: an open outbound with no byte either way for this long is closed.
@@ -56,18 +60,19 @@ pub struct Outbounds<'a> {
 }
 
 impl<'a> Outbounds<'a> {
-    pub fn new(config: &'a LocalConfig) -> Outbounds<'a> {
+    pub fn new(config: &'a LocalConfig, health: &'a Health) -> Outbounds<'a> {
         Outbounds {
             routing: &config.routing,
+            health,
             connect: config.timeouts.connect,
             idle: config.timeouts.idle,
             udp_transport: config.udp_transport,
         }
     }
 
-    /// Starts the remotes' health checks (if any route lists several ways out) until `shutdown`.
-    pub fn check_health(&self, shutdown: tokio_util::sync::CancellationToken) {
-        health::spawn(self.routing, self.connect, shutdown);
+    /// Whether `via`'s first remote answered its last health check.
+    pub fn is_up(&self, via: &Via) -> bool {
+        via.first_remote().map_or(true, |e| self.health.is_up(&e.name))
     }
 
     /// How long an open outbound may stay silent in both directions (the relay's limit).
@@ -118,9 +123,7 @@ impl<'a> Outbounds<'a> {
             LocalAction::Proxy(list) => {
                 // Ways out whose first remote answered its last health check go first, in order;
                 // the others stay as a last resort (the check may be stale).
-                let (up, down): (Vec<&Via>, Vec<&Via>) = list
-                    .iter()
-                    .partition(|v| v.first_remote().map_or(true, |e| e.health.is_up()));
+                let (up, down): (Vec<&Via>, Vec<&Via>) = list.iter().partition(|v| self.is_up(v));
                 let order: Vec<&Via> = up.into_iter().chain(down).collect();
                 let mut last = None;
                 for (i, via) in order.iter().enumerate() {
@@ -196,13 +199,13 @@ async fn direct(header: &RequestHeader, initial: &[u8]) -> Result<(Address, Outb
     }
     let mut stream = warren_common::dial::connect(&header.target, None)
         .await
-        .map_err(|e| OpenError::Direct(warren_common::status::Status::from(&e).into()))?;
+        .map_err(|e| OpenError::Direct(e.status()))?;
     warren_common::net::tune(&stream);
     if !initial.is_empty() {
         stream
             .write_all(initial)
             .await
-            .map_err(|e| OpenError::Direct(warren_common::status::Status::for_connect_error(&e).into()))?;
+            .map_err(|e| OpenError::Direct(ConnectFailure::of(&e).status()))?;
     }
     let bound = stream.local_addr().map(Address::Ip).unwrap_or(Address::UNSPECIFIED);
     Ok((bound, Outbound::Direct(stream)))
@@ -213,7 +216,7 @@ async fn open_via(via: &Via, header: &RequestHeader, initial: &[u8]) -> Result<(
         Via::Remote(remote) => {
             let stream = tunnel::dial(remote).await?;
             let (status, bound, tunnel) = tunnel::handshake(stream, remote, header, initial).await?;
-            if status != ReplyCode::Succeeded {
+            if status != Status::Succeeded {
                 return Err(OpenError::Refused(remote.name.clone(), status));
             }
             Ok((bound, Outbound::Tunnel(tunnel)))

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use warren_common::config::local_routes::Endpoint;
 use warren_common::proto::address::Address;
 use warren_common::proto::header::{RequestHeader, TIMESTAMP_WINDOW_SECS};
-use warren_common::proto::socks5::ReplyCode;
+use warren_common::proto::status::Status;
 use warren_common::stream::EncryptedStream;
 use warren_common::time::unix_now;
 use warren_common::tunnel::{HandshakeError, PendingTunnel};
@@ -27,7 +27,7 @@ pub enum OpenError {
     Unsupported(&'static str),
     /// A direct connection (route `direct`) failed.
     #[error("direct connection failed: {}", .0.describe())]
-    Direct(ReplyCode),
+    Direct(Status),
     /// The remote's address did not resolve or refused/failed the TCP connection.
     #[error("cannot reach remote {0}: {1}")]
     Unreachable(String, std::io::Error),
@@ -36,7 +36,7 @@ pub enum OpenError {
     Handshake(String, HandshakeError),
     /// A remote answered with a failure status for the target.
     #[error("{0} answered: {desc}", desc = .1.describe())]
-    Refused(String, ReplyCode),
+    Refused(String, Status),
     /// A chain broke before its last hop answered about the target.
     #[error("chain {0}, hop {1}: {2}")]
     Chain(String, usize, Box<OpenError>),
@@ -49,15 +49,15 @@ pub enum OpenError {
 }
 
 impl OpenError {
-    /// The SOCKS5 reply code for this failure: the target's verdict when one was heard,
-    /// general failure when the way there broke.
-    pub fn reply_code(&self) -> ReplyCode {
+    /// The request's outcome: the target's verdict when one was heard, general failure when
+    /// the way there broke. Each front end answers it in its own protocol.
+    pub fn status(&self) -> Status {
         match self {
-            OpenError::Blocked => ReplyCode::NotAllowed,
-            OpenError::Unsupported(_) => ReplyCode::CommandNotSupported,
+            OpenError::Blocked => Status::NotAllowed,
+            OpenError::Unsupported(_) => Status::CommandNotSupported,
             OpenError::Direct(code) | OpenError::Refused(_, code) => *code,
-            OpenError::Upstream(_, UpstreamError::Replied(code)) => *code,
-            _ => ReplyCode::GeneralFailure,
+            OpenError::Upstream(_, UpstreamError::Replied(code)) => Status::from(*code),
+            _ => Status::GeneralFailure,
         }
     }
 
@@ -89,10 +89,10 @@ impl OpenError {
         }
         match inner {
             OpenError::Blocked | OpenError::Unsupported(_) | OpenError::Direct(_) | OpenError::Refused(..) => {
-                tracing::info!(%target, reply = self.reply_code() as u8, "refused: {self}");
+                tracing::info!(%target, reply = self.status().socks5() as u8, "refused: {self}");
             }
             OpenError::Upstream(_, UpstreamError::Replied(_)) => {
-                tracing::info!(%target, reply = self.reply_code() as u8, "refused: {self}");
+                tracing::info!(%target, reply = self.status().socks5() as u8, "refused: {self}");
             }
             OpenError::Handshake(_, HandshakeError::Closed) => {
                 tracing::warn!(
@@ -134,7 +134,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     remote: &Endpoint,
     header: &RequestHeader,
     initial: &[u8],
-) -> Result<(ReplyCode, Address, EncryptedStream<S>), OpenError> {
+) -> Result<(Status, Address, EncryptedStream<S>), OpenError> {
     let failed = |e| OpenError::Handshake(remote.name.clone(), e);
     let pending = PendingTunnel::send_request(stream, &remote.key, header, initial)
         .await

@@ -14,17 +14,16 @@
 //! Messages are read a byte at a time until they decode, so no byte after the reply (the
 //! target's first data) is consumed here: it stays in the stream for the relay.
 
-use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use warren_common::config::local_routes::Socks5Login;
+use warren_common::framed::{FrameError, Framed, Limits};
 use warren_common::proto::address::Address;
 use warren_common::proto::socks5::{
     Command, Greeting, MethodSelection, Reply, ReplyCode, Request, UserPassReply, UserPassRequest, METHOD_NO_AUTH,
     METHOD_USER_PASS,
 };
-use warren_common::proto::{Decode, DecodeError};
-
-use crate::read::{read_message, Limits, ReadError};
+use warren_common::proto::status::Status;
+use warren_common::proto::DecodeError;
 
 /// No message from the server is longer than a reply with a 255-byte name (262 bytes).
 const MAX_MESSAGE: usize = 300;
@@ -49,28 +48,19 @@ pub enum UpstreamError {
     #[error("refused the username/password")]
     LoginRefused,
     /// The server answered the CONNECT with a failure code.
-    #[error("answered: {}", .0.describe())]
+    #[error("answered: {}", Status::from(*.0))]
     Replied(ReplyCode),
 }
 
-impl From<ReadError> for UpstreamError {
-    fn from(e: ReadError) -> UpstreamError {
+impl From<FrameError> for UpstreamError {
+    fn from(e: FrameError) -> UpstreamError {
         match e {
-            ReadError::Io(e) => UpstreamError::Io(e),
-            ReadError::Closed => UpstreamError::Closed,
-            ReadError::Malformed(e) => UpstreamError::Malformed(e),
+            FrameError::Io(e) => UpstreamError::Io(e),
+            FrameError::Closed => UpstreamError::Closed,
+            FrameError::Malformed(e) => UpstreamError::Malformed(e),
+            FrameError::TooLong(_) => UpstreamError::Malformed(DecodeError::BadField("length")),
         }
     }
-}
-
-/// Reads exactly one message, a byte at a time (the target's data follows the reply).
-async fn read_reply<T: Decode, S: AsyncRead + Unpin>(stream: &mut S) -> Result<T, UpstreamError> {
-    let mut buf = BytesMut::with_capacity(32);
-    let limits = Limits {
-        max: MAX_MESSAGE,
-        read: 1,
-    };
-    Ok(read_message(stream, &mut buf, limits).await?)
 }
 
 /// Asks the server at the other end of `stream` to CONNECT to `target`, logging in with
@@ -84,38 +74,37 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     if login.is_some() {
         methods.push(METHOD_USER_PASS);
     }
-    let mut out = Vec::with_capacity(600);
-    Greeting { methods }.encode(&mut out);
-    stream.write_all(&out).await?;
-    stream.flush().await?;
-    let MethodSelection(method) = read_reply(stream).await?;
+    // Replies are read a byte at a time: the target's data follows the last one on this stream.
+    let mut conn = Framed::new(
+        stream,
+        Limits {
+            max: MAX_MESSAGE,
+            read: 1,
+        },
+    );
+    conn.send(&Greeting { methods }).await?;
+    let MethodSelection(method) = conn.read().await?;
     match (method, login) {
         (METHOD_NO_AUTH, _) => {}
         (METHOD_USER_PASS, Some(login)) => {
-            out.clear();
-            UserPassRequest {
+            let request = UserPassRequest {
                 username: login.username.as_bytes().to_vec(),
                 password: login.password.expose().to_vec(),
-            }
-            .encode(&mut out);
-            stream.write_all(&out).await?;
-            stream.flush().await?;
-            let reply: UserPassReply = read_reply(stream).await?;
+            };
+            conn.send(&request).await?;
+            let reply: UserPassReply = conn.read().await?;
             if !reply.success {
                 return Err(UpstreamError::LoginRefused);
             }
         }
         _ => return Err(UpstreamError::NoAcceptableMethod),
     }
-    out.clear();
-    Request {
+    let request = Request {
         command: Command::Connect,
         target: target.clone(),
-    }
-    .encode(&mut out);
-    stream.write_all(&out).await?;
-    stream.flush().await?;
-    let reply: Reply = read_reply(stream).await?;
+    };
+    conn.send(&request).await?;
+    let reply: Reply = conn.read().await?;
     if reply.code != ReplyCode::Succeeded {
         return Err(UpstreamError::Replied(reply.code));
     }
@@ -125,7 +114,7 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use warren_common::config::Secret;
 
     /// The client's bytes against a scripted server on an in-memory pipe, login included; the

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use warren_common::proto::address::Address;
 use warren_common::proto::bind::BindNotice;
 use warren_common::proto::header::{Command, RequestHeader};
-use warren_common::proto::socks5::ReplyCode;
+use warren_common::proto::status::Status;
 use warren_common::proto::{decode_prefix, DecodeError};
 use warren_common::relay::relay;
 use warren_common::time::unix_now;
@@ -39,7 +39,7 @@ pub enum BindStage {
 /// (first) or the peer (second), [`Address::UNSPECIFIED`] on failure.
 pub trait BindReplies {
     /// The reply for `stage`, as bytes to write to the client.
-    fn encode(&self, stage: BindStage, code: ReplyCode, address: &Address) -> Vec<u8>;
+    fn encode(&self, stage: BindStage, code: Status, address: &Address) -> Vec<u8>;
 }
 
 /// Carries out a BIND for `client`, whose handshake is done and whose request named
@@ -57,12 +57,12 @@ pub async fn bind(
         Ok(opened) => opened,
         Err(failure) => {
             failure.log(&expected);
-            let reply = replies.encode(BindStage::First, failure.reply_code(), &Address::UNSPECIFIED);
+            let reply = replies.encode(BindStage::First, failure.status(), &Address::UNSPECIFIED);
             let _ = client.write_all(&reply).await;
             return;
         }
     };
-    let first = replies.encode(BindStage::First, ReplyCode::Succeeded, &listening);
+    let first = replies.encode(BindStage::First, Status::Succeeded, &listening);
     if client.write_all(&first).await.is_err() {
         return;
     }
@@ -82,14 +82,14 @@ pub async fn bind(
             Err(DecodeError::Incomplete) => {}
             Err(e) => {
                 tracing::warn!(%expected, "malformed BIND notice from the remote: {e}");
-                let reply = replies.encode(BindStage::Second, ReplyCode::GeneralFailure, &Address::UNSPECIFIED);
+                let reply = replies.encode(BindStage::Second, Status::GeneralFailure, &Address::UNSPECIFIED);
                 let _ = client.write_all(&reply).await;
                 return;
             }
         }
         tokio::select! {
             read = tunnel.read_buf(&mut from_tunnel) => if matches!(read, Ok(0) | Err(_)) {
-                let reply = replies.encode(BindStage::Second, ReplyCode::GeneralFailure, &Address::UNSPECIFIED);
+                let reply = replies.encode(BindStage::Second, Status::GeneralFailure, &Address::UNSPECIFIED);
                 let _ = client.write_all(&reply).await;
                 return;
             },
@@ -98,14 +98,14 @@ pub async fn bind(
                 return;
             },
             () = &mut wait => {
-                let reply = replies.encode(BindStage::Second, ReplyCode::TtlExpired, &Address::UNSPECIFIED);
+                let reply = replies.encode(BindStage::Second, Status::TtlExpired, &Address::UNSPECIFIED);
                 let _ = client.write_all(&reply).await;
                 return;
             }
         }
     };
     let second = replies.encode(BindStage::Second, notice.status, &notice.peer);
-    if client.write_all(&second).await.is_err() || notice.status != ReplyCode::Succeeded {
+    if client.write_all(&second).await.is_err() || notice.status != Status::Succeeded {
         tracing::info!(%expected, from = %notice.peer, "BIND ended: {}", notice.status.describe());
         return;
     }

@@ -12,12 +12,13 @@ use std::net::{IpAddr, SocketAddr};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use warren_common::config::local_routes::{LocalAction, Via};
 use warren_common::config::UdpTransport;
 use warren_common::crypto::{open_packet, random_salt, seal_packet, Key};
-use warren_common::config::local_routes::{LocalAction, Via};
 use warren_common::proto::address::Address;
 use warren_common::proto::header::{Command, RequestHeader};
-use warren_common::proto::socks5::{Reply, ReplyCode};
+use warren_common::proto::socks5::Reply;
+use warren_common::proto::status::Status;
 use warren_common::proto::udp::{DatagramFrame, PacketPlaintext, Socks5Datagram};
 use warren_common::proto::{decode_exact, decode_prefix, DecodeError};
 use warren_common::replay::ReplayFilter;
@@ -72,15 +73,13 @@ enum Upstream {
 
 impl Upstream {
     /// Opens the transport `local.udp_transport` asks for; the error is the SOCKS5 reply code.
-    async fn open(outbounds: &Outbounds<'_>, requested: &Address) -> Result<Upstream, ReplyCode> {
+    async fn open(outbounds: &Outbounds<'_>, requested: &Address) -> Result<Upstream, Status> {
         let header = RequestHeader::new(Command::UdpOverTcp, Address::UNSPECIFIED, unix_now());
         let action = outbounds.route(&header);
         // Sealed packets go to one remote; chains (and `tcp`) carry the datagrams in a stream.
         let packets_to = match action {
             LocalAction::Proxy(list) if outbounds.udp_transport() == UdpTransport::Udp => {
-                let healthy = list
-                    .iter()
-                    .find(|v| v.first_remote().map_or(true, |e| e.health.is_up()));
+                let healthy = list.iter().find(|v| outbounds.is_up(v));
                 match healthy.or(list.first()) {
                     Some(Via::Remote(remote)) => Some(remote.clone()),
                     _ => None,
@@ -93,7 +92,7 @@ impl Upstream {
                 Ok((_, stream)) => Ok(Upstream::Stream(stream, BytesMut::new())),
                 Err(failure) => {
                     failure.log(requested);
-                    Err(failure.reply_code())
+                    Err(failure.status())
                 }
             },
             Some(endpoint) => {
@@ -104,15 +103,15 @@ impl Upstream {
                 };
                 let Some(remote) = remote else {
                     tracing::warn!(remote = %endpoint.name, "cannot resolve the remote for UDP");
-                    return Err(ReplyCode::GeneralFailure);
+                    return Err(Status::GeneralFailure);
                 };
                 let any: SocketAddr = if remote.is_ipv4() {
                     (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
                 } else {
                     (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
                 };
-                let socket = UdpSocket::bind(any).await.map_err(|_| ReplyCode::GeneralFailure)?;
-                socket.connect(remote).await.map_err(|_| ReplyCode::GeneralFailure)?;
+                let socket = UdpSocket::bind(any).await.map_err(|_| Status::GeneralFailure)?;
+                socket.connect(remote).await.map_err(|_| Status::GeneralFailure)?;
                 Ok(Upstream::Packets(socket, ReplayFilter::default(), endpoint.key.clone()))
             }
         }
@@ -187,9 +186,13 @@ impl Upstream {
 }
 
 /// The SOCKS5 reply to a UDP ASSOCIATE (RFC 1928 §6; UDP ASSOCIATE is SOCKS5 only).
-fn reply(code: ReplyCode, bound: Address) -> Vec<u8> {
+fn reply(code: Status, bound: Address) -> Vec<u8> {
     let mut out = Vec::with_capacity(22);
-    Reply { code, bound }.encode(&mut out);
+    Reply {
+        code: code.socks5(),
+        bound,
+    }
+    .encode(&mut out);
     out
 }
 
@@ -220,13 +223,13 @@ pub async fn associate(mut client: TcpStream, outbounds: &Outbounds<'_>, request
         Err(e) => {
             tracing::warn!("cannot bind a UDP relay socket on {relay_ip}: {e}");
             let _ = client
-                .write_all(&reply(ReplyCode::GeneralFailure, Address::UNSPECIFIED))
+                .write_all(&reply(Status::GeneralFailure, Address::UNSPECIFIED))
                 .await;
             return;
         }
     };
     if client
-        .write_all(&reply(ReplyCode::Succeeded, Address::Ip(bound)))
+        .write_all(&reply(Status::Succeeded, Address::Ip(bound)))
         .await
         .is_err()
     {

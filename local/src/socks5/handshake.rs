@@ -7,22 +7,21 @@
 //! client → request       VER=5 | CMD | RSV | DST               → returned to the front end
 //! ```
 
-use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use warren_common::config::User;
+use warren_common::framed::{FrameError, Framed, Limits};
 use warren_common::proto::socks5::{
-    Greeting, MethodSelection, Reply, ReplyCode, Request, UserPassReply, UserPassRequest, METHOD_NONE_ACCEPTABLE,
-    METHOD_NO_AUTH, METHOD_USER_PASS,
+    Greeting, MethodSelection, Reply, Request, UserPassReply, UserPassRequest, METHOD_NONE_ACCEPTABLE, METHOD_NO_AUTH,
+    METHOD_USER_PASS,
 };
+use warren_common::proto::status::Status;
 use warren_common::proto::DecodeError;
 
 use crate::auth::check_login;
-use crate::read::{read_message, Limits, ReadError};
 
 /// No handshake message is longer than 513 bytes (RFC 1929 login); a client that sends more
 /// without completing one is not speaking SOCKS5.
-const LIMITS: Limits = Limits { max: 1024, read: 1024 };
+pub const LIMITS: Limits = Limits { max: 1024, read: 1024 };
 
 /// Why a SOCKS5 handshake ended without a request to carry out.
 #[derive(Debug, thiserror::Error)]
@@ -44,32 +43,36 @@ pub enum Socks5Error {
     AuthFailed(String),
 }
 
-impl From<ReadError> for Socks5Error {
-    fn from(e: ReadError) -> Socks5Error {
+impl From<FrameError> for Socks5Error {
+    fn from(e: FrameError) -> Socks5Error {
         match e {
-            ReadError::Io(e) => Socks5Error::Io(e),
-            ReadError::Closed => Socks5Error::Closed,
-            ReadError::Malformed(e) => Socks5Error::Malformed(e),
+            FrameError::Io(e) => Socks5Error::Io(e),
+            FrameError::Closed => Socks5Error::Closed,
+            FrameError::Malformed(e) => Socks5Error::Malformed(e),
+            FrameError::TooLong(_) => Socks5Error::Malformed(DecodeError::BadField("length")),
         }
     }
 }
 
-/// Runs the handshake up to and including the request. Refusals (method 0xFF, failed login,
-/// an error reply for a malformed request) are sent here before returning the error.
-pub async fn negotiate(stream: &mut TcpStream, buf: &mut BytesMut, users: &[User]) -> Result<Request, Socks5Error> {
-    let greeting: Greeting = match read_message(stream, buf, LIMITS).await.map_err(Socks5Error::from) {
+/// Runs the handshake up to and including the request on `conn` (the client socket and the
+/// bytes read from it; bytes after the request stay in its buffer). Refusals (method 0xFF,
+/// failed login, an error reply for a malformed request) are sent here before returning the
+/// error.
+pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Framed<S>,
+    users: &[User],
+) -> Result<Request, Socks5Error> {
+    let greeting: Greeting = match conn.read().await.map_err(Socks5Error::from) {
         Ok(greeting) => greeting,
         Err(Socks5Error::Malformed(DecodeError::BadVersion(4))) => {
             // A SOCKS4 client: answer in its own format (VN=0, CD=91 rejected) so it reports a
             // refusal instead of a protocol error.
-            let _ = stream.write_all(&[0x00, 0x5B, 0, 0, 0, 0, 0, 0]).await;
+            let _ = conn.get_mut().write_all(&[0x00, 0x5B, 0, 0, 0, 0, 0, 0]).await;
             return Err(Socks5Error::Malformed(DecodeError::BadVersion(4)));
         }
         Err(Socks5Error::Malformed(DecodeError::BadField("NMETHODS"))) => {
             // No methods offered: none is acceptable, which RFC 1928 §3 answers with 0xFF.
-            let mut out = Vec::with_capacity(2);
-            MethodSelection(METHOD_NONE_ACCEPTABLE).encode(&mut out);
-            let _ = stream.write_all(&out).await;
+            let _ = conn.send(&MethodSelection(METHOD_NONE_ACCEPTABLE)).await;
             return Err(Socks5Error::NoAcceptableMethod);
         }
         Err(e) => return Err(e),
@@ -79,21 +82,16 @@ pub async fn negotiate(stream: &mut TcpStream, buf: &mut BytesMut, users: &[User
     } else {
         METHOD_USER_PASS
     };
-    let mut out = Vec::with_capacity(2);
     if !greeting.methods.contains(&wanted) {
-        MethodSelection(METHOD_NONE_ACCEPTABLE).encode(&mut out);
-        stream.write_all(&out).await?;
+        conn.send(&MethodSelection(METHOD_NONE_ACCEPTABLE)).await?;
         return Err(Socks5Error::NoAcceptableMethod);
     }
-    MethodSelection(wanted).encode(&mut out);
-    stream.write_all(&out).await?;
+    conn.send(&MethodSelection(wanted)).await?;
 
     if !users.is_empty() {
-        let login: UserPassRequest = read_message(stream, buf, LIMITS).await?;
+        let login: UserPassRequest = conn.read().await?;
         let success = check_login(users, &login.username, &login.password);
-        out.clear();
-        UserPassReply { success }.encode(&mut out);
-        stream.write_all(&out).await?;
+        conn.send(&UserPassReply { success }).await?;
         if !success {
             return Err(Socks5Error::AuthFailed(
                 String::from_utf8_lossy(&login.username).into_owned(),
@@ -101,14 +99,12 @@ pub async fn negotiate(stream: &mut TcpStream, buf: &mut BytesMut, users: &[User
         }
     }
 
-    match read_message::<Request, _>(stream, buf, LIMITS).await {
+    match conn.read::<Request>().await.map_err(Socks5Error::from) {
         Ok(request) => Ok(request),
-        Err(ReadError::Malformed(e)) => {
-            out.clear();
-            Reply::error(ReplyCode::for_decode_error(&e)).encode(&mut out);
-            let _ = stream.write_all(&out).await;
+        Err(Socks5Error::Malformed(e)) => {
+            let _ = conn.send(&Reply::error(Status::for_decode_error(&e).socks5())).await;
             Err(Socks5Error::Malformed(e))
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }

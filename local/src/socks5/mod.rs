@@ -14,11 +14,12 @@ mod handshake;
 
 use std::time::Instant;
 
-use bytes::BytesMut;
 use tokio::net::TcpStream;
 use warren_common::config::LocalConfig;
+use warren_common::framed::Framed;
 use warren_common::proto::address::Address;
-use warren_common::proto::socks5::{Command, Reply, ReplyCode};
+use warren_common::proto::socks5::{Command, Reply};
+use warren_common::proto::status::Status;
 
 use crate::outbound::{OpenError, Outbounds};
 use crate::session::bind::{self, BindStage};
@@ -27,10 +28,10 @@ use crate::session::{self, udp, Answer, Connect};
 /// Serves one SOCKS5 client: its handshake, then its command to the end.
 pub async fn serve(mut client: TcpStream, config: &LocalConfig, outbounds: &Outbounds<'_>) {
     let started = Instant::now();
-    let mut buf = BytesMut::with_capacity(1024);
+    let mut conn = Framed::new(&mut client, handshake::LIMITS);
     // The handshake's states are boxed and freed once it is done, so the connection's task does
     // not stay as large as they are for its whole (mostly idle) life.
-    let handshake = Box::pin(handshake::negotiate(&mut client, &mut buf, &config.users));
+    let handshake = Box::pin(handshake::negotiate(&mut conn, &config.users));
     let request = match tokio::time::timeout(config.timeouts.handshake, handshake).await {
         Ok(Ok(request)) => request,
         Ok(Err(e)) => {
@@ -43,7 +44,7 @@ pub async fn serve(mut client: TcpStream, config: &LocalConfig, outbounds: &Outb
         }
     };
     // Bytes the client sent after its request (pipelining) go first to the target.
-    let initial = buf.split();
+    let (_, initial) = conn.into_parts();
     let target = request.target;
     match request.command {
         Command::Connect => {
@@ -64,10 +65,10 @@ struct Socks5;
 
 impl Socks5 {
     /// A reply (RFC 1928 §6): REP `code`, BND `bound`.
-    fn reply(code: ReplyCode, bound: &Address) -> Vec<u8> {
+    fn reply(code: Status, bound: &Address) -> Vec<u8> {
         let mut out = Vec::with_capacity(22);
         Reply {
-            code,
+            code: code.socks5(),
             bound: bound.clone(),
         }
         .encode(&mut out);
@@ -77,16 +78,16 @@ impl Socks5 {
 
 impl Answer for Socks5 {
     fn granted(&self, bound: &Address) -> Vec<u8> {
-        Socks5::reply(ReplyCode::Succeeded, bound)
+        Socks5::reply(Status::Succeeded, bound)
     }
 
     fn refused(&self, error: &OpenError) -> Vec<u8> {
-        Socks5::reply(error.reply_code(), &Address::UNSPECIFIED)
+        Socks5::reply(error.status(), &Address::UNSPECIFIED)
     }
 }
 
 impl bind::BindReplies for Socks5 {
-    fn encode(&self, _stage: BindStage, code: ReplyCode, address: &Address) -> Vec<u8> {
+    fn encode(&self, _stage: BindStage, code: Status, address: &Address) -> Vec<u8> {
         Socks5::reply(code, address)
     }
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use warren_common::config::{AgentSettings, RemoteConfig};
 use warren_common::proto::address::Address;
 use warren_common::proto::header::{Command, RequestHeader};
-use warren_common::proto::socks5::ReplyCode;
+use warren_common::proto::status::Status;
 use warren_common::time::unix_now;
 use warren_common::tunnel::PendingTunnel;
 
@@ -67,7 +67,7 @@ where
             .await
             .map_err(|e| e.to_string())?;
         let (response, tunnel) = pending.read_response().await.map_err(|e| e.to_string())?;
-        if response.status != ReplyCode::Succeeded {
+        if response.status != Status::Succeeded {
             return Err(format!("server answered: {}", response.status.describe()));
         }
         tunnel

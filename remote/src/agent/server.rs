@@ -9,7 +9,7 @@
 
 use tokio::io::AsyncWriteExt;
 use warren_common::proto::address::Address;
-use warren_common::proto::socks5::ReplyCode;
+use warren_common::proto::status::Status;
 use warren_common::relay::relay;
 
 use super::heartbeat;
@@ -58,7 +58,7 @@ where
         Some(_) => Reply::GRANTED,
         None => {
             tracing::info!("agent registration without a name: refused");
-            Reply::refused(ReplyCode::GeneralFailure)
+            Reply::refused(Status::GeneralFailure)
         }
     };
     let Some(mut tunnel) = request.answer(stream, &shared.config.key, reply, &[]).await else {
@@ -102,9 +102,9 @@ where
 {
     let config = &shared.config;
     let opened = match (shared.agents.get(name), request.raw()) {
-        (None, _) => Err(ReplyCode::HostUnreachable),
+        (None, _) => Err(Status::HostUnreachable),
         // `raw` is kept whenever a route leads to an agent (see `Shared::forwards`).
-        (Some(_), None) => Err(ReplyCode::GeneralFailure),
+        (Some(_), None) => Err(Status::GeneralFailure),
         (Some(opener), Some(raw)) => {
             let attempt = async {
                 let mut s = opener.open().await?;
@@ -113,15 +113,15 @@ where
             };
             match tokio::time::timeout(config.timeouts.connect, attempt).await {
                 Ok(Ok(s)) => Ok(s),
-                Ok(Err(_)) => Err(ReplyCode::GeneralFailure),
-                Err(_) => Err(ReplyCode::TtlExpired),
+                Ok(Err(_)) => Err(Status::GeneralFailure),
+                Err(_) => Err(Status::TtlExpired),
             }
         }
     };
     let upstream = match opened {
         Ok(upstream) => upstream,
         Err(status) => {
-            tracing::info!(agent = %name, reply = status as u8, "refused: {}", status.describe());
+            tracing::info!(agent = %name, reply = status.socks5() as u8, "refused: {}", status.describe());
             return request.refuse(stream, &config.key, status).await;
         }
     };
