@@ -21,7 +21,7 @@ use warren_common::route::RemoteAction;
 use warren_common::time::unix_now;
 use warren_common::tunnel::{AcceptedRequest, HandshakeError};
 
-use crate::respond::{Connection, Request, Serve};
+use crate::respond::{Connection, Request};
 use crate::shared::{Origin, Shared};
 use crate::{agent, bind, connect, udp};
 
@@ -34,7 +34,7 @@ pub async fn serve<S: Connection>(mut stream: S, origin: Origin, shared: Arc<Sha
         match check(&mut stream, deadline, &shared).await {
             Ok(accepted) => {
                 let request = Request::new(accepted, origin, started);
-                choose(&request, &shared).serve(request, stream, &shared).await;
+                dispatch(request, stream, &shared).await;
             }
             Err(Refusal::Silent) => {
                 // Read and discard until the deadline or until the peer closes: the
@@ -107,19 +107,21 @@ where
     Ok(request)
 }
 
-/// The one command that serves the request (CONNECT goes where its route says).
-fn choose<'a, S: Connection>(request: &Request, shared: &'a Shared) -> Box<dyn Serve<S> + 'a> {
+/// Hands the request to the one command that serves it (CONNECT goes where its route says).
+/// Every command has the same shape, `serve(request, stream, shared)`, and answers through
+/// [`Request::answer`] before it relays.
+async fn dispatch<S: Connection>(request: Request, stream: S, shared: &Shared) {
     let header = request.header();
     let span = tracing::Span::current();
     span.record("command", tracing::field::debug(header.command));
     span.record("target", tracing::field::display(&header.target));
     match header.command {
         Command::Connect => match shared.config.routes.route(&header.target) {
-            RemoteAction::Via(agent) => Box::new(agent::server::Forward { agent }),
-            RemoteAction::Direct => Box::new(connect::Connect),
+            RemoteAction::Via(agent) => agent::server::forward(request, stream, shared, agent).await,
+            RemoteAction::Direct => connect::serve(request, stream, shared).await,
         },
-        Command::Agent => Box::new(agent::server::Register),
-        Command::Bind => Box::new(bind::Bind),
-        Command::UdpOverTcp => Box::new(udp::tcp::UdpOverTcp),
+        Command::Agent => agent::server::register(request, stream, shared).await,
+        Command::Bind => bind::serve(request, stream, shared).await,
+        Command::UdpOverTcp => udp::tcp::serve(request, stream, shared).await,
     }
 }

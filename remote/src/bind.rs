@@ -20,23 +20,13 @@ use warren_common::relay::relay;
 use warren_common::stream::EncryptedStream;
 
 use crate::outbound::allowed_addresses;
-use crate::respond::{Connection, Reply, Request, Serve, Serving};
+use crate::respond::{Connection, Reply, Request};
 use crate::shared::{Origin, Shared};
 
 /// Most bytes the local may send before the peer connects (they are delivered to the peer).
 const EARLY_LIMIT: usize = 64 * 1024;
 
 /// BIND: one inbound connection to a listener of ours.
-pub struct Bind;
-impl<S: Connection> Serve<S> for Bind {
-    fn serve<'a>(self: Box<Self>, request: Request, stream: S, shared: &'a Shared) -> Serving<'a>
-    where
-        Self: 'a,
-    {
-        Box::pin(serve(request, stream, shared))
-    }
-}
-
 /// Who may connect: `None` when the request named the unspecified address (any peer the ACL
 /// allows), else the allowed addresses the request's target stands for.
 async fn expected_peers(target: &Address, config: &RemoteConfig) -> Result<Option<Vec<IpAddr>>, Status> {
@@ -71,7 +61,7 @@ async fn listen(config: &RemoteConfig, origin: Origin) -> Result<(TcpListener, A
 }
 
 /// Serves one authenticated BIND request.
-async fn serve<S>(mut request: Request, stream: S, shared: &Shared)
+pub async fn serve<S>(mut request: Request, stream: S, shared: &Shared)
 where
     S: Connection,
 {

@@ -15,25 +15,14 @@ use warren_common::proto::status::Status;
 use warren_common::relay::relay;
 
 use crate::outbound;
-use crate::respond::{Connection, Reply, Request, Serve, Serving};
+use crate::respond::{Connection, Reply, Request};
 use crate::shared::Shared;
 
 /// Bytes read from the local per wait while the outbound connection opens.
 const WATCH_CHUNK: usize = 4096;
 
-/// CONNECT, made from this machine.
-pub struct Connect;
-impl<S: Connection> Serve<S> for Connect {
-    fn serve<'a>(self: Box<Self>, request: Request, stream: S, shared: &'a Shared) -> Serving<'a>
-    where
-        Self: 'a,
-    {
-        Box::pin(serve(request, stream, shared))
-    }
-}
-
 /// Serves one authenticated CONNECT request routed here (not to an agent).
-async fn serve<S>(mut request: Request, mut stream: S, shared: &Shared)
+pub async fn serve<S>(mut request: Request, mut stream: S, shared: &Shared)
 where
     S: Connection,
 {

@@ -7,10 +7,8 @@
 //! ```
 //!
 //! [`Request`] is the only way to a tunnel: it cannot relay before it has answered. Every
-//! command has one shape, [`Serve`]; accept picks one per request.
+//! command has one shape, `serve(request, stream, shared)`; accept picks one per request.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -22,24 +20,12 @@ use warren_common::stream::EncryptedStream;
 use warren_common::time::unix_now;
 use warren_common::tunnel::AcceptedRequest;
 
-use crate::shared::{Origin, Shared};
+use crate::shared::Origin;
 
 /// A tunnel connection: a TCP connection, or a stream of a reverse-tunnel session.
 pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection for S {}
-
-/// A running command: the future of [`Serve::serve`].
-pub type Serving<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
-
-/// A tunnel command (CONNECT, BIND, UDP-over-TCP, agent registration, forwarding to an agent):
-/// serves one request on its connection `S`, answers it through [`Request::answer`], then
-/// relays until the end and logs one line.
-pub trait Serve<S>: Send {
-    fn serve<'a>(self: Box<Self>, request: Request, stream: S, shared: &'a Shared) -> Serving<'a>
-    where
-        Self: 'a;
-}
 
 /// An authenticated, fresh request (it passed the timestamp window and the replay check), not
 /// yet answered.

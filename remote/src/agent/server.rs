@@ -14,35 +14,11 @@ use warren_common::relay::relay;
 
 use super::heartbeat;
 use super::mux::{self, MuxStream};
-use crate::respond::{Connection, Reply, Request, Serve, Serving};
+use crate::respond::{Connection, Reply, Request};
 use crate::shared::{Origin, Shared};
 
-/// An agent registering its session under a name.
-pub struct Register;
-impl<S: Connection> Serve<S> for Register {
-    fn serve<'a>(self: Box<Self>, request: Request, stream: S, shared: &'a Shared) -> Serving<'a>
-    where
-        Self: 'a,
-    {
-        Box::pin(register(request, stream, shared))
-    }
-}
-
-/// A CONNECT routed `via:` the agent registered under this name.
-pub struct Forward<'n> {
-    pub agent: &'n str,
-}
-impl<'n, S: Connection> Serve<S> for Forward<'n> {
-    fn serve<'a>(self: Box<Self>, request: Request, stream: S, shared: &'a Shared) -> Serving<'a>
-    where
-        Self: 'a,
-    {
-        Box::pin(forward(request, stream, shared, self.agent))
-    }
-}
-
 /// Serves an authenticated `Command::Agent` request: registers the session until it dies.
-async fn register<S>(request: Request, stream: S, shared: &Shared)
+pub async fn register<S>(request: Request, stream: S, shared: &Shared)
 where
     S: Connection,
 {
@@ -96,7 +72,7 @@ where
 /// they arrived and authenticates them itself, so the tunnel is sealed end to end between the
 /// local and the agent and this remote relays ciphertext without a cipher pass of its own. It
 /// answers (sealed) only when there is no agent to ask.
-async fn forward<S>(request: Request, stream: S, shared: &Shared, name: &str)
+pub async fn forward<S>(request: Request, stream: S, shared: &Shared, name: &str)
 where
     S: Connection,
 {

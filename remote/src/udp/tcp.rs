@@ -12,22 +12,12 @@ use warren_common::proto::udp::DatagramFrame;
 use warren_common::proto::{decode_prefix, DecodeError};
 
 use super::nat::{recv, Nat};
-use crate::respond::{Connection, Reply, Request, Serve, Serving};
+use crate::respond::{Connection, Reply, Request};
 use crate::shared::Shared;
 
 /// UDP-over-TCP: one association per tunnel stream.
-pub struct UdpOverTcp;
-impl<S: Connection> Serve<S> for UdpOverTcp {
-    fn serve<'a>(self: Box<Self>, request: Request, stream: S, shared: &'a Shared) -> Serving<'a>
-    where
-        Self: 'a,
-    {
-        Box::pin(serve(request, stream, shared))
-    }
-}
-
 /// Serves one authenticated UDP-over-TCP request.
-async fn serve<S>(mut request: Request, stream: S, shared: &Shared)
+pub async fn serve<S>(mut request: Request, stream: S, shared: &Shared)
 where
     S: Connection,
 {
