@@ -27,7 +27,9 @@ use crate::socks5;
 
 /// Serves one accepted client, inside its span, until its connection ends.
 pub async fn handle(client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig>, health: Arc<Health>) {
-    let span = tracing::info_span!("conn", %peer, protocol = tracing::field::Empty);
+    // At error level, so the span is on whenever any logging is: a warning printed under
+    // `--log-level warn` still names the client it concerns.
+    let span = tracing::error_span!("conn", %peer, protocol = tracing::field::Empty);
     dispatch(client, &config, &health).instrument(span).await;
 }
 

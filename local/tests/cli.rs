@@ -222,7 +222,8 @@ async fn wrong_key_hint_and_no_secrets_in_the_log() {
 }
 
 // A remote that accepts and never answers: after connect_timeout the client gets 0x01 and the
-// log says the remote did not answer, naming the wrong-key and clock causes.
+// log says the remote did not answer, naming the wrong-key and clock causes. At
+// `--log-level warn` the warning still names the client (its connection's span).
 #[test]
 fn silent_remote_hint() {
     // The kernel completes connections into this listener's backlog; nothing ever answers.
@@ -233,12 +234,16 @@ fn silent_remote_hint() {
         key(),
         silent.local_addr().unwrap()
     ));
-    let mut proc = Proc::spawn(BIN, &["-c", path.to_str().unwrap()]);
+    // Warnings only where connections are accepted (so the `conn` span must be on at warn to
+    // show up), info elsewhere for the ready line.
+    let filter = "info,warren_local::accept=warn";
+    let mut proc = Proc::spawn(BIN, &["-c", path.to_str().unwrap(), "--log-level", filter]);
     proc.wait_line("serving SOCKS5");
     let target = TcpListener::bind("127.0.0.1:0").unwrap();
     assert_eq!(socks5_connect(listen, target.local_addr().unwrap(), None), Some(0x01));
     let hint = proc.wait_line("did not answer");
     assert!(hint.contains("wrong key") && hint.contains("clock"), "{hint}");
+    assert!(hint.contains("peer=127.0.0.1:"), "the warning names the client: {hint}");
     proc.signal("TERM");
     assert_eq!(proc.wait_exit().0.code(), Some(0));
 }

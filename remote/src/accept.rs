@@ -27,7 +27,9 @@ use crate::{agent, bind, connect, udp};
 
 /// Serves one tunnel connection: a TCP connection, or a stream a reverse-tunnel session opened.
 pub async fn serve<S: Connection>(mut stream: S, origin: Origin, shared: Arc<Shared>) {
-    let span = tracing::info_span!("tunnel", peer = %origin.peer(), command = Empty, target = Empty);
+    // At error level, so the span is on whenever any logging is: a warning printed under
+    // `--log-level warn` (a replay, a skewed clock) still names the connection it concerns.
+    let span = tracing::error_span!("tunnel", peer = %origin.peer(), command = Empty, target = Empty);
     async move {
         let started = std::time::Instant::now();
         let deadline = Instant::now() + shared.config.timeouts.handshake;
