@@ -1,6 +1,6 @@
-//! One port, every protocol: each accepted client gets its span (`conn`, with its `peer`, and
-//! the `protocol` once known, on every line logged for it), and the first byte it sends says
-//! which front end serves it.
+//! One port, every protocol: the first byte a client sends says which front end serves it.
+//! Its debug lines carry a `conn{peer, protocol}` span; its info and warning lines name the
+//! peer themselves (through [`Outbounds::peer`]), so they cost no span per connection.
 //!
 //! ```text
 //! 0x05        SOCKS5 (RFC 1928)          → socks5::serve
@@ -27,15 +27,17 @@ use crate::socks5;
 
 /// Serves one accepted client, inside its span, until its connection ends.
 pub async fn handle(client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig>, health: Arc<Health>) {
-    // At error level, so the span is on whenever any logging is: a warning printed under
-    // `--log-level warn` still names the client it concerns.
-    let span = tracing::error_span!("conn", %peer, protocol = tracing::field::Empty);
-    dispatch(client, &config, &health).instrument(span).await;
+    // Context for debug lines only. The lines users read (info and up) name the client
+    // themselves: an enabled span per connection costs ~0.9 KiB of RSS while it lives, and the
+    // subscriber keeps its slot after close (+288 % RSS after 10,000 connections had closed,
+    // against +23 % without; docs/BENCHMARKS.md).
+    let span = tracing::debug_span!("conn", %peer, protocol = tracing::field::Empty);
+    dispatch(client, peer, &config, &health).instrument(span).await;
 }
 
 /// Peeks the client's first byte (within the handshake timeout) and hands the connection to
 /// the matching front end, which reads that byte again as part of its first message.
-async fn dispatch(client: TcpStream, config: &LocalConfig, health: &Health) {
+async fn dispatch(client: TcpStream, peer: SocketAddr, config: &LocalConfig, health: &Health) {
     let mut first = [0u8; 1];
     match tokio::time::timeout(config.timeouts.handshake, client.peek(&mut first)).await {
         Ok(Ok(n)) if n > 0 => {}
@@ -45,7 +47,7 @@ async fn dispatch(client: TcpStream, config: &LocalConfig, health: &Health) {
             return;
         }
     }
-    let outbounds = Outbounds::new(config, health);
+    let outbounds = Outbounds::new(config, health, peer);
     let span = tracing::Span::current();
     match first[0] {
         socks5_codec::VERSION => {

@@ -62,7 +62,7 @@ pub async fn serve(mut client: TcpStream, config: &LocalConfig, outbounds: &Outb
     let target = request.target;
     let userid = String::from_utf8_lossy(&request.userid).into_owned();
     if !config.users.is_empty() {
-        tracing::info!(%target, %userid, "SOCKS4 refused: users are configured and SOCKS4 cannot carry a password");
+        tracing::info!(peer = %outbounds.peer(), %target, %userid, "SOCKS4 refused: users are configured and SOCKS4 cannot carry a password");
         let _ = client.write_all(&Socks4::rejected()).await;
         return;
     }
@@ -81,7 +81,7 @@ pub async fn serve(mut client: TcpStream, config: &LocalConfig, outbounds: &Outb
             session::connect(client, outbounds, request, answer).await;
         }
         Command::Bind => {
-            tracing::info!(%target, %userid, "SOCKS4 BIND");
+            tracing::info!(peer = %outbounds.peer(), %target, %userid, "SOCKS4 BIND");
             let replies = Socks4 {
                 userid,
                 target: target.clone(),
@@ -114,6 +114,8 @@ impl Socks4 {
 }
 
 impl Answer for Socks4 {
+    const PROTOCOL: &'static str = "socks4";
+
     fn granted(&self, bound: &Address) -> Vec<u8> {
         tracing::debug!(target = %self.target, userid = %self.userid, "SOCKS4 CONNECT granted");
         Socks4::reply(Status::Succeeded, bound)

@@ -65,6 +65,8 @@ pub async fn serve<S>(mut request: Request, stream: S, shared: &Shared)
 where
     S: Connection,
 {
+    // The lines users read name the connection themselves (see accept.rs on spans).
+    let (peer, target) = (request.origin.peer(), request.header().target.clone());
     let config = &shared.config;
     let prepared = match expected_peers(&request.header().target, config).await {
         Ok(expected) => listen(config, request.origin).await.map(|(l, a)| (expected, l, a)),
@@ -83,11 +85,11 @@ where
         return;
     };
     let Ok((expected, listener, bound)) = prepared else {
-        tracing::info!(reply = status.socks5() as u8, "BIND refused: {}", status.describe());
+        tracing::info!(%peer, %target, reply = status.socks5() as u8, "BIND refused: {}", status.describe());
         let _ = tunnel.shutdown().await;
         return;
     };
-    tracing::info!(listening = %bound, "BIND listening");
+    tracing::info!(%peer, %target, listening = %bound, "BIND listening");
 
     let wait = tokio::time::sleep(config.bind_timeout);
     tokio::pin!(wait);
@@ -97,7 +99,7 @@ where
             () = &mut wait => break None,
             read = tokio::io::AsyncReadExt::read_buf(&mut tunnel, &mut early), if early.len() < EARLY_LIMIT => {
                 if matches!(read, Ok(0) | Err(_)) {
-                    tracing::info!("local left while BIND was waiting");
+                    tracing::info!(%peer, %target, "local left while BIND was waiting");
                     return;
                 }
             }
@@ -105,7 +107,7 @@ where
     };
     drop(listener);
     let Some((mut inbound, from)) = accepted else {
-        tracing::info!("BIND: no peer before the timeout");
+        tracing::info!(%peer, %target, "BIND: no peer before the timeout");
         return refuse(tunnel, Status::TtlExpired, Address::UNSPECIFIED).await;
     };
     let from_ip = from.ip().to_canonical();
@@ -114,7 +116,7 @@ where
         None => config.acl.check(None, from_ip) == warren_common::acl::Verdict::Allow,
     };
     if !allowed {
-        tracing::info!(%from, "BIND: refused a peer that does not match the request");
+        tracing::info!(%peer, %target, %from, "BIND: refused a peer that does not match the request");
         drop(inbound);
         return refuse(tunnel, Status::NotAllowed, Address::Ip(from)).await;
     }
@@ -133,7 +135,7 @@ where
     }
     let outcome = relay(tunnel, inbound, config.timeouts.idle).await;
     tracing::info!(
-        %from,
+        %peer, %target, %from,
         sent = outcome.sent + early.len() as u64,
         received = outcome.received,
         end = %outcome.end,

@@ -26,9 +26,11 @@ pub async fn serve<S>(mut request: Request, mut stream: S, shared: &Shared)
 where
     S: Connection,
 {
+    // The lines users read name the connection themselves (see accept.rs on spans).
+    let (peer, target) = (request.origin.peer(), request.header().target.clone());
     let config = &shared.config;
     let Some((connected, early)) = open_watching(&request, &mut stream, shared).await else {
-        tracing::info!("local left before the outbound connection was made");
+        tracing::info!(%peer, %target, "local left before the outbound connection was made");
         return;
     };
     let reply = match &connected {
@@ -45,7 +47,7 @@ where
         return;
     };
     let Ok(mut outbound) = connected else {
-        tracing::info!(reply = status.socks5() as u8, "refused: {}", status.describe());
+        tracing::info!(%peer, %target, reply = status.socks5() as u8, "refused: {}", status.describe());
         let _ = tunnel.shutdown().await;
         return;
     };
@@ -56,7 +58,7 @@ where
     let connected_to = outbound.peer_addr().ok();
     let outcome = relay(tunnel, outbound, config.timeouts.idle).await;
     tracing::info!(
-        connected_to = ?connected_to,
+        %peer, %target, connected_to = ?connected_to,
         sent = outcome.sent + initial_data.len() as u64,
         received = outcome.received,
         duration_ms = started.elapsed().as_millis() as u64,

@@ -27,6 +27,8 @@ pub async fn serve(client: TcpStream, buf: BytesMut, outbounds: &Outbounds<'_>, 
 struct Tunnel;
 
 impl Answer for Tunnel {
+    const PROTOCOL: &'static str = "http-connect";
+
     const LINGERS: bool = true;
 
     fn granted(&self, _bound: &Address) -> Vec<u8> {

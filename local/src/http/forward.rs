@@ -172,7 +172,7 @@ pub async fn forward(
                 keep_client,
                 keep_upstream,
             } => {
-                tracing::info!(target = %address, method = %meta.method, status, reused, "HTTP request forwarded");
+                tracing::info!(peer = %outbounds.peer(), target = %address, method = %meta.method, status, reused, "HTTP request forwarded");
                 if !keep_upstream {
                     *upstream = None;
                 }
@@ -184,17 +184,17 @@ pub async fn forward(
             }
             Exchange::Stale => {
                 let message = "the origin closed the connection without answering";
-                tracing::info!(target = %address, method = %meta.method, "HTTP request failed: {message}");
+                tracing::info!(peer = %outbounds.peer(), target = %address, method = %meta.method, "HTTP request failed: {message}");
                 answer_and_close(client, &canned(502, "Bad Gateway", message, &[])).await;
                 return Next::Close;
             }
             Exchange::Refuse(status, reason, message) => {
-                tracing::info!(target = %address, method = %meta.method, status, "HTTP request failed: {message}");
+                tracing::info!(peer = %outbounds.peer(), target = %address, method = %meta.method, status, "HTTP request failed: {message}");
                 answer_and_close(client, &canned(status, reason, &message, &[])).await;
                 return Next::Close;
             }
             Exchange::Broken => {
-                tracing::info!(target = %address, method = %meta.method, "HTTP exchange broken off");
+                tracing::info!(peer = %outbounds.peer(), target = %address, method = %meta.method, "HTTP exchange broken off");
                 return Next::Close;
             }
         }

@@ -94,7 +94,7 @@ pub async fn serve(mut client: TcpStream, config: &LocalConfig, outbounds: &Outb
             }
         };
         if !matches!(target, Target::Origin(_)) && !authorized(&config.users, &head) {
-            tracing::info!(method = %head.method, "HTTP proxy request refused: missing or wrong Proxy-Authorization");
+            tracing::info!(peer = %outbounds.peer(), method = %head.method, "HTTP proxy request refused: missing or wrong Proxy-Authorization");
             let challenge = [("Proxy-Authenticate", "Basic realm=\"warren\"")];
             let answer = canned(
                 407,

@@ -25,6 +25,7 @@ mod tunnel;
 mod upstream;
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -51,6 +52,8 @@ pub struct Outbounds<'a> {
     routing: &'a LocalRouting,
     /// Which remotes answered their last health check (failover tries the others first).
     health: &'a Health,
+    /// The client this connection serves: every line logged for it names it.
+    peer: SocketAddr,
     /// `local.connect_timeout`: dialling a way out and hearing its answer.
     connect: Duration,
     /// `local.idle_timeout`: an open outbound with no byte either way for this long is closed.
@@ -60,14 +63,20 @@ pub struct Outbounds<'a> {
 }
 
 impl<'a> Outbounds<'a> {
-    pub fn new(config: &'a LocalConfig, health: &'a Health) -> Outbounds<'a> {
+    pub fn new(config: &'a LocalConfig, health: &'a Health, peer: SocketAddr) -> Outbounds<'a> {
         Outbounds {
             routing: &config.routing,
             health,
+            peer,
             connect: config.timeouts.connect,
             idle: config.timeouts.idle,
             udp_transport: config.udp_transport,
         }
+    }
+
+    /// The client's address, for the lines logged about its requests.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
     }
 
     /// Whether `via`'s first remote answered its last health check.
@@ -130,14 +139,14 @@ impl<'a> Outbounds<'a> {
                     match timeout_at(deadline, open_via(via, header, initial)).await {
                         Ok(Ok(opened)) => {
                             if list.len() > 1 {
-                                tracing::info!(target = %header.target, via = via.name(), "served by {}", via.name());
+                                tracing::info!(peer = %self.peer, target = %header.target, via = via.name(), "served by {}", via.name());
                             }
                             return Ok(opened);
                         }
                         Ok(Err(e)) if e.is_about_target() => return Err(e),
                         Ok(Err(e)) => {
                             if i + 1 < order.len() {
-                                tracing::warn!(target = %header.target, via = via.name(), "{e}: trying the next way out");
+                                tracing::warn!(peer = %self.peer, target = %header.target, via = via.name(), "{e}: trying the next way out");
                             }
                             last = Some(e);
                         }

@@ -2,6 +2,7 @@
 //! connection, or the previous hop's tunnel in a chain), and [`OpenError`], the errors of
 //! opening an outbound, explained in the log in terms a user can act on.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -81,38 +82,38 @@ impl OpenError {
 
     /// Logs the failure once, at the level it deserves: a refusal is information (`info`), a
     /// way out that broke is a problem to fix (`warn`, with the likely causes). The client's
-    /// address comes from the connection's span.
-    pub fn log(&self, target: &Address) {
+    /// address is `peer`.
+    pub fn log(&self, peer: SocketAddr, target: &Address) {
         let mut inner = self;
         while let OpenError::Chain(_, _, e) = inner {
             inner = e;
         }
         match inner {
             OpenError::Blocked | OpenError::Unsupported(_) | OpenError::Direct(_) | OpenError::Refused(..) => {
-                tracing::info!(%target, reply = self.status().socks5() as u8, "refused: {self}");
+                tracing::info!(%peer, %target, reply = self.status().socks5() as u8, "refused: {self}");
             }
             OpenError::Upstream(_, UpstreamError::Replied(_)) => {
-                tracing::info!(%target, reply = self.status().socks5() as u8, "refused: {self}");
+                tracing::info!(%peer, %target, reply = self.status().socks5() as u8, "refused: {self}");
             }
             OpenError::Handshake(_, HandshakeError::Closed) => {
                 tracing::warn!(
-                    %target,
+                    %peer, %target,
                     "{self}: the remote closed the connection without answering: it stays silent towards requests \
                      it cannot accept, so a wrong key or clocks more than {TIMESTAMP_WINDOW_SECS} s apart are the \
                      likely causes"
                 );
             }
             OpenError::Handshake(_, HandshakeError::Unauthenticated) => {
-                tracing::warn!(%target, "{self}: the remote's answer failed authentication: the two ends use different keys");
+                tracing::warn!(%peer, %target, "{self}: the remote's answer failed authentication: the two ends use different keys");
             }
             OpenError::TimedOut(..) => {
                 tracing::warn!(
-                    %target,
+                    %peer, %target,
                     "{self}: a remote stays silent towards requests it cannot accept, so a wrong key or clocks \
                      more than {TIMESTAMP_WINDOW_SECS} s apart are the likely causes (or the link is down)"
                 );
             }
-            _ => tracing::warn!(%target, "{self}"),
+            _ => tracing::warn!(%peer, %target, "{self}"),
         }
     }
 }

@@ -56,7 +56,7 @@ pub async fn bind(
     let (listening, mut tunnel) = match outbounds.open(header, initial).await {
         Ok(opened) => opened,
         Err(failure) => {
-            failure.log(&expected);
+            failure.log(outbounds.peer(), &expected);
             let reply = replies.encode(BindStage::First, failure.status(), &Address::UNSPECIFIED);
             let _ = client.write_all(&reply).await;
             return;
@@ -66,7 +66,7 @@ pub async fn bind(
     if client.write_all(&first).await.is_err() {
         return;
     }
-    tracing::info!(%expected, %listening, "BIND listening on the remote");
+    tracing::info!(peer = %outbounds.peer(), %expected, %listening, "BIND listening on the remote");
 
     // The remote answers within its own BIND timeout; ours only guards against a stuck stream.
     let mut from_tunnel = BytesMut::new();
@@ -81,7 +81,7 @@ pub async fn bind(
             }
             Err(DecodeError::Incomplete) => {}
             Err(e) => {
-                tracing::warn!(%expected, "malformed BIND notice from the remote: {e}");
+                tracing::warn!(peer = %outbounds.peer(), %expected, "malformed BIND notice from the remote: {e}");
                 let reply = replies.encode(BindStage::Second, Status::GeneralFailure, &Address::UNSPECIFIED);
                 let _ = client.write_all(&reply).await;
                 return;
@@ -94,7 +94,7 @@ pub async fn bind(
                 return;
             },
             read = client.read_buf(&mut early), if early.len() < EARLY_DATA_LIMIT => if matches!(read, Ok(0) | Err(_)) {
-                tracing::info!(%expected, "client left while BIND was waiting");
+                tracing::info!(peer = %outbounds.peer(), %expected, "client left while BIND was waiting");
                 return;
             },
             () = &mut wait => {
@@ -106,7 +106,7 @@ pub async fn bind(
     };
     let second = replies.encode(BindStage::Second, notice.status, &notice.peer);
     if client.write_all(&second).await.is_err() || notice.status != Status::Succeeded {
-        tracing::info!(%expected, from = %notice.peer, "BIND ended: {}", notice.status.describe());
+        tracing::info!(peer = %outbounds.peer(), %expected, from = %notice.peer, "BIND ended: {}", notice.status.describe());
         return;
     }
     if !from_tunnel.is_empty() && client.write_all(&from_tunnel).await.is_err() {
@@ -116,7 +116,7 @@ pub async fn bind(
         return;
     }
     let outcome = relay(client, tunnel, outbounds.idle()).await;
-    tracing::info!(
+    tracing::info!(peer = %outbounds.peer(),
         %expected, from = %notice.peer,
         sent = outcome.sent + early.len() as u64,
         received = outcome.received + from_tunnel.len() as u64,

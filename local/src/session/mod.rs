@@ -20,6 +20,7 @@
 pub mod bind;
 pub mod udp;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -53,6 +54,10 @@ pub enum Failure {
 /// A front end's reply format for a CONNECT. The encodings are plain bytes, so the session
 /// writes them and the front end is not entered again.
 pub trait Answer {
+    /// The front end's name on the "connection finished" line (`socks5`, `socks4`,
+    /// `http-connect`).
+    const PROTOCOL: &'static str;
+
     /// Whether a refused client gets a lingering close ([`answer_and_close`], HTTP) rather than
     /// an immediate one (SOCKS).
     const LINGERS: bool = false;
@@ -85,6 +90,10 @@ pub async fn connect<A: Answer>(mut client: TcpStream, outbounds: &Outbounds<'_>
     // The opening's states are boxed and freed once it is done: otherwise every connection's
     // task would stay as large as its largest opening state for its whole (mostly idle) life.
     let opened = Box::pin(open(&mut client, &mut early, outbounds, &target, &initial)).await;
+    // The initial bytes rode in the outbound's first chunk; their buffer (the handshake's, up
+    // to 1 KiB or more) must not stay allocated for the connection's whole life.
+    let sent_before = initial.len();
+    drop(initial);
     let tunnel = match opened {
         Ok((bound, tunnel)) => {
             if client.write_all(&answer.granted(&bound)).await.is_err() {
@@ -103,7 +112,13 @@ pub async fn connect<A: Answer>(mut client: TcpStream, outbounds: &Outbounds<'_>
             return;
         }
     };
-    relay_to_end(client, tunnel, early, initial.len(), outbounds.idle(), &target, started).await;
+    let finished = Finished {
+        peer: outbounds.peer(),
+        target: &target,
+        protocol: A::PROTOCOL,
+        started,
+    };
+    relay_to_end(client, tunnel, early, sent_before, outbounds.idle(), finished).await;
 }
 
 /// Opens the outbound to `target` (as routed) carrying `initial` first, within the connect
@@ -125,7 +140,7 @@ pub async fn open(
             result = &mut open => break result,
             read = client.read_buf(early), if early.len() < limit => match read {
                 Ok(0) | Err(_) => {
-                    tracing::info!(%target, "client left before the tunnel opened");
+                    tracing::info!(peer = %outbounds.peer(), %target, "client left before the tunnel opened");
                     return Err(Failure::ClientLeft);
                 }
                 Ok(_) => {}
@@ -133,9 +148,17 @@ pub async fn open(
         }
     };
     opened.map_err(|error| {
-        error.log(target);
+        error.log(outbounds.peer(), target);
         Failure::Open(error)
     })
+}
+
+/// What the "connection finished" line says about a connection besides its bytes.
+struct Finished<'a> {
+    peer: SocketAddr,
+    target: &'a Address,
+    protocol: &'static str,
+    started: Instant,
 }
 
 /// After the success reply: the client's read-ahead goes into the outbound, then the relay runs
@@ -147,8 +170,7 @@ async fn relay_to_end(
     early: BytesMut,
     sent_before: usize,
     idle: Duration,
-    target: &Address,
-    started: Instant,
+    finished: Finished<'_>,
 ) {
     if !early.is_empty() && tunnel.write_all(&early).await.is_err() {
         return;
@@ -156,8 +178,16 @@ async fn relay_to_end(
     let sent_before = (sent_before + early.len()) as u64;
     drop(early);
     let outcome = relay(client, tunnel, idle).await;
+    let Finished {
+        peer,
+        target,
+        protocol,
+        started,
+    } = finished;
     tracing::info!(
+        %peer,
         %target,
+        protocol,
         sent = outcome.sent + sent_before,
         received = outcome.received,
         duration_ms = started.elapsed().as_millis() as u64,

@@ -91,7 +91,7 @@ impl Upstream {
             None => match outbounds.open_along(action, &header, &[]).await {
                 Ok((_, stream)) => Ok(Upstream::Stream(stream, BytesMut::new())),
                 Err(failure) => {
-                    failure.log(requested);
+                    failure.log(outbounds.peer(), requested);
                     Err(failure.status())
                 }
             },
@@ -102,7 +102,7 @@ impl Upstream {
                     _ => None,
                 };
                 let Some(remote) = remote else {
-                    tracing::warn!(remote = %endpoint.name, "cannot resolve the remote for UDP");
+                    tracing::warn!(peer = %outbounds.peer(), remote = %endpoint.name, "cannot resolve the remote for UDP");
                     return Err(Status::GeneralFailure);
                 };
                 let any: SocketAddr = if remote.is_ipv4() {
@@ -221,7 +221,7 @@ pub async fn associate(mut client: TcpStream, outbounds: &Outbounds<'_>, request
             Err(_) => return,
         },
         Err(e) => {
-            tracing::warn!("cannot bind a UDP relay socket on {relay_ip}: {e}");
+            tracing::warn!(peer = %outbounds.peer(), "cannot bind a UDP relay socket on {relay_ip}: {e}");
             let _ = client
                 .write_all(&reply(Status::GeneralFailure, Address::UNSPECIFIED))
                 .await;
@@ -235,7 +235,7 @@ pub async fn associate(mut client: TcpStream, outbounds: &Outbounds<'_>, request
     {
         return;
     }
-    tracing::info!(relay = %bound, transport = ?outbounds.udp_transport(), "UDP association open");
+    tracing::info!(peer = %outbounds.peer(), relay = %bound, transport = ?outbounds.udp_transport(), "UDP association open");
 
     let mut filter = ClientFilter::new(&requested, peer);
     let mut datagram = vec![0u8; 65536];
@@ -286,7 +286,7 @@ pub async fn associate(mut client: TcpStream, outbounds: &Outbounds<'_>, request
         idle.as_mut().reset(tokio::time::Instant::now() + outbounds.idle());
     };
     upstream.close().await;
-    tracing::info!(
+    tracing::info!(peer = %outbounds.peer(),
         datagrams_sent = sent,
         datagrams_received = received,
         dropped,

@@ -77,6 +77,8 @@ impl Socks5 {
 }
 
 impl Answer for Socks5 {
+    const PROTOCOL: &'static str = "socks5";
+
     fn granted(&self, bound: &Address) -> Vec<u8> {
         Socks5::reply(Status::Succeeded, bound)
     }

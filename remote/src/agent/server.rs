@@ -22,8 +22,10 @@ pub async fn register<S>(request: Request, stream: S, shared: &Shared)
 where
     S: Connection,
 {
+    // The lines users read name the connection themselves (see accept.rs on spans).
+    let peer = request.origin.peer();
     if let Origin::Agent { .. } = request.origin {
-        tracing::info!("agent registration inside an agent session: refused");
+        tracing::info!(%peer, "agent registration inside an agent session: refused");
         return;
     }
     let name = match &request.header().target {
@@ -33,7 +35,7 @@ where
     let reply = match name {
         Some(_) => Reply::GRANTED,
         None => {
-            tracing::info!("agent registration without a name: refused");
+            tracing::info!(%peer, "agent registration without a name: refused");
             Reply::refused(Status::GeneralFailure)
         }
     };
@@ -56,14 +58,14 @@ where
         }
     });
     let id = shared.agents.insert(&name, opener);
-    tracing::info!(agent = %name, "agent connected");
+    tracing::info!(%peer, agent = %name, "agent connected");
     tokio::select! {
         () = driver => {}
-        () = heartbeat::echo(beat_rx) => tracing::warn!(agent = %name, "agent heartbeat lost"),
+        () = heartbeat::echo(beat_rx) => tracing::warn!(%peer, agent = %name, "agent heartbeat lost"),
         () = shared.shutdown.cancelled() => {}
     }
     shared.agents.remove(&name, id);
-    tracing::info!(agent = %name, "agent disconnected");
+    tracing::info!(%peer, agent = %name, "agent disconnected");
 }
 
 /// Hands a CONNECT routed `via: name` to that agent and relays.
@@ -76,6 +78,8 @@ pub async fn forward<S>(request: Request, stream: S, shared: &Shared, name: &str
 where
     S: Connection,
 {
+    // The lines users read name the connection themselves (see accept.rs on spans).
+    let (peer, target) = (request.origin.peer(), request.header().target.clone());
     let config = &shared.config;
     let opened = match (shared.agents.get(name), request.raw()) {
         (None, _) => Err(Status::HostUnreachable),
@@ -97,10 +101,10 @@ where
     let upstream = match opened {
         Ok(upstream) => upstream,
         Err(status) => {
-            tracing::info!(agent = %name, reply = status.socks5() as u8, "refused: {}", status.describe());
+            tracing::info!(%peer, %target, agent = %name, reply = status.socks5() as u8, "refused: {}", status.describe());
             return request.refuse(stream, &config.key, status).await;
         }
     };
     let outcome = relay(stream, upstream, config.timeouts.idle).await;
-    tracing::info!(agent = %name, sent = outcome.sent, received = outcome.received, end = %outcome.end, "connection via agent finished");
+    tracing::info!(%peer, %target, agent = %name, sent = outcome.sent, received = outcome.received, end = %outcome.end, "connection via agent finished");
 }

@@ -21,6 +21,8 @@ pub async fn serve<S>(mut request: Request, stream: S, shared: &Shared)
 where
     S: Connection,
 {
+    // The lines users read name the connection themselves (see accept.rs on spans).
+    let peer = request.origin.peer();
     let config = &shared.config;
     let mut inbound = BytesMut::from(&request.take_initial_data()[..]);
     let Some(mut tunnel) = request.answer(stream, &config.key, Reply::GRANTED, &[]).await else {
@@ -70,5 +72,5 @@ where
         }
     };
     let _ = tunnel.shutdown().await;
-    tracing::info!(datagrams_sent = sent, datagrams_received = received, %end, "UDP association finished");
+    tracing::info!(%peer, datagrams_sent = sent, datagrams_received = received, %end, "UDP association finished");
 }
