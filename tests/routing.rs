@@ -285,3 +285,58 @@ local:
         format!("{socks}|{socks}|DIRECT|DIRECT")
     );
 }
+
+/// A CIDR block rule sees through every spelling of its address as a name: SOCKS5 ATYP 0x03
+/// (what Chromium sends, IP addresses included), SOCKS4a, and an HTTP authority are all refused
+/// in their protocol's words, and the target sees nothing; a name that spells an address the
+/// rules allow still reaches it.
+#[tokio::test]
+async fn a_cidr_block_sees_through_ip_literals_spelled_as_names() {
+    let key = new_key();
+    let blocked = target("127.0.0.5:0").await;
+    let allowed = target("127.0.0.1:0").await;
+    let yaml = format!(
+        r#"key: "{key}"
+local:
+  routes:
+    - {{ cidr: "127.0.0.5/32", block: true }}
+  default: direct
+"#
+    );
+    let (local, _) = start_local_yaml(&yaml).await;
+    let port = blocked.addr.port();
+    for spelling in [
+        "127.0.0.5",
+        "127.0.0.5.",
+        "127.5",
+        "0x7f.0.0.5",
+        "2130706437",
+        "::ffff:127.0.0.5",
+    ] {
+        let name = Address::Domain(spelling.into(), port);
+        let (_s, reply) = within(20, "SOCKS5 CONNECT", socks5_connect(local.addr, &name, None))
+            .await
+            .unwrap();
+        assert_eq!(reply.code, ReplyCode::NotAllowed, "SOCKS5 name {spelling:?}");
+    }
+    for spelling in ["127.0.0.5", "0177.0.0.5"] {
+        // SOCKS4a: DSTIP 0.0.0.1, then the user id and the name, each NUL-terminated.
+        let mut request = vec![4u8, 1];
+        request.extend_from_slice(&port.to_be_bytes());
+        request.extend_from_slice(&[0, 0, 0, 1, b'u', 0]);
+        request.extend_from_slice(spelling.as_bytes());
+        request.push(0);
+        let reply = send_raw(local.addr, &request).await;
+        assert_eq!(reply.get(1), Some(&0x5B), "SOCKS4a name {spelling:?}: {reply:?}");
+    }
+    for authority in [format!("0x7f.0.0.5:{port}"), format!("[::ffff:127.0.0.5]:{port}")] {
+        let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+        let answer = String::from_utf8_lossy(&send_raw(local.addr, request.as_bytes()).await).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 403"), "HTTP CONNECT {authority}: {answer}");
+    }
+    assert_eq!(blocked.connections().await, 0, "the blocked target saw a connection");
+
+    // An allowed address spelled as a name still goes where it says.
+    echo_via(local.addr, Address::Domain("0x7f.1".into(), allowed.addr.port())).await;
+    assert_eq!(ips(&allowed.peers().await), ["127.0.0.1"]);
+}

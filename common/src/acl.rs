@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::proto::address::{check_domain, DomainRule};
+use crate::proto::address::{check_domain, name_matches, DomainRule};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -65,13 +65,6 @@ fn default_verdict(ip: IpAddr) -> Verdict {
     } else {
         Verdict::Allow
     }
-}
-
-fn name_matches(rule: &str, name: &str) -> bool {
-    let name = name.trim_end_matches('.');
-    name.len() >= rule.len()
-        && name[name.len() - rule.len()..].eq_ignore_ascii_case(rule)
-        && (name.len() == rule.len() || name.as_bytes()[name.len() - rule.len() - 1] == b'.')
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

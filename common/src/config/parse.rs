@@ -64,7 +64,7 @@ fn parse_host_port(text: &str) -> Option<Address> {
     let port = port.parse::<u16>().ok().filter(|&p| p != 0)?;
     if bracketed {
         let ip: Ipv6Addr = host.parse().ok()?;
-        return Some(Address::Ip(SocketAddr::new(IpAddr::V6(ip), port)));
+        return Some(Address::Ip(SocketAddr::new(IpAddr::V6(ip).to_canonical(), port)));
     }
     if let Ok(ip) = host.parse::<Ipv4Addr>() {
         return Some(Address::Ip(SocketAddr::new(IpAddr::V4(ip), port)));
@@ -72,7 +72,7 @@ fn parse_host_port(text: &str) -> Option<Address> {
     let domain_ok = !host.is_empty()
         && host.len() <= 255
         && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
-    domain_ok.then(|| Address::Domain(host.to_owned(), port))
+    domain_ok.then(|| Address::from_host(host, port))
 }
 
 /// A looser `host:port` check (any non-empty host text, a port from 1 to 65535), for an
@@ -135,7 +135,8 @@ mod tests {
         assert_eq!(parse_host_port("10.0.0.5:1080"), ip("10.0.0.5:1080"));
         assert_eq!(parse_host_port("[::1]:8388"), ip("[::1]:8388"));
         assert_eq!(parse_host_port("[2001:db8::7]:65535"), ip("[2001:db8::7]:65535"));
-        assert_eq!(parse_host_port("1.2.3:80"), dom("1.2.3", 80), "not an IPv4 literal");
+        // inet_aton's short form: the resolver makes 1.2.0.3 of it, so warren does too.
+        assert_eq!(parse_host_port("1.2.3:80"), ip("1.2.0.3:80"));
         let long = format!("{}:80", "a".repeat(255));
         assert!(parse_host_port(&long).is_some());
         for bad in [

@@ -42,11 +42,100 @@ impl Address {
         }
     }
 
-    /// Builds a domain address, checking the same rules as the decoder.
+    /// Builds a domain address, checking the same rules as the decoder; a name that is an IP
+    /// literal in any spelling becomes that IP (see [`Address::from_host`]).
     pub fn domain(name: &str, port: u16) -> Result<Address, DecodeError> {
         check_domain(name.as_bytes(), DomainRule::Wire)?;
-        Ok(Address::Domain(name.to_owned(), port))
+        Ok(Address::from_host(name, port))
     }
+
+    /// The address for a host that arrived as text (SOCKS5 ATYP 0x03, SOCKS4a, an HTTP
+    /// authority, a config value): [`ip_literal`] decides whether it is an IP in some
+    /// spelling, so routes and the ACL see `127.1`, `0x7f.0.0.1` and `::ffff:127.0.0.1` as
+    /// the 127.0.0.1 the resolver would make of them; anything else stays a name. An IP's
+    /// IPv4-mapped IPv6 form becomes the IPv4 address.
+    pub fn from_host(host: &str, port: u16) -> Address {
+        match ip_literal(host.as_bytes()) {
+            Some(ip) => Address::Ip(SocketAddr::new(ip, port)),
+            None => Address::Domain(host.to_owned(), port),
+        }
+    }
+}
+
+/// Whether the rule name `suffix` matches `name`: the name itself or any subdomain of it,
+/// compared as bytes, ASCII case-insensitively, trailing dots ignored on both. The one name
+/// comparison of warren (routes on both ends, the remote's ACL); non-ASCII bytes compare
+/// exactly and can never split a character.
+pub fn name_matches(suffix: &str, name: &str) -> bool {
+    let (suffix, name) = (
+        suffix.trim_end_matches('.').as_bytes(),
+        name.trim_end_matches('.').as_bytes(),
+    );
+    match name.len().checked_sub(suffix.len()) {
+        Some(0) => name.eq_ignore_ascii_case(suffix),
+        Some(extra) => {
+            name.get(extra - 1) == Some(&b'.')
+                && name.get(extra..).is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+        }
+        None => false,
+    }
+}
+
+/// The IP address `host` spells, if it is one: IPv6 (bracketed or not; an IPv4-mapped one is
+/// the IPv4 address), or IPv4 in any form `inet_aton(3)` and the WHATWG URL host parser accept
+/// (1 to 4 parts, each decimal, `0x` hex or `0`-led octal, the last filling the remaining
+/// bytes: `127.1`, `2130706433`, `0177.0.0.1`), with one trailing dot allowed. These are the
+/// spellings the remote's resolver (getaddrinfo) turns into that address without a DNS query,
+/// so a rule on the address must see them as it.
+pub fn ip_literal(host: &[u8]) -> Option<IpAddr> {
+    let host = std::str::from_utf8(host).ok()?;
+    let v6 = |text: &str| text.parse::<Ipv6Addr>().ok().map(|ip| IpAddr::V6(ip).to_canonical());
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6(inner);
+    }
+    if host.contains(':') {
+        return v6(host);
+    }
+    ipv4_any_spelling(host.strip_suffix('.').unwrap_or(host)).map(IpAddr::V4)
+}
+
+/// `inet_aton`'s IPv4 forms: `a.b.c.d`, `a.b.c` (c: 16 bits), `a.b` (b: 24 bits), `a` (32 bits).
+fn ipv4_any_spelling(host: &str) -> Option<Ipv4Addr> {
+    let mut parts = [0u64; 4];
+    let mut count = 0;
+    for part in host.split('.') {
+        let slot = parts.get_mut(count)?;
+        *slot = ipv4_part(part)?;
+        count += 1;
+    }
+    let (last, leading) = parts.get(..count)?.split_last()?;
+    if leading.iter().any(|&p| p > 0xff) || *last >= 1u64 << (8 * (5 - count)) {
+        return None;
+    }
+    let value = leading
+        .iter()
+        .enumerate()
+        .fold(*last, |acc, (i, &p)| acc | (p << (8 * (3 - i))));
+    u32::try_from(value).ok().map(Ipv4Addr::from)
+}
+
+/// One part: `0x`/`0X` hex (an empty `0x` is 0), a `0`-led octal, or decimal.
+fn ipv4_part(part: &str) -> Option<u64> {
+    let (digits, radix) = if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+        if hex.is_empty() {
+            return Some(0);
+        }
+        (hex, 16)
+    } else if let Some(octal) = part.strip_prefix('0').filter(|rest| !rest.is_empty()) {
+        (octal, 8)
+    } else {
+        (part, 10)
+    };
+    // from_str_radix accepts a leading '+', which no address spelling has.
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(digits, radix).ok()
 }
 
 /// Which domain names a context accepts; every rule also implies [`DomainRule::Wire`].
@@ -150,8 +239,8 @@ impl Decode for Address {
                 need(buf, len + 2)?;
                 let mut name = vec![0u8; len];
                 buf.copy_to_slice(&mut name);
-                let name = check_domain(&name, DomainRule::Wire)?.to_owned();
-                Ok(Address::Domain(name, buf.get_u16()))
+                let name = check_domain(&name, DomainRule::Wire)?;
+                Ok(Address::from_host(name, buf.get_u16()))
             }
             other => Err(DecodeError::BadAddressType(other)),
         }
@@ -216,6 +305,79 @@ mod tests {
     }
 
     #[test]
+    fn ip_literals_in_every_spelling() {
+        let v4 = |s: &str| Some(IpAddr::V4(s.parse().unwrap()));
+        for spelling in [
+            "127.0.0.5",
+            "127.0.0.5.",
+            "127.0.5",
+            "127.5",
+            "2130706437",
+            "0x7f.0.0.5",
+            "0X7F.0x0.0x0.0x5",
+            "0177.0.0.05",
+            "0x7f000005",
+            "::ffff:127.0.0.5",
+            "[::ffff:127.0.0.5]",
+            "::FFFF:7F00:5",
+        ] {
+            assert_eq!(ip_literal(spelling.as_bytes()), v4("127.0.0.5"), "{spelling}");
+        }
+        assert_eq!(ip_literal(b"0x"), v4("0.0.0.0"));
+        assert_eq!(ip_literal(b"[::1]"), Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        assert_eq!(ip_literal(b"::1"), Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        for name in [
+            "example.com",
+            "1.2.3.4.5",
+            "256.0.0.1",
+            "1.2.3.256",
+            "1.2.65536",
+            "4294967296",
+            "08.0.0.1",
+            "0x1g.0.0.1",
+            "+1.2.3.4",
+            "1..2",
+            "1.2.3.4..",
+            "",
+            "[::1",
+            "::1]",
+            "fe80::1%eth0",
+            "1.2.3.4:80",
+        ] {
+            assert_eq!(ip_literal(name.as_bytes()), None, "{name}");
+        }
+        assert_eq!(ip_literal(&[0xff, b'1']), None, "not UTF-8");
+        assert_eq!(
+            Address::from_host("127.1", 80),
+            Address::Ip("127.0.0.1:80".parse().unwrap())
+        );
+        assert_eq!(
+            Address::from_host("a.example", 80),
+            Address::Domain("a.example".into(), 80)
+        );
+        let mut wire = vec![ATYP_DOMAIN, 9];
+        wire.extend_from_slice(b"127.0.0.5\x00\x50");
+        assert_eq!(
+            decode_exact::<Address>(&wire),
+            Ok(Address::Ip("127.0.0.5:80".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn names_match_as_bytes() {
+        assert!(name_matches("campus.edu", "campus.edu"));
+        assert!(name_matches("campus.edu", "WWW.Campus.EDU."));
+        assert!(name_matches("campus.edu.", "www.campus.edu"));
+        assert!(!name_matches("campus.edu", "notcampus.edu"));
+        assert!(!name_matches("campus.edu", "edu"));
+        // Non-ASCII bytes compare exactly, and a rule never splits a character.
+        assert!(!name_matches("corp.example", "éorp.example"));
+        assert!(!name_matches("orp.example", "éorp.example"));
+        assert!(name_matches("orp.example", "é.orp.example"));
+        assert!(!name_matches("é.example", "É.example"), "only ASCII folds case");
+    }
+
+    #[test]
     fn domain_rules() {
         use DomainRule::*;
         let ok = |name: &[u8], rule| check_domain(name, rule).is_ok();
@@ -248,7 +410,12 @@ mod tests {
     fn any_address() -> impl Strategy<Value = Address> {
         prop_oneof![
             (any::<IpAddr>(), any::<u16>()).prop_map(|(ip, port)| Address::Ip(SocketAddr::new(ip, port))),
-            ("[a-z0-9.-]{1,255}", any::<u16>()).prop_map(|(n, p)| Address::Domain(n, p)),
+            ("[a-z0-9.-]{1,255}", any::<u16>())
+                .prop_filter("a name, not an IP literal", |(n, _)| crate::proto::address::ip_literal(
+                    n.as_bytes()
+                )
+                .is_none())
+                .prop_map(|(n, p)| Address::Domain(n, p)),
         ]
     }
 

@@ -72,7 +72,7 @@ impl Decode for Request {
         let userid = read_nul_terminated(buf, "USERID")?;
         let target = if ip[..3] == [0, 0, 0] && ip[3] != 0 {
             let name = read_nul_terminated(buf, "DOMAIN")?;
-            Address::Domain(check_domain(&name, DomainRule::Wire)?.to_owned(), port)
+            Address::from_host(check_domain(&name, DomainRule::Wire)?, port)
         } else {
             Address::Ip(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port)))
         };
@@ -290,7 +290,12 @@ mod tests {
             (any::<u32>(), any::<u16>())
                 .prop_filter("not the SOCKS4a marker", |(ip, _)| *ip == 0 || *ip > 255)
                 .prop_map(|(ip, port)| Address::Ip(SocketAddr::V4(SocketAddrV4::new(ip.into(), port)))),
-            ("[a-z0-9.-]{1,255}", any::<u16>()).prop_map(|(n, p)| Address::Domain(n, p)),
+            ("[a-z0-9.-]{1,255}", any::<u16>())
+                .prop_filter("a name, not an IP literal", |(n, _)| crate::proto::address::ip_literal(
+                    n.as_bytes()
+                )
+                .is_none())
+                .prop_map(|(n, p)| Address::Domain(n, p)),
         ];
         let command = prop_oneof![Just(Command::Connect), Just(Command::Bind)];
         (command, target, proptest::collection::vec(1u8..=255, 0..=255)).prop_map(|(command, target, userid)| Request {

@@ -53,13 +53,13 @@ pub fn parse_authority(text: &str, default_port: Option<u16>) -> Result<Address,
     }
     if text.starts_with('[') {
         let ip: Ipv6Addr = host.parse().map_err(|_| BAD)?;
-        return Ok(Address::Ip(SocketAddr::new(IpAddr::V6(ip), port)));
+        return Ok(Address::Ip(SocketAddr::new(IpAddr::V6(ip).to_canonical(), port)));
     }
     if let Ok(ip) = host.parse::<Ipv4Addr>() {
         return Ok(Address::Ip(SocketAddr::new(IpAddr::V4(ip), port)));
     }
     let host = check_domain(host.as_bytes(), DomainRule::UriHost)?;
-    Ok(Address::Domain(host.to_owned(), port))
+    Ok(Address::from_host(host, port))
 }
 
 impl RequestHead {
