@@ -4,9 +4,11 @@
 //! its subdomains). Name rules test the name the client asked for; IP rules test the target
 //! address, and for a domain target every address the name resolves to, so a name cannot be
 //! used to reach an address the rules deny (DNS rebinding). A target that matches no rule is
-//! allowed, except the remote host's own loopback, unspecified ("this host") and link-local
-//! addresses, which are denied unless a rule allows them. IPv4-mapped IPv6 addresses are
-//! checked as the IPv4 address they carry.
+//! allowed, except the built-in denies: the remote host's own loopback, unspecified ("this
+//! host") and link-local addresses, and the cloud metadata services outside link-local. Only an
+//! IP or CIDR `allow` lifts a built-in deny: a name rule such as `allow: localhost` does not,
+//! since a name can resolve anywhere. IPv4-mapped IPv6 addresses are checked as the IPv4
+//! address they carry.
 
 use std::net::IpAddr;
 
@@ -54,17 +56,21 @@ impl Rule {
     }
 }
 
-/// The verdict for addresses no rule matches.
-fn default_verdict(ip: IpAddr) -> Verdict {
+/// Cloud metadata services at addresses outside link-local (169.254.169.254 is link-local):
+/// AWS's IPv6 endpoint, Alibaba Cloud's, Azure's wire server.
+const METADATA: [IpAddr; 3] = [
+    IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
+    IpAddr::V4(std::net::Ipv4Addr::new(100, 100, 100, 200)),
+    IpAddr::V4(std::net::Ipv4Addr::new(168, 63, 129, 16)),
+];
+
+/// Whether `ip` (canonical) is denied unless an IP or CIDR rule allows it.
+fn built_in_deny(ip: IpAddr) -> bool {
     let special = match ip {
         IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.octets()[0] == 0,
         IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80,
     };
-    if special {
-        Verdict::Deny
-    } else {
-        Verdict::Allow
-    }
+    special || METADATA.contains(&ip)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,9 +86,12 @@ impl Acl {
     /// The verdict for connecting to `ip`, reached by way of the name `name` if there is one.
     pub fn check(&self, name: Option<&str>, ip: IpAddr) -> Verdict {
         let ip = ip.to_canonical();
+        let guarded = built_in_deny(ip);
         for rule in &self.rules {
             let hit = match (&rule.matcher, name) {
                 (Matcher::Net(net), _) => net.contains(&ip),
+                // A name allow never lifts a built-in deny; a later IP rule still may.
+                (Matcher::Domain(_), _) if guarded && rule.verdict == Verdict::Allow => false,
                 (Matcher::Domain(d), Some(name)) => name_matches(d, name),
                 (Matcher::Domain(_), None) => false,
             };
@@ -90,7 +99,11 @@ impl Acl {
                 return rule.verdict;
             }
         }
-        default_verdict(ip)
+        if guarded {
+            Verdict::Deny
+        } else {
+            Verdict::Allow
+        }
     }
 
     /// The verdict for a name before resolving it, when the rules already settle it for every
@@ -162,6 +175,28 @@ mod tests {
         assert_eq!(b.check_name("a.corp.example"), Some(Deny));
         assert_eq!(b.check_name("other.example"), None);
         assert_eq!(b.check(Some("localhost"), ip("::1")), Allow);
+    }
+
+    #[test]
+    fn only_an_ip_rule_lifts_a_built_in_deny() {
+        use Verdict::*;
+        let by_name = acl(&[(Allow, "localhost"), (Allow, "metadata.example")]);
+        for (name, addr) in [
+            ("localhost", "127.0.0.1"),
+            ("localhost", "::1"),
+            ("metadata.example", "fd00:ec2::254"),
+            ("metadata.example", "100.100.100.200"),
+            ("metadata.example", "168.63.129.16"),
+            ("metadata.example", "169.254.169.254"),
+        ] {
+            assert_eq!(by_name.check(Some(name), ip(addr)), Deny, "{name} -> {addr}");
+        }
+        // The name rule still allows what it names elsewhere, and an IP rule lifts the deny.
+        assert_eq!(by_name.check(Some("localhost"), ip("192.0.2.1")), Allow);
+        let by_ip = acl(&[(Allow, "localhost"), (Allow, "127.0.0.1")]);
+        assert_eq!(by_ip.check(Some("localhost"), ip("127.0.0.1")), Allow);
+        assert_eq!(by_ip.check(None, ip("127.0.0.2")), Deny);
+        assert_eq!(acl(&[]).check(None, ip("100.100.100.200")), Deny);
     }
 
     #[test]
