@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::process::{Child, Command as Process, Stdio};
 use std::time::Duration;
+use warren_common::proto::Encode;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};

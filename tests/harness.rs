@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::process::Output;
 use std::sync::Arc;
+use warren_common::proto::Encode;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -4,6 +4,7 @@
 //! answered with the 8-byte rejection 00 5B … then a close, while other clients keep being served.
 
 use std::net::SocketAddr;
+use warren_common::proto::Encode;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

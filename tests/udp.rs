@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
+use warren_common::proto::Encode;
 
 use tokio::net::{TcpStream, UdpSocket};
 use warren_common::proto::address::Address;

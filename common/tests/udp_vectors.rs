@@ -3,6 +3,7 @@
 //! (the script is PROTOCOL.md appendix B); if they disagree, the script is the reference.
 
 use std::net::SocketAddr;
+use warren_common::proto::Encode;
 
 use warren_common::crypto::{open_packet, seal_packet, Key, SALT_LEN};
 use warren_common::proto::address::Address;

@@ -5,6 +5,7 @@
 //! script disagree, the script is the reference.
 
 use std::net::SocketAddr;
+use warren_common::proto::Encode;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warren_common::crypto::{

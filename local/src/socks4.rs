@@ -11,6 +11,7 @@
 //! SOCKS4 carries no password, so with `local.users` set every request is refused.
 
 use std::time::Instant;
+use warren_common::proto::Encode;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;

@@ -9,6 +9,7 @@
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
+use warren_common::proto::Encode;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;

@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{Buf, BufMut};
 
-use super::{inherent_encode, need, Decode, DecodeError, Encode};
+use super::{need, Decode, DecodeError, Encode};
 
 pub const ATYP_IPV4: u8 = 0x01;
 pub const ATYP_DOMAIN: u8 = 0x03;
@@ -214,8 +214,6 @@ impl Encode for Address {
         }
     }
 }
-
-inherent_encode!(len: Address);
 
 impl Decode for Address {
     fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {

@@ -20,7 +20,7 @@ use bytes::{Buf, BufMut};
 use super::address::Address;
 use super::socks5::ReplyCode;
 use super::status::Status;
-use super::{inherent_encode, need, Decode, DecodeError, Encode};
+use super::{need, Decode, DecodeError, Encode};
 
 /// The outcome of a BIND's wait for its peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +40,6 @@ impl Encode for BindNotice {
         self.peer.encode(buf);
     }
 }
-
-inherent_encode!(len: BindNotice);
 
 impl Decode for BindNotice {
     fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {

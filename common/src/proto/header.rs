@@ -28,7 +28,7 @@ use rand::Rng;
 use super::address::Address;
 use super::socks5::ReplyCode;
 use super::status::Status;
-use super::{inherent_encode, need, Decode, DecodeError, Encode};
+use super::{need, Decode, DecodeError, Encode};
 use crate::crypto::SALT_LEN;
 
 /// Largest padding either header may carry.
@@ -162,8 +162,6 @@ impl Encode for ResponseHeader {
         put_padding(buf, self.padding_len);
     }
 }
-
-inherent_encode!(len: RequestHeader, ResponseHeader);
 
 impl Decode for ResponseHeader {
     fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {

@@ -68,33 +68,6 @@ pub trait Encode {
     }
 }
 
-/// Gives each type an inherent `encode` (and, with `len`, `encoded_len`) that forwards to its
-/// [`Encode`] impl, so callers written before the trait existed compile without importing it.
-macro_rules! inherent_encode {
-    ($($ty:ty),+ $(,)?) => {$(
-        impl $ty {
-            /// Same as [`Encode::encode`](crate::proto::Encode::encode).
-            pub fn encode(&self, buf: &mut impl bytes::BufMut) {
-                <Self as $crate::proto::Encode>::encode(self, buf)
-            }
-        }
-    )+};
-    (len: $($ty:ty),+ $(,)?) => {$(
-        impl $ty {
-            /// Same as [`Encode::encode`](crate::proto::Encode::encode).
-            pub fn encode(&self, buf: &mut impl bytes::BufMut) {
-                <Self as $crate::proto::Encode>::encode(self, buf)
-            }
-
-            /// Same as [`Encode::encoded_len`](crate::proto::Encode::encoded_len).
-            pub fn encoded_len(&self) -> usize {
-                <Self as $crate::proto::Encode>::encoded_len(self)
-            }
-        }
-    )+};
-}
-pub(crate) use inherent_encode;
-
 /// Decodes a message that must use every byte of `bytes`.
 pub fn decode_exact<T: Decode>(mut bytes: &[u8]) -> Result<T, DecodeError> {
     let msg = T::decode(&mut bytes)?;

@@ -20,7 +20,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use bytes::{Buf, BufMut};
 
 use super::address::{check_domain, Address, DomainRule};
-use super::{inherent_encode, need, version, Decode, DecodeError, Encode};
+use super::{need, version, Decode, DecodeError, Encode};
 
 pub const VERSION: u8 = 0x04;
 /// The version byte of every reply.
@@ -164,8 +164,6 @@ impl Encode for Reply {
         8
     }
 }
-
-inherent_encode!(Request, Reply);
 
 impl Decode for Reply {
     fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {

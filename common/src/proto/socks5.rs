@@ -13,7 +13,7 @@
 use bytes::{Buf, BufMut};
 
 use super::address::Address;
-use super::{inherent_encode, need, version, Decode, DecodeError, Encode};
+use super::{need, version, Decode, DecodeError, Encode};
 
 pub const VERSION: u8 = 0x05;
 pub const AUTH_VERSION: u8 = 0x01;
@@ -261,15 +261,6 @@ impl Encode for Reply {
         3 + self.bound.encoded_len()
     }
 }
-
-inherent_encode!(
-    Greeting,
-    MethodSelection,
-    UserPassRequest,
-    UserPassReply,
-    Request,
-    Reply
-);
 
 impl Decode for Reply {
     fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {

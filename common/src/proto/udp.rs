@@ -39,7 +39,7 @@
 use bytes::{Buf, BufMut};
 
 use super::address::Address;
-use super::{inherent_encode, need, Decode, DecodeError, Encode};
+use super::{need, Decode, DecodeError, Encode};
 
 /// Largest datagram payload warren relays (an IPv6 UDP payload without jumbograms, minus room
 /// for the largest address in a 16-bit frame).
@@ -68,8 +68,6 @@ impl Encode for Socks5Datagram {
         3 + self.address.encoded_len() + self.data.len()
     }
 }
-
-inherent_encode!(Socks5Datagram, PacketPlaintext);
 
 impl Socks5Datagram {
     /// Writes a header for `address` followed by `data`, without building a datagram first.

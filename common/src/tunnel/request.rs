@@ -6,6 +6,7 @@
 //! local  → remote:  salt_L (32) | chunk[RequestHeader | initial data]
 //! ```
 
+use crate::proto::Encode;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::{push_chunk, read_first_chunk, AcceptedRequest, HandshakeError, PendingTunnel};

@@ -6,6 +6,7 @@
 //! remote → local:   salt_R (32) | chunk[ResponseHeader] | chunks ...
 //! ```
 
+use crate::proto::Encode;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::{push_chunk, read_first_chunk, AcceptedRequest, HandshakeError, PendingTunnel};

@@ -11,6 +11,7 @@
 //! timeout as its deadline.
 
 use std::time::Duration;
+use warren_common::proto::Encode;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};

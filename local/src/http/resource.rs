@@ -8,6 +8,7 @@
 //! ```
 
 use std::net::SocketAddr;
+use warren_common::proto::Encode;
 
 use warren_common::config::local_routes::LocalAction;
 use warren_common::pac::{self, PacAction};

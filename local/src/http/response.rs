@@ -10,6 +10,7 @@
 
 use warren_common::proto::http::ResponseHead;
 use warren_common::proto::status::Status;
+use warren_common::proto::Encode;
 
 use crate::outbound::OpenError;
 

@@ -8,6 +8,7 @@
 //! client's TCP control connection closes, the tunnel ends, or nothing moves for `idle_timeout`.
 
 use std::net::{IpAddr, SocketAddr};
+use warren_common::proto::Encode;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -13,6 +13,7 @@
 mod handshake;
 
 use std::time::Instant;
+use warren_common::proto::Encode;
 
 use tokio::net::TcpStream;
 use warren_common::config::LocalConfig;

@@ -24,7 +24,7 @@ use bytes::{Buf, BufMut};
 
 pub use target::{basic_credentials, parse_authority, Target};
 
-use super::{inherent_encode, Decode, DecodeError, Encode};
+use super::{Decode, DecodeError, Encode};
 
 /// Largest head (request or status line, fields, blank line) accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -268,8 +268,6 @@ impl Encode for ResponseHead {
         self.headers.encode(buf);
     }
 }
-
-inherent_encode!(RequestHead, ResponseHead);
 
 impl RequestHead {
     /// The request body's framing. Both `Transfer-Encoding` and `Content-Length`, a transfer
