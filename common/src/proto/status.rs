@@ -118,10 +118,6 @@ impl Status {
         self.row().text
     }
 
-    pub fn is_success(self) -> bool {
-        self == Status::Succeeded
-    }
-
     /// The answer a malformed request earns: an unknown command or address type has its own
     /// code, anything else is a general failure.
     pub fn for_decode_error(err: &DecodeError) -> Status {
@@ -146,12 +142,6 @@ impl From<ReplyCode> for Status {
             ReplyCode::CommandNotSupported => Status::CommandNotSupported,
             ReplyCode::AddressTypeNotSupported => Status::AddressTypeNotSupported,
         }
-    }
-}
-
-impl From<Status> for ReplyCode {
-    fn from(status: Status) -> ReplyCode {
-        status.socks5()
     }
 }
 
