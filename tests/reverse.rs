@@ -8,11 +8,16 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use warren_common::config::RemoteConfig;
+use warren_common::crypto::Key;
 use warren_common::proto::address::Address;
+use warren_common::proto::header::RequestHeader;
 use warren_common::proto::socks5::ReplyCode;
+use warren_common::proto::status::Status;
+use warren_common::time::unix_now;
+use warren_common::tunnel::PendingTunnel;
 use warren_tests::*;
 
 /// The public remote ("VPS") on `listen` (a fixed address, so it can restart on it). Requests
@@ -164,6 +169,28 @@ async fn intranet_through_the_agent_and_healed_after_a_vps_restart() {
     let out = curl(&["--socks5-hostname", &proxy, &url]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout == c.site_body, "page differs");
+
+    // The VPS's routes see through a target name that spells the routed address (as a client
+    // other than warren-local may send it): it goes via the agent, not out to the VPS's ACL.
+    let key = Key::from_base64(&c.key).expect("key");
+    let tcp = TcpStream::connect(c.vps.addr).await.expect("connect to the VPS");
+    let name = Address::Domain("0x7f.0.0.3".into(), c.intranet.addr.port());
+    let header = RequestHeader::connect(name, unix_now());
+    let pending = PendingTunnel::send_request(tcp, &key, &header, b"ping")
+        .await
+        .expect("send");
+    let (response, mut tunnel) = within(20, "the response", pending.read_response())
+        .await
+        .expect("answered");
+    assert_eq!(response.status, Status::Succeeded);
+    let mut echoed = [0u8; 4];
+    within(20, "the echo", tunnel.read_exact(&mut echoed))
+        .await
+        .expect("echo");
+    assert_eq!(&echoed, b"ping");
+    drop(tunnel);
+    let peers = c.intranet.peers().await;
+    assert!(peers.iter().all(|p| p.ip().to_string() == "127.0.0.4"), "{peers:?}");
 
     // A VPS restart heals by itself: nobody touches the agent or the laptop.
     let vps_addr = c.vps.addr;
