@@ -55,7 +55,7 @@ pub enum Origin {
 }
 
 impl Origin {
-    /// The other end, for the connection's log span.
+    /// The other end, named on every line logged for the connection.
     pub fn peer(&self) -> SocketAddr {
         match *self {
             Origin::Tcp { peer, .. } => peer,
