@@ -5,7 +5,7 @@
 //! A request walks down, one room after another, and never back up:
 //!
 //! ```text
-//! run ─▶ accept.rs      span per client; the first byte picks the front end
+//! run ─▶ accept.rs      the first byte picks the front end (a debug span per client)
 //!          ├─ socks5/     handshake.rs (RFC 1928/1929), then the command
 //!          ├─ socks4.rs   request, then the command
 //!          └─ http/       request loop: connect.rs, forward.rs, resource.rs; response.rs, wire.rs
