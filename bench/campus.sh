@@ -354,8 +354,11 @@ ln -s "$bin/warren-remote" "$work/bin/campus-agent"
 ln -s "$bin/warren-local" "$work/bin/home-local"
 key=$("$bin/warren-remote" genkey)
 step warren any "warren-remote genkey"
-conf() { # conf NAME VPS_ADDRESS: docs/campus/NAME with the key and the VPS address filled in
-  sed -e "s|REPLACE-WITH-warren-remote-genkey-OUTPUT|$key|" -e "s|vps.example.net|$2|" "docs/campus/$1" >"$w/$1"
+agent_key=$("$bin/warren-remote" genkey)
+step warren any "warren-remote genkey (the agent's own key)"
+conf() { # conf NAME VPS_ADDRESS: docs/campus/NAME with the keys and the VPS address filled in
+  sed -e "s|REPLACE-WITH-warren-remote-genkey-OUTPUT|$key|" -e "s|REPLACE-WITH-A-SECOND-genkey-OUTPUT-FOR-THE-AGENT|$agent_key|" \
+    -e "s|vps.example.net|$2|" "docs/campus/$1" >"$w/$1"
   grep -q "$key" "$w/$1" || die "docs/campus/$1 has no key placeholder"
 }
 conf vps.yaml 10.77.1.2

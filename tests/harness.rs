@@ -21,6 +21,9 @@ use warren_common::proto::socks5::{
 };
 use warren_common::proto::{decode_prefix, Decode, DecodeError};
 
+#[path = "campus_bed.rs"]
+pub mod campus_bed;
+
 /// A running server: its address, and the means to stop it.
 pub struct Server {
     pub addr: SocketAddr,

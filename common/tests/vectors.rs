@@ -284,7 +284,7 @@ fn nonces_are_not_interchangeable() {
 #[tokio::test]
 async fn remote_handshake_reads_the_vectors() {
     let mut handshake = &unhex(WIRE_REQUEST)[..];
-    let accepted = AcceptedRequest::read(&mut handshake, &key(), false).await.unwrap();
+    let accepted = AcceptedRequest::read(&mut handshake, &[&key()], false).await.unwrap();
     assert!(handshake.is_empty());
     assert_eq!(accepted.header, request_header());
     assert_eq!(accepted.salt, salt_l());
@@ -297,7 +297,7 @@ async fn remote_handshake_reads_the_vectors() {
     local_end.write_all(from_socket).await.unwrap();
 
     let mut stream = accepted
-        .respond(remote_end, &key(), &response_header(), already_read)
+        .respond(remote_end, &response_header(), already_read)
         .await
         .unwrap();
     let mut got = Vec::new();

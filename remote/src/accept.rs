@@ -1,8 +1,8 @@
 //! One tunnel connection from its first byte to the command that serves it.
 //!
 //! ```text
-//! read + authenticate the request (deadline: handshake_timeout from accept)
-//!   → timestamp window → replay check → route → connect | bind | udp | agent (register, forward)
+//! read + authenticate the request under one of its keys (deadline: handshake_timeout)
+//!   → timestamp window → replay check → may this key ask this? → route → connect | bind | udp | agent (register, forward)
 //! ```
 //!
 //! A connection that fails any check gets no byte back and causes no outbound connection; the
@@ -10,20 +10,21 @@
 //! it closes. Its info and warning lines name the `peer` (and the commands add the `target`);
 //! debug lines carry a `tunnel{peer, command, target}` span.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 use tracing::field::Empty;
 use tracing::Instrument;
+use warren_common::crypto::Key;
+use warren_common::proto::address::Address;
 use warren_common::proto::header::{Command, TIMESTAMP_WINDOW_SECS};
 use warren_common::route::RemoteAction;
 use warren_common::time::unix_now;
 use warren_common::tunnel::{AcceptedRequest, HandshakeError};
 
 use crate::respond::{Connection, Request};
-use crate::shared::{Origin, Shared};
+use crate::shared::{Origin, Party, Shared};
 use crate::{agent, bind, connect, udp};
 
 /// Serves one tunnel connection: a TCP connection, or a stream a reverse-tunnel session opened.
@@ -36,9 +37,9 @@ pub async fn serve<S: Connection>(mut stream: S, origin: Origin, shared: Arc<Sha
     async move {
         let started = std::time::Instant::now();
         let deadline = Instant::now() + shared.config.timeouts.handshake;
-        match check(&mut stream, origin.peer(), deadline, &shared).await {
-            Ok(accepted) => {
-                let request = Request::new(accepted, origin, started);
+        match check(&mut stream, origin, deadline, &shared).await {
+            Ok((accepted, party)) => {
+                let request = Request::new(accepted, party, origin, started);
                 dispatch(request, stream, &shared).await;
             }
             Err(Refusal::Silent) => {
@@ -70,17 +71,44 @@ enum Refusal {
     Over,
 }
 
-/// Reads and authenticates the request, then checks its timestamp and salt.
+/// The keys a request on a connection from `origin` may be sealed with, and who holds each:
+/// the shared key first, then every listed agent's own key (on our listener) or our own agent
+/// key (on a stream of our agent link, opened by the public remote).
+fn keys(origin: Origin, shared: &Shared) -> (Vec<&Key>, Vec<Party>) {
+    let config = &shared.config;
+    let mut keys = vec![&config.key];
+    let mut parties = vec![Party::Client];
+    match origin {
+        Origin::Tcp { .. } => {
+            for agent in &config.agents {
+                keys.push(&agent.key);
+                parties.push(Party::Agent(agent.name.clone()));
+            }
+        }
+        Origin::Agent { .. } => {
+            if let Some(agent) = &config.agent {
+                keys.push(&agent.key);
+                parties.push(Party::PublicRemote);
+            }
+        }
+    }
+    (keys, parties)
+}
+
+/// Reads and authenticates the request, then checks its timestamp, its salt and that its key
+/// may ask for its command.
 async fn check<S>(
     stream: &mut S,
-    peer: SocketAddr,
+    origin: Origin,
     deadline: Instant,
     shared: &Shared,
-) -> Result<AcceptedRequest, Refusal>
+) -> Result<(AcceptedRequest, Party), Refusal>
 where
     S: AsyncRead + Unpin,
 {
-    let read = AcceptedRequest::read(stream, &shared.config.key, shared.forwards);
+    let peer = origin.peer();
+    let (keys, parties) = keys(origin, shared);
+    let read = AcceptedRequest::read(stream, &keys, shared.forwards);
     let request = match tokio::time::timeout_at(deadline, read).await {
         Ok(Ok(request)) => request,
         Ok(Err(HandshakeError::Unauthenticated | HandshakeError::Malformed(_))) => {
@@ -115,7 +143,27 @@ where
         tracing::warn!(%peer, "replayed request (salt seen before): ignored");
         return Err(Refusal::Silent);
     }
-    Ok(request)
+    let party = parties.get(request.key_index).cloned().unwrap_or(Party::Client);
+    let registers = request.header.command == Command::Agent;
+    match &party {
+        // Only an agent's own key may register, and only under its own name: the shared key is
+        // on every laptop, and one agent's key must not let it take another's name.
+        Party::Agent(name) if registers && request.header.target == Address::Domain(name.clone(), 0) => {}
+        Party::Agent(name) => {
+            tracing::warn!(%peer, agent = %name, "request with agent {name:?}'s key that is not its registration: ignored");
+            return Err(Refusal::Silent);
+        }
+        Party::Client | Party::PublicRemote if registers => {
+            tracing::warn!(
+                %peer,
+                "agent registration without an agent's key: ignored (agents register with their own key, listed \
+                 under remote.agents)"
+            );
+            return Err(Refusal::Silent);
+        }
+        Party::Client | Party::PublicRemote => {}
+    }
+    Ok((request, party))
 }
 
 /// Hands the request to the one command that serves it (CONNECT goes where its route says).

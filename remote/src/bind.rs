@@ -82,7 +82,7 @@ where
     };
     let status = reply.status;
     let mut early = request.take_initial_data();
-    let Some(mut tunnel) = request.answer(stream, &config.key, reply, &[]).await else {
+    let Some(mut tunnel) = request.answer(stream, reply, &[]).await else {
         return;
     };
     let Ok((expected, listener, bound)) = prepared else {

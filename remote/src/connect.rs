@@ -43,7 +43,7 @@ where
     let status = reply.status;
     let initial_data = request.take_initial_data();
     let started = request.started;
-    let Some(mut tunnel) = request.answer(stream, &config.key, reply, &early).await else {
+    let Some(mut tunnel) = request.answer(stream, reply, &early).await else {
         return;
     };
     let Ok(mut outbound) = connected else {

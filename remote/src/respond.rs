@@ -12,7 +12,6 @@
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use warren_common::crypto::Key;
 use warren_common::proto::address::Address;
 use warren_common::proto::header::{RequestHeader, ResponseHeader};
 use warren_common::proto::status::Status;
@@ -20,7 +19,7 @@ use warren_common::stream::EncryptedStream;
 use warren_common::time::unix_now;
 use warren_common::tunnel::AcceptedRequest;
 
-use crate::shared::Origin;
+use crate::shared::{Origin, Party};
 
 /// A tunnel connection: a TCP connection, or a stream of a reverse-tunnel session.
 pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -31,6 +30,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection for S {}
 /// yet answered.
 pub struct Request {
     accepted: AcceptedRequest,
+    /// Who sent it (the key that authenticated it).
+    pub party: Party,
     /// Where its connection came from.
     pub origin: Origin,
     /// When its connection was accepted.
@@ -59,9 +60,10 @@ impl Reply {
 }
 
 impl Request {
-    pub fn new(accepted: AcceptedRequest, origin: Origin, started: Instant) -> Self {
+    pub fn new(accepted: AcceptedRequest, party: Party, origin: Origin, started: Instant) -> Self {
         Request {
             accepted,
+            party,
             origin,
             started,
         }
@@ -82,15 +84,16 @@ impl Request {
         self.accepted.raw.as_deref()
     }
 
-    /// Sends `reply` sealed; the connection becomes the encrypted stream for the relay.
+    /// Sends `reply` sealed with the key that authenticated the request; the connection becomes
+    /// the encrypted stream for the relay.
     /// `already_read` is ciphertext the command read after the first chunk (it is opened
     /// first). `None` when the response could not be sent (logged; nothing is left to do).
-    pub async fn answer<S>(self, stream: S, key: &Key, reply: Reply, already_read: &[u8]) -> Option<EncryptedStream<S>>
+    pub async fn answer<S>(self, stream: S, reply: Reply, already_read: &[u8]) -> Option<EncryptedStream<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let response = ResponseHeader::new(self.accepted.salt, reply.status, unix_now(), reply.bound);
-        match self.accepted.respond(stream, key, &response, already_read).await {
+        match self.accepted.respond(stream, &response, already_read).await {
             Ok(tunnel) => Some(tunnel),
             Err(e) => {
                 tracing::debug!("could not send the response: {e}");
@@ -100,11 +103,11 @@ impl Request {
     }
 
     /// Answers with a failure `status` and closes the stream.
-    pub async fn refuse<S>(self, stream: S, key: &Key, status: Status)
+    pub async fn refuse<S>(self, stream: S, status: Status)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        if let Some(mut tunnel) = self.answer(stream, key, Reply::refused(status), &[]).await {
+        if let Some(mut tunnel) = self.answer(stream, Reply::refused(status), &[]).await {
             let _ = tunnel.shutdown().await;
         }
     }

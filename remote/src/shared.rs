@@ -40,6 +40,19 @@ impl Shared {
     }
 }
 
+/// Who sent a request, as the key that authenticated it says (PROTOCOL.md §17).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Party {
+    /// A client holding the shared `key` (a laptop, or a hop of a chain).
+    Client,
+    /// The agent listed as `remote.agents.NAME`, holding that entry's own key: it may only
+    /// register under that name.
+    Agent(String),
+    /// The public remote this agent registered with, holding our `remote.agent.key`, on a stream
+    /// of our sealed agent link.
+    PublicRemote,
+}
+
 /// Where a tunnel connection came from.
 #[derive(Debug, Clone, Copy)]
 pub enum Origin {

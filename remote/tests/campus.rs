@@ -98,11 +98,13 @@ fn local_binary() -> PathBuf {
     local
 }
 
-fn config(name: &str, key: &str) -> String {
+/// docs/campus/NAME with the shared key and the agent's own key filled in.
+fn config(name: &str, key: &str, agent_key: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/campus").join(name);
     std::fs::read_to_string(path)
         .unwrap()
         .replace("REPLACE-WITH-warren-remote-genkey-OUTPUT", key)
+        .replace("REPLACE-WITH-A-SECOND-genkey-OUTPUT-FOR-THE-AGENT", agent_key)
 }
 
 fn fetch_until(lab: &Lab, url: &str, out: &Path, limit: Duration) -> Option<Duration> {
@@ -210,24 +212,26 @@ fn campus_intranet_through_reverse_tunnel_in_namespaces() {
     assert!(!lab.curl("home", &["--max-time", "2", "-o", "/dev/null", url]));
     assert!(!lab.curl("vps", &["--max-time", "2", "-o", "/dev/null", url]));
 
-    let key = {
+    let make_key = |salt: u8| {
         use base64::Engine;
-        let bytes: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(n as u8));
+        let bytes: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(n as u8) ^ salt);
         base64::engine::general_purpose::STANDARD.encode(bytes)
     };
+    // The laptops' shared key, and the agent's own (docs/campus/*.yaml).
+    let (key, agent_key) = (make_key(0), make_key(0x5a));
     let write = |name: &str, text: String| {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
         p.to_str().unwrap().to_string()
     };
-    let vps_cfg = write("vps.yaml", config("vps.yaml", &key));
+    let vps_cfg = write("vps.yaml", config("vps.yaml", &key, &agent_key));
     let campus_cfg = write(
         "campus.yaml",
-        config("campus.yaml", &key).replace("vps.example.net", "10.77.2.2"),
+        config("campus.yaml", &key, &agent_key).replace("vps.example.net", "10.77.2.2"),
     );
     let laptop_cfg = write(
         "laptop.yaml",
-        config("laptop.yaml", &key).replace("vps.example.net", "10.77.1.2"),
+        config("laptop.yaml", &key, &agent_key).replace("vps.example.net", "10.77.1.2"),
     );
     let remote_bin = PathBuf::from(env!("CARGO_BIN_EXE_warren-remote"));
     let local_bin = local_binary();

@@ -2,6 +2,7 @@
 //! warren-remote runs from: listen address, ACL, routing rules (direct or via a reverse-tunnel
 //! agent), the agent settings when this remote is itself an agent, timeouts and limits.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ pub struct RawRemote {
     pub routes: Option<Vec<RawRemoteRoute>>,
     /// Run as a reverse-tunnel agent: dial out to `server` and serve what it routes here.
     pub agent: Option<RawAgent>,
+    /// The reverse-tunnel agents this remote accepts, by name, each with its own key.
+    pub agents: Option<BTreeMap<String, RawAgentEntry>>,
     pub handshake_timeout: Option<f64>,
     pub connect_timeout: Option<f64>,
     pub idle_timeout: Option<f64>,
@@ -45,12 +48,21 @@ pub struct RawRemoteRoute {
     pub via: Option<String>,
 }
 
-/// A reverse-tunnel agent: `{ server: HOST:PORT, name: NAME }`.
+/// A reverse-tunnel agent: `{ server: HOST:PORT, name: NAME, key: BASE64 }`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAgent {
     pub server: Option<String>,
     pub name: Option<String>,
+    /// The agent's own key, listed for this name under the server's `remote.agents`.
+    pub key: Option<String>,
+}
+
+/// One accepted agent on a public remote: `remote.agents.NAME: { key: BASE64 }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgentEntry {
+    pub key: Option<String>,
 }
 
 /// One ACL rule: `{ allow: VALUE }` or `{ deny: VALUE }`.
@@ -69,6 +81,8 @@ pub struct RemoteConfig {
     /// Where each request goes: first matching rule, else direct.
     pub routes: Router<RemoteAction>,
     pub agent: Option<AgentSettings>,
+    /// The agents that may register here (a name and its own key each), in name order.
+    pub agents: Vec<AgentEntry>,
     pub timeouts: Timeouts,
     pub limits: ServerLimits,
     /// How long a BIND waits for its peer to connect.
@@ -77,12 +91,23 @@ pub struct RemoteConfig {
     pub outbound_source: Option<IpAddr>,
 }
 
-/// A reverse-tunnel agent's settings: where it dials and the name it registers.
+/// A reverse-tunnel agent's settings: where it dials, the name it registers and the key that
+/// proves the name (PROTOCOL.md §17).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentSettings {
     /// host:port of the public warren-remote.
     pub server: String,
     pub name: String,
+    /// The agent's own key: seals the registration and the whole agent link. Never the shared
+    /// `key` (a laptop holding that must not be able to pose as the agent).
+    pub key: Key,
+}
+
+/// An agent a public remote accepts: its name (1–255 bytes) and its own key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentEntry {
+    pub name: String,
+    pub key: Key,
 }
 
 impl RemoteConfig {
@@ -96,12 +121,14 @@ impl RemoteConfig {
                 "this is the published example key; generate your own with `warren-remote genkey` before listening beyond loopback",
             ));
         }
+        let agents = agent_entries(&key, remote)?;
         Ok(RemoteConfig {
+            acl: acl(remote)?,
+            routes: remote_routes(remote, &agents)?,
+            agent: agent_settings(&key, remote)?,
+            agents,
             key,
             listen,
-            acl: acl(remote)?,
-            routes: remote_routes(remote)?,
-            agent: agent_settings(remote)?,
             timeouts: Timeouts {
                 handshake: seconds("remote.handshake_timeout", remote.handshake_timeout, 10.0)?,
                 connect: seconds("remote.connect_timeout", remote.connect_timeout, 8.0)?,
@@ -145,14 +172,22 @@ fn agent_name(field: &str, name: &str) -> Result<String, ConfigError> {
     Ok(name.to_string())
 }
 
-fn remote_routes(remote: &RawRemote) -> Result<Router<RemoteAction>, ConfigError> {
+fn remote_routes(remote: &RawRemote, agents: &[AgentEntry]) -> Result<Router<RemoteAction>, ConfigError> {
     let mut routes = Vec::new();
     for (i, r) in remote.routes.iter().flatten().enumerate() {
         let field = format!("remote.routes[{i}]");
         let matcher = parse_matcher(&field, r.domain.as_deref(), r.cidr.as_deref(), r.port.as_ref())?;
         let action = match (r.direct, &r.via) {
             (Some(true), None) => RemoteAction::Direct,
-            (None, Some(via)) => RemoteAction::Via(agent_name(&format!("{field}.via"), via)?),
+            (None, Some(via)) => {
+                if !agents.iter().any(|a| a.name == *via) {
+                    return Err(invalid(
+                        format!("{field}.via"),
+                        format!("no agent named {via:?} in remote.agents (list it there with its own key)"),
+                    ));
+                }
+                RemoteAction::Via(via.clone())
+            }
             _ => {
                 return Err(invalid(
                     field,
@@ -168,7 +203,37 @@ fn remote_routes(remote: &RawRemote) -> Result<Router<RemoteAction>, ConfigError
     })
 }
 
-fn agent_settings(remote: &RawRemote) -> Result<Option<AgentSettings>, ConfigError> {
+/// A key field that must be present and not the shared `key`.
+fn own_key(field: &str, text: Option<&str>, shared: &Key) -> Result<Key, ConfigError> {
+    let text = text.ok_or_else(|| invalid(field, "missing (generate one with `warren-remote genkey`)"))?;
+    let key = Key::from_base64(text).map_err(|e| invalid(field, e.to_string()))?;
+    if key == *shared {
+        return Err(invalid(
+            field,
+            "is the shared `key`: an agent needs its own key, or any client could pose as it",
+        ));
+    }
+    Ok(key)
+}
+
+fn agent_entries(shared: &Key, remote: &RawRemote) -> Result<Vec<AgentEntry>, ConfigError> {
+    let mut entries: Vec<AgentEntry> = Vec::new();
+    for (name, entry) in remote.agents.iter().flatten() {
+        let field = format!("remote.agents.{name}");
+        let name = agent_name(&field, name)?;
+        let key = own_key(&format!("{field}.key"), entry.key.as_deref(), shared)?;
+        if let Some(other) = entries.iter().find(|e| e.key == key) {
+            return Err(invalid(
+                format!("{field}.key"),
+                format!("is also remote.agents.{}.key: each agent needs its own key", other.name),
+            ));
+        }
+        entries.push(AgentEntry { name, key });
+    }
+    Ok(entries)
+}
+
+fn agent_settings(shared: &Key, remote: &RawRemote) -> Result<Option<AgentSettings>, ConfigError> {
     let Some(agent) = &remote.agent else { return Ok(None) };
     let server = agent
         .server
@@ -184,5 +249,6 @@ fn agent_settings(remote: &RawRemote) -> Result<Option<AgentSettings>, ConfigErr
     Ok(Some(AgentSettings {
         server,
         name: agent_name("remote.agent.name", name)?,
+        key: own_key("remote.agent.key", agent.key.as_deref(), shared)?,
     }))
 }

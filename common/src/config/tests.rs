@@ -33,7 +33,11 @@ fn example_config_is_valid_for_both_ends() {
 /// docs/campus/*.yaml with a real key, as written and with their commented blocks enabled.
 #[test]
 fn campus_templates_are_valid() {
-    let fill = |t: &str| t.replace("REPLACE-WITH-warren-remote-genkey-OUTPUT", KEY);
+    let agent_key = Key::generate().to_base64();
+    let fill = |t: &str| {
+        t.replace("REPLACE-WITH-warren-remote-genkey-OUTPUT", KEY)
+            .replace("REPLACE-WITH-A-SECOND-genkey-OUTPUT-FOR-THE-AGENT", &agent_key)
+    };
     let uncomment = |t: &str| -> String {
         t.lines()
             .map(|l| match l.strip_prefix("  # ") {
@@ -121,4 +125,39 @@ fn secrets_stay_out_of_debug_output() {
     .unwrap();
     let shown = format!("{cfg:?}");
     assert!(!shown.contains("hunter22") && !shown.contains(KEY), "{shown}");
+}
+
+/// Agents have their own keys: listed by name on the public remote, required on the agent, never
+/// the shared key, never shared between two agents; `via:` names a listed agent.
+#[test]
+fn agent_keys_are_checked() {
+    let a = Key::generate().to_base64();
+    let b = Key::generate().to_base64();
+    let remote = |body: &str| -> Result<RemoteConfig, String> {
+        let raw = RawConfig::from_yaml(&format!("key: '{KEY}'\nremote:\n{body}"), "t").map_err(|e| e.to_string())?;
+        RemoteConfig::try_from(&raw).map_err(|e| e.to_string())
+    };
+    let ok = remote(&format!("  agents: {{ campus: {{ key: '{a}' }}, lab: {{ key: '{b}' }} }}\n  routes: [{{ cidr: '10.0.0.0/8', via: lab }}]")).unwrap();
+    assert_eq!(
+        ok.agents.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        ["campus", "lab"]
+    );
+    let e = |body: &str| remote(body).unwrap_err();
+    assert!(
+        e("  routes: [{ cidr: '10.0.0.0/8', via: lab }]").starts_with("remote.routes[0].via: no agent named \"lab\"")
+    );
+    assert!(e("  agents: { campus: {} }").starts_with("remote.agents.campus.key: missing"));
+    assert!(e(&format!("  agents: {{ campus: {{ key: '{KEY}' }} }}"))
+        .starts_with("remote.agents.campus.key: is the shared `key`"));
+    assert!(e(&format!("  agents: {{ a: {{ key: '{a}' }}, b: {{ key: '{a}' }} }}"))
+        .starts_with("remote.agents.b.key: is also remote.agents.a.key"));
+    assert!(e("  agents: { campus: { key: 'AAAA' } }").starts_with("remote.agents.campus.key: key must be 32 bytes"));
+    assert!(e(&format!("  agents: {{ campus: {{ key: '{a}', colour: 1 }} }}")).contains("unknown field `colour`"));
+    assert!(e("  agent: { server: 'vps:8388', name: campus }").starts_with("remote.agent.key: missing"));
+    assert!(e(&format!(
+        "  agent: {{ server: 'vps:8388', name: campus, key: '{KEY}' }}"
+    ))
+    .starts_with("remote.agent.key: is the shared `key`"));
+    let agent = remote(&format!("  agent: {{ server: 'vps:8388', name: campus, key: '{a}' }}")).unwrap();
+    assert_eq!(agent.agent.map(|s| s.key.to_base64()), Some(a));
 }

@@ -60,24 +60,30 @@ fn push_chunk(out: &mut Vec<u8>, cipher: &mut SessionCipher, plaintext: &[u8]) -
     Ok(())
 }
 
-/// Reads one salt and the first chunk after it, returning the salt, the opened plaintext and
-/// the receive cipher (its counter past that chunk). `raw`, when given, gets the bytes exactly as
-/// they arrived.
+/// Reads one salt and the first chunk after it, returning which of `keys` authenticated it,
+/// the salt, the opened plaintext and the receive cipher (its counter past that chunk). Each key
+/// is tried on the 18-byte length block only (one ChaCha20 block and a 2-byte Poly1305 each), so
+/// a remote that accepts a few keys pays almost nothing for them. `raw`, when given, gets the
+/// bytes exactly as they arrived.
 async fn read_first_chunk<S: AsyncRead + Unpin>(
     stream: &mut S,
-    key: &Key,
+    keys: &[&Key],
     raw: Option<&mut Vec<u8>>,
-) -> Result<([u8; SALT_LEN], Vec<u8>, SessionCipher), HandshakeError> {
+) -> Result<(usize, [u8; SALT_LEN], Vec<u8>, SessionCipher), HandshakeError> {
     let mut head = [0u8; SALT_LEN + LEN_BLOCK];
     read_exact_or_closed(stream, &mut head).await?;
     let mut salt = [0u8; SALT_LEN];
     salt.copy_from_slice(&head[..SALT_LEN]);
-    let mut cipher = SessionCipher::new(key, &salt);
-    let mut block = [0u8; LEN_BLOCK];
-    block.copy_from_slice(&head[SALT_LEN..]);
-    let n = cipher
-        .open_length(&mut block)
-        .map_err(|_| HandshakeError::Unauthenticated)?;
+    let (index, n, mut cipher) = keys
+        .iter()
+        .enumerate()
+        .find_map(|(i, key)| {
+            let mut cipher = SessionCipher::new(key, &salt);
+            let mut block = [0u8; LEN_BLOCK];
+            block.copy_from_slice(&head[SALT_LEN..]);
+            cipher.open_length(&mut block).ok().map(|n| (i, n, cipher))
+        })
+        .ok_or(HandshakeError::Unauthenticated)?;
     let mut payload = vec![0u8; n + TAG_LEN];
     read_exact_or_closed(stream, &mut payload).await?;
     if let Some(raw) = raw {
@@ -89,7 +95,7 @@ async fn read_first_chunk<S: AsyncRead + Unpin>(
         .open_payload(&mut payload)
         .map_err(|_| HandshakeError::Unauthenticated)?;
     payload.truncate(n);
-    Ok((salt, payload, cipher))
+    Ok((index, salt, payload, cipher))
 }
 
 async fn read_exact_or_closed<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut [u8]) -> Result<(), HandshakeError> {
@@ -119,5 +125,10 @@ pub struct AcceptedRequest {
     /// requests to a reverse-tunnel agent passes them on unopened (the agent authenticates them
     /// again). Others skip the copy.
     pub raw: Option<Vec<u8>>,
+    /// Which of the keys offered to [`AcceptedRequest::read`] authenticated the request (an
+    /// index into that slice).
+    pub key_index: usize,
+    /// That key: the response is sealed with it.
+    key: Key,
     recv: SessionCipher,
 }

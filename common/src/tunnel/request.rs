@@ -43,12 +43,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PendingTunnel<S> {
 }
 
 impl AcceptedRequest {
-    /// Reads the salt and the first chunk (keeping a copy of them as they arrived if
-    /// `keep_raw`). Callers must stay silent on [`HandshakeError::Unauthenticated`] (see the
-    /// remote's probe handling).
-    pub async fn read<S: AsyncRead + Unpin>(stream: &mut S, key: &Key, keep_raw: bool) -> Result<Self, HandshakeError> {
+    /// Reads the salt and the first chunk, authenticated by any one of `keys` (keeping a copy of
+    /// them as they arrived if `keep_raw`). Callers must stay silent on
+    /// [`HandshakeError::Unauthenticated`] (see the remote's probe handling).
+    pub async fn read<S: AsyncRead + Unpin>(
+        stream: &mut S,
+        keys: &[&Key],
+        keep_raw: bool,
+    ) -> Result<Self, HandshakeError> {
         let mut raw = keep_raw.then(Vec::new);
-        let (salt, mut plaintext, recv) = read_first_chunk(stream, key, raw.as_mut()).await?;
+        let (key_index, salt, mut plaintext, recv) = read_first_chunk(stream, keys, raw.as_mut()).await?;
+        let key = keys
+            .get(key_index)
+            .map(|k| (*k).clone())
+            .ok_or(HandshakeError::Unauthenticated)?;
         let (header, used) = decode_prefix::<RequestHeader>(&plaintext)?;
         plaintext.drain(..used);
         let initial_data = plaintext;
@@ -57,6 +65,8 @@ impl AcceptedRequest {
             salt,
             initial_data,
             raw,
+            key_index,
+            key,
             recv,
         })
     }

@@ -10,7 +10,7 @@ use crate::proto::Encode;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::{push_chunk, read_first_chunk, AcceptedRequest, HandshakeError, PendingTunnel};
-use crate::crypto::{frame_len, random_salt, Key, SessionCipher, SALT_LEN};
+use crate::crypto::{frame_len, random_salt, SessionCipher, SALT_LEN};
 use crate::proto::decode_exact;
 use crate::proto::header::ResponseHeader;
 use crate::stream::EncryptedStream;
@@ -18,7 +18,7 @@ use crate::stream::EncryptedStream;
 impl<S: AsyncRead + AsyncWrite + Unpin> PendingTunnel<S> {
     /// Waits for the remote's response; on success the connection becomes an encrypted stream.
     pub async fn read_response(mut self) -> Result<(ResponseHeader, EncryptedStream<S>), HandshakeError> {
-        let (_salt, plaintext, recv) = read_first_chunk(&mut self.stream, &self.key, None).await?;
+        let (_, _salt, plaintext, recv) = read_first_chunk(&mut self.stream, &[&self.key], None).await?;
         let response: ResponseHeader = decode_exact(&plaintext)?;
         if response.request_salt != self.salt {
             return Err(HandshakeError::WrongRequestSalt);
@@ -28,18 +28,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PendingTunnel<S> {
 }
 
 impl AcceptedRequest {
-    /// Sends the response; the connection becomes an encrypted stream for the relay.
-    /// `already_read` is ciphertext read from `stream` after the first chunk (while the remote
-    /// was connecting); the stream opens it first.
+    /// Sends the response, sealed with the key that authenticated the request; the connection
+    /// becomes an encrypted stream for the relay. `already_read` is ciphertext read from
+    /// `stream` after the first chunk (while the remote was connecting); the stream opens it
+    /// first.
     pub async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
         self,
         mut stream: S,
-        key: &Key,
         response: &ResponseHeader,
         already_read: &[u8],
     ) -> Result<EncryptedStream<S>, HandshakeError> {
         let salt = random_salt();
-        let mut send = SessionCipher::new(key, &salt);
+        let mut send = SessionCipher::new(&self.key, &salt);
         let mut plaintext = Vec::with_capacity(response.encoded_len());
         response.encode(&mut plaintext);
         let mut wire = Vec::with_capacity(SALT_LEN + frame_len(plaintext.len()));

@@ -1,8 +1,9 @@
-//! The agent's half of the reverse tunnel: dial the public warren-remote, send an
-//! authenticated `Command::Agent` request whose target is `Domain(name, 0)`, and after the
-//! success response run a yamux session (client mode) over the bare connection, handing every
-//! stream the public remote opens to the caller's handler. On any failure it redials with
-//! exponential backoff (200 ms doubling to 4 s, jitter 50–100 %).
+//! The agent's half of the reverse tunnel: dial the public warren-remote, send a
+//! `Command::Agent` request whose target is `Domain(name, 0)`, sealed with the agent's own key
+//! (`remote.agent.key`), and after the success response run a yamux session (client mode) inside
+//! that encrypted stream, handing every stream the public remote opens to the caller's handler.
+//! On any failure it redials with exponential backoff (200 ms doubling to 4 s, jitter 50–100 %).
+//! Every change of state is one log line: registered, refused (and why), retrying.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -35,14 +36,19 @@ where
             r = session(&settings, config, serve.clone()) => r,
             () = shutdown.cancelled() => return,
         };
+        let wait = backoff.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
         match outcome {
             Ok(()) => {
                 backoff = BACKOFF_MIN;
                 tracing::warn!(server = %settings.server, "agent session ended; reconnecting");
             }
-            Err(e) => tracing::info!(server = %settings.server, "agent cannot connect: {e}"),
+            Err(e) => tracing::warn!(
+                server = %settings.server,
+                name = %settings.name,
+                retry_ms = wait.as_millis() as u64,
+                "agent not registered: {e}; retrying"
+            ),
         }
-        let wait = backoff.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
         backoff = (backoff * 2).min(BACKOFF_MAX);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
@@ -63,23 +69,32 @@ where
         warren_common::net::tune(&tcp);
         let target = Address::Domain(settings.name.clone(), 0);
         let header = RequestHeader::new(Command::Agent, target, unix_now());
-        let pending = PendingTunnel::send_request(tcp, &config.key, &header, &[])
+        let pending = PendingTunnel::send_request(tcp, &settings.key, &header, &[])
             .await
             .map_err(|e| e.to_string())?;
         let (response, tunnel) = pending.read_response().await.map_err(|e| e.to_string())?;
-        if response.status != Status::Succeeded {
-            return Err(format!("server answered: {}", response.status.describe()));
+        match response.status {
+            Status::Succeeded => Ok(tunnel),
+            Status::NotAllowed => Err(format!(
+                "the server refused the name {:?}: another agent's session holds it (two agents under one name?)",
+                settings.name
+            )),
+            other => Err(format!("the server refused the registration: {}", other.describe())),
         }
-        tunnel
-            .into_inner()
-            .ok_or_else(|| "bytes after the registration response".to_string())
     };
     let tunnel = tokio::time::timeout(config.timeouts.handshake, setup)
         .await
-        .map_err(|_| "no answer before the handshake deadline (wrong key, or clocks apart?)".to_string())??;
-    let server: SocketAddr = tunnel.peer_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        .map_err(|_| {
+            "no answer before the handshake deadline (a wrong remote.agent.key, a name the server does not list under \
+         remote.agents, or clocks apart?)"
+                .to_string()
+        })??;
+    let server: SocketAddr = tunnel
+        .get_ref()
+        .peer_addr()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     let (opener, driver) = mux::session(tunnel, yamux::Mode::Client, move |s| serve(s, server));
-    tracing::info!(server = %settings.server, name = %settings.name, "agent connected");
+    tracing::info!(server = %settings.server, name = %settings.name, "agent registered");
     tokio::select! {
         () = driver => {}
         () = heartbeat::beat(&opener) => tracing::warn!(server = %settings.server, "heartbeat lost"),

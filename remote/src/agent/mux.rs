@@ -43,8 +43,10 @@ fn config() -> yamux::Config {
     // connection-wide cap to cover 256 KiB for every stream, so: 1024 streams, 256 MiB cap.
     cfg.set_max_connection_receive_window(Some(1024 * 256 * 1024));
     cfg.set_max_num_streams(1024);
-    // One yamux frame per sealed tunnel chunk (up to MAX_FRAME = 65,569 bytes), rather than four
-    // 16 KiB frames, or at 64 KiB a full frame plus a 34-byte one for the chunk's overhead.
+    // One yamux frame per end-to-end tunnel chunk (up to MAX_FRAME = 65,569 bytes), rather than
+    // four 16 KiB frames, or at 64 KiB a full frame plus a 34-byte one for the chunk's overhead.
+    // The link's own sealing then cuts the buffered frames into 64 KiB chunks, whatever their
+    // boundaries.
     cfg.set_split_send_size(MAX_FRAME);
     cfg
 }

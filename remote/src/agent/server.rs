@@ -1,23 +1,24 @@
 //! The public remote's half of the reverse tunnel: two commands.
 //!
-//! `register` (an authenticated `Command::Agent` whose target is `Domain(name, 0)`): answer,
-//! then run a yamux session (server mode) on the bare connection and keep it in the registry
-//! under the name until it dies.
+//! `register` (a `Command::Agent` whose target is `Domain(name, 0)`, sealed with that agent's own
+//! key from `remote.agents`): refuse it if a live session holds the name, else answer and run a
+//! yamux session (server mode) inside the registration's encrypted stream, reachable under the
+//! name until it dies.
 //!
 //! `forward` (a CONNECT routed `via: NAME`): open a mux stream to that agent and pass the
 //! request on unopened, then relay; the agent answers the local itself.
 
 use tokio::io::AsyncWriteExt;
-use warren_common::proto::address::Address;
 use warren_common::proto::status::Status;
 use warren_common::relay::relay;
 
 use super::heartbeat;
 use super::mux::{self, MuxStream};
 use crate::respond::{Connection, Reply, Request};
-use crate::shared::{Origin, Shared};
+use crate::shared::{Origin, Party, Shared};
 
 /// Serves an authenticated `Command::Agent` request: registers the session until it dies.
+/// accept.rs has checked that it was sealed with the key of the agent it names.
 pub async fn register<S>(request: Request, stream: S, shared: &Shared)
 where
     S: Connection,
@@ -28,27 +29,31 @@ where
         tracing::info!(%peer, "agent registration inside an agent session: refused");
         return;
     }
-    let name = match &request.header().target {
-        Address::Domain(name, 0) => Some(name.clone()),
-        _ => None,
-    };
-    let reply = match name {
-        Some(_) => Reply::GRANTED,
-        None => {
-            tracing::info!(%peer, "agent registration without a name: refused");
-            Reply::refused(Status::GeneralFailure)
-        }
-    };
-    let Some(mut tunnel) = request.answer(stream, &shared.config.key, reply, &[]).await else {
+    let Party::Agent(name) = request.party.clone() else {
         return;
     };
-    let Some(name) = name else {
+    let claim = shared.agents.claim(&name);
+    let reply = match claim {
+        Some(_) => Reply::GRANTED,
+        None => {
+            tracing::warn!(
+                %peer,
+                agent = %name,
+                "agent registration refused: the name is held by a live session (a second agent under one name?)"
+            );
+            Reply::refused(Status::NotAllowed)
+        }
+    };
+    let Some(mut tunnel) = request.answer(stream, reply, &[]).await else {
+        return;
+    };
+    let Some(claim) = claim else {
         let _ = tunnel.shutdown().await;
         return;
     };
-    // The session runs on the bare connection: every stream on it is a tunnel sealed end to end
-    // between the local and the agent (see `forward`).
-    let Some(tunnel) = tunnel.into_inner() else { return };
+    // The session runs inside the registration's encrypted stream, sealed with the agent's own
+    // key: nothing on the link is plaintext, and a byte injected, replayed, reordered or altered
+    // fails authentication and ends the session (PROTOCOL.md §17).
     let (beat_tx, beat_rx) = tokio::sync::oneshot::channel::<MuxStream>();
     let mut beat_tx = Some(beat_tx);
     let (opener, driver) = mux::session(tunnel, yamux::Mode::Server, move |s| {
@@ -57,14 +62,14 @@ where
             let _ = tx.send(s);
         }
     });
-    let id = shared.agents.insert(&name, opener);
+    claim.activate(opener);
     tracing::info!(%peer, agent = %name, "agent connected");
     tokio::select! {
         () = driver => {}
         () = heartbeat::echo(beat_rx) => tracing::warn!(%peer, agent = %name, "agent heartbeat lost"),
         () = shared.shutdown.cancelled() => {}
     }
-    shared.agents.remove(&name, id);
+    drop(claim);
     tracing::info!(%peer, agent = %name, "agent disconnected");
 }
 
@@ -102,7 +107,7 @@ where
         Ok(upstream) => upstream,
         Err(status) => {
             tracing::info!(%peer, %target, agent = %name, reply = status.socks5() as u8, "refused: {}", status.describe());
-            return request.refuse(stream, &config.key, status).await;
+            return request.refuse(stream, status).await;
         }
     };
     let outcome = relay(stream, upstream, config.timeouts.idle).await;

@@ -25,7 +25,7 @@ where
     let peer = request.origin.peer();
     let config = &shared.config;
     let mut inbound = BytesMut::from(&request.take_initial_data()[..]);
-    let Some(mut tunnel) = request.answer(stream, &config.key, Reply::GRANTED, &[]).await else {
+    let Some(mut tunnel) = request.answer(stream, Reply::GRANTED, &[]).await else {
         return;
     };
     let mut nat = Nat::default();
