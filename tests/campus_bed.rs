@@ -75,6 +75,25 @@ pub struct Campus {
 
 /// Starts the bed with the agent dialing the VPS directly.
 pub async fn campus() -> Campus {
+    campus_dialing(|vps| async move { vps }).await
+}
+
+/// Starts the bed with the agent dialing the address `link` returns for the VPS's (a relay in
+/// between, say).
+pub async fn campus_dialing<F, Fut>(link: F) -> Campus
+where
+    F: FnOnce(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = SocketAddr>,
+{
+    campus_dialing_with_key(|vps, _| link(vps)).await
+}
+
+/// [`campus_dialing`], where `link` also gets the agent's own key (a relay that needs it).
+pub async fn campus_dialing_with_key<F, Fut>(link: F) -> Campus
+where
+    F: FnOnce(SocketAddr, String) -> Fut,
+    Fut: std::future::Future<Output = SocketAddr>,
+{
     let key = new_key();
     let agent_key = new_key();
     let intranet = target("127.0.0.3:0").await;
@@ -87,7 +106,7 @@ pub async fn campus() -> Campus {
         &[intranet.addr.port(), site.port()],
     )
     .await;
-    let agent = start_agent(&key, &agent_key, "campus", vps.addr).await;
+    let agent = start_agent(&key, &agent_key, "campus", link(vps.addr, agent_key.clone()).await).await;
     let local = start_local(&key, vps.addr, "").await;
     Campus {
         key,
