@@ -15,6 +15,7 @@ mod accept;
 mod agent;
 mod bind;
 mod connect;
+mod hold;
 mod outbound;
 mod respond;
 mod shared;
@@ -25,12 +26,13 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warren_common::config::RemoteConfig;
+use warren_common::server::Admission;
 
 use crate::shared::{Origin, Shared};
 
 /// Serves tunnel connections on `listener` until `shutdown` is cancelled, then drains.
 pub async fn run(listener: TcpListener, config: RemoteConfig, shutdown: CancellationToken) {
-    let limits = config.limits;
+    let (limits, handshakes) = (config.limits, config.handshakes);
     // The encrypted UDP transport listens on the same address and port number, over UDP.
     if let Ok(addr) = listener.local_addr() {
         match tokio::net::UdpSocket::bind(addr).await {
@@ -45,17 +47,25 @@ pub async fn run(listener: TcpListener, config: RemoteConfig, shutdown: Cancella
         // This remote is an agent: streams the public remote opens are served like connections.
         let inner = shared.clone();
         let serve = move |stream, server| {
-            tokio::spawn(accept::serve(stream, Origin::Agent { server }, inner.clone()));
+            let origin = Origin::Agent { server };
+            tokio::spawn(accept::serve(stream, origin, inner.clone(), Admission::uncounted()));
         };
         let shared = shared.clone();
         tokio::spawn(async move { agent::client::run(settings, &shared.config, shared.shutdown.clone(), serve).await });
     }
-    warren_common::server::serve(listener, shutdown, limits, move |stream, peer| {
-        let origin = Origin::Tcp {
-            peer,
-            local: stream.local_addr().ok(),
-        };
-        accept::serve(stream, origin, shared.clone())
-    })
+    // Unauthenticated connections count in their own pool, apart from max_connections.
+    warren_common::server::serve_gated(
+        listener,
+        shutdown,
+        limits,
+        handshakes,
+        move |stream, peer, admission| {
+            let origin = Origin::Tcp {
+                peer,
+                local: stream.local_addr().ok(),
+            };
+            accept::serve(stream, origin, shared.clone(), admission)
+        },
+    )
     .await;
 }

@@ -122,3 +122,35 @@ fn secrets_stay_out_of_debug_output() {
     let shown = format!("{cfg:?}");
     assert!(!shown.contains("hunter22") && !shown.contains(KEY), "{shown}");
 }
+
+#[test]
+fn handshake_caps_default_and_errors_name_the_field() {
+    let r = remote(&format!("key: '{KEY}'\nremote: {{}}")).unwrap();
+    assert_eq!(
+        (r.handshakes.max_handshakes, r.handshakes.max_handshakes_per_ip),
+        (512, 32)
+    );
+    let r = remote(&format!("key: '{KEY}'\nremote: {{max_handshakes: 8}}")).unwrap();
+    assert_eq!(
+        (r.handshakes.max_handshakes, r.handshakes.max_handshakes_per_ip),
+        (8, 8)
+    );
+    let r = remote(&format!(
+        "key: '{KEY}'\nremote: {{max_handshakes: 8, max_handshakes_per_ip: 4}}"
+    ))
+    .unwrap();
+    assert_eq!(
+        (r.handshakes.max_handshakes, r.handshakes.max_handshakes_per_ip),
+        (8, 4)
+    );
+    assert!(err(remote(&format!("key: '{KEY}'\nremote: {{max_handshakes: 0}}"))).starts_with("remote.max_handshakes:"));
+    assert!(
+        err(remote(&format!("key: '{KEY}'\nremote: {{max_handshakes_per_ip: 0}}")))
+            .starts_with("remote.max_handshakes_per_ip:")
+    );
+    assert!(err(remote(&format!(
+        "key: '{KEY}'\nremote: {{max_handshakes: 4, max_handshakes_per_ip: 5}}"
+    )))
+    .starts_with("remote.max_handshakes_per_ip:"));
+    assert!(err(remote(&format!("key: '{KEY}'\nremote: {{max_handshakes: -1}}"))).contains("max_handshakes"));
+}
