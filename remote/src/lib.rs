@@ -21,6 +21,7 @@ mod respond;
 mod shared;
 mod udp;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -31,7 +32,12 @@ use warren_common::server::Admission;
 use crate::shared::{Origin, Shared};
 
 /// Serves tunnel connections on `listener` until `shutdown` is cancelled, then drains.
-pub async fn run(listener: TcpListener, config: RemoteConfig, shutdown: CancellationToken) {
+pub async fn run(listener: TcpListener, mut config: RemoteConfig, shutdown: CancellationToken) {
+    // The host's own addresses are built-in ACL denies (a client must not reach a service
+    // bound on the VPS's own public or private address); enumerated once, here.
+    let own = own_addresses();
+    tracing::debug!(addresses = ?own, "the ACL denies this host's own addresses unless an IP rule allows them");
+    config.acl.deny_own_addresses(own);
     let (limits, handshakes) = (config.limits, config.handshakes);
     // The encrypted UDP transport listens on the same address and port number, over UDP.
     if let Ok(addr) = listener.local_addr() {
@@ -68,4 +74,16 @@ pub async fn run(listener: TcpListener, config: RemoteConfig, shutdown: Cancella
         },
     )
     .await;
+}
+
+/// Every address of this host's interfaces that the system lists (loopback included), or none
+/// if the system will not list them (logged: the other built-in denies still hold).
+pub fn own_addresses() -> Vec<IpAddr> {
+    match if_addrs::get_if_addrs() {
+        Ok(interfaces) => interfaces.iter().map(if_addrs::Interface::ip).collect(),
+        Err(e) => {
+            tracing::warn!("cannot list this host's interface addresses ({e}); the ACL does not deny them by default");
+            Vec::new()
+        }
+    }
 }
