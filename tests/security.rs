@@ -1,6 +1,6 @@
 //! Security properties of warren-remote, proved over real sockets: it stays silent towards
 //! probes, wrong keys, replays and stale or future timestamps (no byte back, no outbound
-//! connection, closed only at the handshake deadline), and its outbound ACL holds for literal
+//! connection, closed only after the hold time), and its outbound ACL holds for literal
 //! addresses, names, IPv4-mapped addresses, names that resolve into a denied block and the
 //! remote host's own interface addresses.
 
