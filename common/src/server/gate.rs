@@ -5,9 +5,12 @@
 //! accept ─▶ handshake pool ─(request authenticated)─▶ connection pool ─▶ command ─▶ close
 //!           max_handshakes in all,                     max_connections
 //!           max_handshakes_per_ip per source           (waits for a slot)
+//!           (once the pool is half full)
 //!           (full: closed at once with RST, unread)
 //! ```
 //!
+//! A source is held to `max_handshakes_per_ip` once half the pool is in use; below that it may
+//! take more, so that a legitimate burst from one address is not cut while there is room.
 //! A source is one IPv4 address, or one IPv6 /64 (a single host commonly owns a whole /64, so
 //! counting its addresses one by one would be no limit at all). An IPv4-mapped IPv6 peer counts
 //! as the IPv4 address it carries.
@@ -25,7 +28,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct HandshakeLimits {
     /// Connections accepted and not yet authenticated, from all sources together.
     pub max_handshakes: usize,
-    /// The same from one source (an IPv4 address, or an IPv6 /64).
+    /// The same from one source (an IPv4 address, or an IPv6 /64), enforced once half of
+    /// `max_handshakes` is in use.
     pub max_handshakes_per_ip: usize,
 }
 
@@ -102,10 +106,20 @@ impl Gate {
         result
     }
 
+    /// Whether at least half the handshake pool is in use: only then is a source held to its
+    /// share, so a burst of real connections from one address (a browser opening a page
+    /// through one warren-local, many users behind one NAT) is not cut while the pool has room,
+    /// and yet one source can never hold more than half the pool plus its share.
+    fn contended(&self) -> bool {
+        let max = self.limits.max_handshakes.max(1);
+        let used = max.saturating_sub(self.handshakes.available_permits());
+        used.saturating_mul(2) >= max
+    }
+
     fn try_enter(self: &Arc<Gate>, source: IpAddr) -> Result<Admission, Full> {
         let mut counts = self.per_source.lock().unwrap_or_else(PoisonError::into_inner);
         let count = counts.entry(source).or_insert(0);
-        if *count >= self.limits.max_handshakes_per_ip {
+        if *count >= self.limits.max_handshakes_per_ip && self.contended() {
             if *count == 0 {
                 counts.remove(&source);
             }
@@ -271,6 +285,23 @@ mod tests {
         assert_eq!(gate.connections.available_permits(), 0);
         drop(a3);
         assert_eq!(gate.connections.available_permits(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_source_may_exceed_its_share_only_while_the_pool_is_less_than_half_full() {
+        let gate = Gate::new(
+            1,
+            HandshakeLimits {
+                max_handshakes: 10,
+                max_handshakes_per_ip: 2,
+            },
+        );
+        let burst: Vec<_> = (0..5).map(|_| gate.enter(ip("192.0.2.1")).unwrap()).collect();
+        assert_eq!(gate.enter(ip("192.0.2.1")).err(), Some(Full::Source));
+        let _others: Vec<_> = (0..2).map(|_| gate.enter(ip("192.0.2.2")).unwrap()).collect();
+        assert_eq!(gate.enter(ip("192.0.2.2")).err(), Some(Full::Source));
+        drop(burst);
+        assert!(gate.enter(ip("192.0.2.1")).is_ok());
     }
 
     #[test]
