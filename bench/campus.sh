@@ -367,7 +367,10 @@ start warren-vps vps "$work/bin/vps-remote" -c "$w/vps.yaml"
 wait_listen vps 8388 warren-vps
 step warren vps "warren-remote -c vps.yaml"
 conf campus.yaml 10.77.2.2
-step warren campus "campus.yaml (the key, the VPS address)"
+# The stand-in intranet host 10.77.3.1 is an address of the agent's own namespace, which its ACL
+# denies unless an IP rule allows it (a real intranet host is another machine): not a user step.
+printf '  acl:\n    - allow: "10.77.3.1/32"\n' >>"$w/campus.yaml"
+step warren campus "campus.yaml (the key, the agent key, the VPS address)"
 start warren-campus campus "$work/bin/campus-agent" -c "$w/campus.yaml"
 step warren campus "warren-remote -c campus.yaml"
 conf laptop.yaml 10.77.1.2

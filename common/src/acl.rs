@@ -5,7 +5,9 @@
 //! address, and for a domain target every address the name resolves to, so a name cannot be
 //! used to reach an address the rules deny (DNS rebinding). A target that matches no rule is
 //! allowed, except the built-in denies: the remote host's own loopback, unspecified ("this
-//! host") and link-local addresses, and the cloud metadata services outside link-local. Only an
+//! host") and link-local addresses, the addresses of its own interfaces (enumerated when the
+//! remote starts, [`Acl::deny_own_addresses`]: a client must not reach a service bound on the
+//! VPS's public or private address), and the cloud metadata services outside link-local. Only an
 //! IP or CIDR `allow` lifts a built-in deny: a name rule such as `allow: localhost` does not,
 //! since a name can resolve anywhere. IPv4-mapped IPv6 addresses are checked as the IPv4
 //! address they carry.
@@ -64,8 +66,8 @@ const METADATA: [IpAddr; 3] = [
     IpAddr::V4(std::net::Ipv4Addr::new(168, 63, 129, 16)),
 ];
 
-/// Whether `ip` (canonical) is denied unless an IP or CIDR rule allows it.
-fn built_in_deny(ip: IpAddr) -> bool {
+/// Whether `ip` (canonical) is one of the host-independent built-in denies.
+fn special(ip: IpAddr) -> bool {
     let special = match ip {
         IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.octets()[0] == 0,
         IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80,
@@ -76,17 +78,33 @@ fn built_in_deny(ip: IpAddr) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Acl {
     rules: Vec<Rule>,
+    /// This host's own interface addresses (canonical, sorted): built-in denies too.
+    own: Vec<IpAddr>,
 }
 
 impl Acl {
     pub fn new(rules: Vec<Rule>) -> Acl {
-        Acl { rules }
+        Acl { rules, own: Vec::new() }
+    }
+
+    /// Adds `addrs`, the addresses of this host's own interfaces, to the built-in denies: like
+    /// loopback, only an IP or CIDR `allow` opens them. The remote calls this once at start, so
+    /// an address the host gains later is not covered.
+    pub fn deny_own_addresses(&mut self, addrs: impl IntoIterator<Item = IpAddr>) {
+        self.own.extend(addrs.into_iter().map(|ip| ip.to_canonical()));
+        self.own.sort_unstable();
+        self.own.dedup();
+    }
+
+    /// Whether `ip` (canonical) is denied unless an IP or CIDR rule allows it.
+    fn built_in_deny(&self, ip: IpAddr) -> bool {
+        special(ip) || self.own.binary_search(&ip).is_ok()
     }
 
     /// The verdict for connecting to `ip`, reached by way of the name `name` if there is one.
     pub fn check(&self, name: Option<&str>, ip: IpAddr) -> Verdict {
         let ip = ip.to_canonical();
-        let guarded = built_in_deny(ip);
+        let guarded = self.built_in_deny(ip);
         for rule in &self.rules {
             let hit = match (&rule.matcher, name) {
                 (Matcher::Net(net), _) => net.contains(&ip),
@@ -197,6 +215,24 @@ mod tests {
         assert_eq!(by_ip.check(Some("localhost"), ip("127.0.0.1")), Allow);
         assert_eq!(by_ip.check(None, ip("127.0.0.2")), Deny);
         assert_eq!(acl(&[]).check(None, ip("100.100.100.200")), Deny);
+    }
+
+    #[test]
+    fn own_addresses_are_built_in_denies() {
+        use Verdict::*;
+        let mut a = acl(&[(Allow, "vps.example"), (Allow, "10.0.0.0/8")]);
+        a.deny_own_addresses([ip("192.0.2.5"), ip("2001:db8::5"), ip("::ffff:198.51.100.5")]);
+        for own in ["192.0.2.5", "::ffff:192.0.2.5", "2001:db8::5", "198.51.100.5"] {
+            assert_eq!(a.check(None, ip(own)), Deny, "{own}");
+            assert_eq!(a.check(Some("vps.example"), ip(own)), Deny, "vps.example -> {own}");
+        }
+        assert_eq!(a.check(None, ip("192.0.2.6")), Allow);
+        // An IP or CIDR allow lifts it, like any built-in deny.
+        a.deny_own_addresses([ip("10.0.0.5")]);
+        assert_eq!(a.check(None, ip("10.0.0.5")), Allow);
+        let mut b = acl(&[(Allow, "192.0.2.5/32")]);
+        b.deny_own_addresses([ip("192.0.2.5")]);
+        assert_eq!(b.check(Some("vps.example"), ip("192.0.2.5")), Allow);
     }
 
     #[test]

@@ -1,6 +1,13 @@
 //! The accept loop both binaries share: a cap on concurrent connections, one task per
 //! connection, and a graceful shutdown that stops accepting, lets open connections finish for a
 //! grace period, then closes the rest.
+//!
+//! [`serve`] (warren-local) takes a connection slot before accepting, so clients beyond the cap
+//! wait in the listen backlog. [`serve_gated`] (warren-remote) admits through two pools instead
+//! ([`gate`]): unauthenticated connections get their own caps, in all and per source, and move
+//! to the connection pool only once their request authenticates.
+
+pub mod gate;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,6 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+pub use gate::{Admission, Full, HandshakeLimits};
 
 /// Limits every server runs under.
 #[derive(Debug, Clone, Copy)]
@@ -50,17 +59,10 @@ where
         } else if permits.available_permits() > limits.max_connections / 10 {
             cap_logged = false;
         }
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let (stream, peer) = match accept(&listener, &shutdown).await {
+            Accepted::Connection(stream, peer) => (stream, peer),
+            Accepted::Retry => continue,
+            Accepted::Shutdown => break,
         };
         crate::net::tune(&stream);
         // Boxed, so the task wrapping it is not a second copy of the connection's state.
@@ -75,14 +77,87 @@ where
         });
     }
     drop(listener);
+    drain(tracker, kill, limits.shutdown_grace).await;
+}
+
+/// Accepts connections until `shutdown` is cancelled, each admitted through two pools: a
+/// handshake slot at once (a connection over [`HandshakeLimits`] is reset unread), then a
+/// connection slot when `handler` calls [`Admission::authenticated`]. `handler` keeps the
+/// [`Admission`] for as long as the connection lives. Drains like [`serve`].
+pub async fn serve_gated<H, F>(
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    limits: ServerLimits,
+    handshakes: HandshakeLimits,
+    handler: H,
+) where
+    H: Fn(TcpStream, SocketAddr, Admission) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let gate = gate::Gate::new(limits.max_connections, handshakes);
+    let tracker = TaskTracker::new();
+    let kill = CancellationToken::new();
+    loop {
+        let (stream, peer) = match accept(&listener, &shutdown).await {
+            Accepted::Connection(stream, peer) => (stream, peer),
+            Accepted::Retry => continue,
+            Accepted::Shutdown => break,
+        };
+        let admission = match gate.enter(peer.ip()) {
+            Ok(admission) => admission,
+            Err(_) => {
+                // Reset, not FIN: nothing is read, the close costs the server no TIME_WAIT
+                // entry under a flood, and the prober sees what any overloaded host sends
+                // (PROTOCOL.md §11). Linux resets an unread close anyway once bytes arrived.
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                drop(stream);
+                continue;
+            }
+        };
+        crate::net::tune(&stream);
+        let conn = Box::pin(handler(stream, peer, admission));
+        let kill = kill.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                () = conn => {}
+                () = kill.cancelled() => {}
+            }
+        });
+    }
+    drop(listener);
+    drain(tracker, kill, limits.shutdown_grace).await;
+}
+
+/// What one turn of an accept loop got.
+enum Accepted {
+    Connection(TcpStream, SocketAddr),
+    /// accept failed (logged, and backed off from): try again.
+    Retry,
+    Shutdown,
+}
+
+async fn accept(listener: &TcpListener, shutdown: &CancellationToken) -> Accepted {
+    tokio::select! {
+        () = shutdown.cancelled() => Accepted::Shutdown,
+        accepted = listener.accept() => match accepted {
+            Ok((stream, peer)) => Accepted::Connection(stream, peer),
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Accepted::Retry
+            }
+        },
+    }
+}
+
+/// Lets the tracked connections finish for `grace`, then cancels `kill` and waits for the rest.
+async fn drain(tracker: TaskTracker, kill: CancellationToken, grace: Duration) {
     tracker.close();
     if !tracker.is_empty() {
-        tracing::info!(open = tracker.len(), grace = ?limits.shutdown_grace, "shutting down; waiting for open connections");
+        tracing::info!(open = tracker.len(), grace = ?grace, "shutting down; waiting for open connections");
     }
-    if tokio::time::timeout(limits.shutdown_grace, tracker.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(open = tracker.len(), "grace period over; closing remaining connections");
         kill.cancel();
         tracker.wait().await;

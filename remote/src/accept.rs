@@ -1,13 +1,16 @@
 //! One tunnel connection from its first byte to the command that serves it.
 //!
 //! ```text
-//! read + authenticate the request under one of its keys (deadline: handshake_timeout)
-//!   → timestamp window → replay check → may this key ask this? → route → connect | bind | udp | agent (register, forward)
+//! read + authenticate the request under one of its keys (deadline: the hold time from
+//!   accept, crate::hold) → timestamp window → replay check → may this key ask this?
+//!   → connection slot → route → connect | bind | udp | agent (register, forward)
 //! ```
 //!
+//! Until its request passes every check a connection counts in the handshake pool, not against
+//! `max_connections` (common's `server::gate`), so probes cannot keep real users waiting.
 //! A connection that fails any check gets no byte back and causes no outbound connection; the
-//! remote reads and discards until the handshake deadline, so a prober learns nothing from when
-//! it closes. Its info and warning lines name the `peer` (and the commands add the `target`);
+//! remote reads and discards until the handshake deadline, which is randomised per server and
+//! per connection, so a prober learns nothing from when it closes. Its info and warning lines name the `peer` (and the commands add the `target`);
 //! debug lines carry a `tunnel{peer, command, target}` span.
 
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use warren_common::crypto::Key;
 use warren_common::proto::address::Address;
 use warren_common::proto::header::{Command, TIMESTAMP_WINDOW_SECS};
 use warren_common::route::RemoteAction;
+use warren_common::server::Admission;
 use warren_common::time::unix_now;
 use warren_common::tunnel::{AcceptedRequest, HandshakeError};
 
@@ -28,7 +32,10 @@ use crate::shared::{Origin, Party, Shared};
 use crate::{agent, bind, connect, udp};
 
 /// Serves one tunnel connection: a TCP connection, or a stream a reverse-tunnel session opened.
-pub async fn serve<S: Connection>(mut stream: S, origin: Origin, shared: Arc<Shared>) {
+/// `admission` is its place in the listener's pools ([`Admission::uncounted`] for a stream of
+/// an agent session); it moves to the connection pool once the request passes its checks and
+/// is dropped when the connection ends.
+pub async fn serve<S: Connection>(mut stream: S, origin: Origin, shared: Arc<Shared>, mut admission: Admission) {
     // Context for debug lines only. The lines users read (info and up) name the connection
     // themselves: an enabled span per connection costs ~0.9 KiB of RSS while it lives, and the
     // subscriber keeps its slot after close (+288 % RSS after 10,000 connections had closed,
@@ -36,9 +43,13 @@ pub async fn serve<S: Connection>(mut stream: S, origin: Origin, shared: Arc<Sha
     let span = tracing::debug_span!("tunnel", peer = %origin.peer(), command = Empty, target = Empty);
     async move {
         let started = std::time::Instant::now();
-        let deadline = Instant::now() + shared.config.timeouts.handshake;
+        let hold = shared
+            .hold
+            .pick(shared.config.timeouts.handshake, &mut rand::thread_rng());
+        let deadline = Instant::now() + hold;
         match check(&mut stream, origin, deadline, &shared).await {
             Ok((accepted, party)) => {
+                admission.authenticated().await;
                 let request = Request::new(accepted, party, origin, started);
                 dispatch(request, stream, &shared).await;
             }

@@ -15,22 +15,30 @@ mod accept;
 mod agent;
 mod bind;
 mod connect;
+mod hold;
 mod outbound;
 mod respond;
 mod shared;
 mod udp;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warren_common::config::RemoteConfig;
+use warren_common::server::Admission;
 
 use crate::shared::{Origin, Shared};
 
 /// Serves tunnel connections on `listener` until `shutdown` is cancelled, then drains.
-pub async fn run(listener: TcpListener, config: RemoteConfig, shutdown: CancellationToken) {
-    let limits = config.limits;
+pub async fn run(listener: TcpListener, mut config: RemoteConfig, shutdown: CancellationToken) {
+    // The host's own addresses are built-in ACL denies (a client must not reach a service
+    // bound on the VPS's own public or private address); enumerated once, here.
+    let own = own_addresses();
+    tracing::debug!(addresses = ?own, "the ACL denies this host's own addresses unless an IP rule allows them");
+    config.acl.deny_own_addresses(own);
+    let (limits, handshakes) = (config.limits, config.handshakes);
     // The encrypted UDP transport listens on the same address and port number, over UDP.
     if let Ok(addr) = listener.local_addr() {
         match tokio::net::UdpSocket::bind(addr).await {
@@ -45,17 +53,37 @@ pub async fn run(listener: TcpListener, config: RemoteConfig, shutdown: Cancella
         // This remote is an agent: streams the public remote opens are served like connections.
         let inner = shared.clone();
         let serve = move |stream, server| {
-            tokio::spawn(accept::serve(stream, Origin::Agent { server }, inner.clone()));
+            let origin = Origin::Agent { server };
+            tokio::spawn(accept::serve(stream, origin, inner.clone(), Admission::uncounted()));
         };
         let shared = shared.clone();
         tokio::spawn(async move { agent::client::run(settings, &shared.config, shared.shutdown.clone(), serve).await });
     }
-    warren_common::server::serve(listener, shutdown, limits, move |stream, peer| {
-        let origin = Origin::Tcp {
-            peer,
-            local: stream.local_addr().ok(),
-        };
-        accept::serve(stream, origin, shared.clone())
-    })
+    // Unauthenticated connections count in their own pool, apart from max_connections.
+    warren_common::server::serve_gated(
+        listener,
+        shutdown,
+        limits,
+        handshakes,
+        move |stream, peer, admission| {
+            let origin = Origin::Tcp {
+                peer,
+                local: stream.local_addr().ok(),
+            };
+            accept::serve(stream, origin, shared.clone(), admission)
+        },
+    )
     .await;
+}
+
+/// Every address of this host's interfaces that the system lists (loopback included), or none
+/// if the system will not list them (logged: the other built-in denies still hold).
+pub fn own_addresses() -> Vec<IpAddr> {
+    match if_addrs::get_if_addrs() {
+        Ok(interfaces) => interfaces.iter().map(if_addrs::Interface::ip).collect(),
+        Err(e) => {
+            tracing::warn!("cannot list this host's interface addresses ({e}); the ACL does not deny them by default");
+            Vec::new()
+        }
+    }
 }

@@ -10,6 +10,7 @@ use warren_common::replay::ReplayFilter;
 use warren_common::route::RemoteAction;
 
 use crate::agent::registry::Registry;
+use crate::hold::Hold;
 
 /// The state of one running warren-remote, shared by all its connections.
 pub struct Shared {
@@ -20,6 +21,8 @@ pub struct Shared {
     pub agents: Registry,
     /// Whether any route leads to an agent, so requests must be kept as they arrived.
     pub forwards: bool,
+    /// How long this server holds a refused connection (its factor is picked at start).
+    pub hold: Hold,
     pub shutdown: CancellationToken,
 }
 
@@ -35,6 +38,7 @@ impl Shared {
             replay: Mutex::default(),
             agents: Registry::default(),
             forwards,
+            hold: Hold::new(&mut rand::thread_rng()),
             shutdown,
         }
     }

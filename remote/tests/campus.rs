@@ -225,9 +225,13 @@ fn campus_intranet_through_reverse_tunnel_in_namespaces() {
         p.to_str().unwrap().to_string()
     };
     let vps_cfg = write("vps.yaml", config("vps.yaml", &key, &agent_key));
+    // The stand-in intranet host 10.77.3.1 is an address of the agent's own namespace, and an
+    // agent's ACL denies its own interface addresses unless an IP rule allows them (a real
+    // intranet host is another machine): allow it by IP.
     let campus_cfg = write(
         "campus.yaml",
-        config("campus.yaml", &key, &agent_key).replace("vps.example.net", "10.77.2.2"),
+        config("campus.yaml", &key, &agent_key).replace("vps.example.net", "10.77.2.2")
+            + "  acl:\n    - allow: \"10.77.3.1/32\"\n",
     );
     let laptop_cfg = write(
         "laptop.yaml",

@@ -9,12 +9,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::error::{invalid, ConfigError};
-use super::limits::{limits, Timeouts};
+use super::limits::{handshake_limits, limits, Timeouts};
 use super::parse::{host_port_ok, one_to_255_bytes, parse_matcher, seconds, socket_addr, RawPort};
 use crate::acl::{Acl, Rule, Verdict};
 use crate::crypto::Key;
 use crate::route::{self, RemoteAction, Router};
-use crate::server::ServerLimits;
+use crate::server::{HandshakeLimits, ServerLimits};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +31,9 @@ pub struct RawRemote {
     pub connect_timeout: Option<f64>,
     pub idle_timeout: Option<f64>,
     pub max_connections: Option<usize>,
+    /// Connections not yet authenticated, held at once (in all / per IPv4 address or IPv6 /64).
+    pub max_handshakes: Option<usize>,
+    pub max_handshakes_per_ip: Option<usize>,
     pub shutdown_grace: Option<f64>,
     pub bind_timeout: Option<f64>,
     /// Source IP for outbound TCP connections (multi-homed servers).
@@ -85,6 +88,8 @@ pub struct RemoteConfig {
     pub agents: Vec<AgentEntry>,
     pub timeouts: Timeouts,
     pub limits: ServerLimits,
+    /// Caps on connections that have not authenticated yet, apart from `limits`' cap.
+    pub handshakes: HandshakeLimits,
     /// How long a BIND waits for its peer to connect.
     pub bind_timeout: Duration,
     /// Source address of outbound TCP connections; `None`: the system picks.
@@ -135,6 +140,7 @@ impl RemoteConfig {
                 idle: seconds("remote.idle_timeout", remote.idle_timeout, 300.0)?,
             },
             limits: limits("remote", remote.max_connections, remote.shutdown_grace)?,
+            handshakes: handshake_limits(remote.max_handshakes, remote.max_handshakes_per_ip)?,
             bind_timeout: seconds("remote.bind_timeout", remote.bind_timeout, 120.0)?,
             outbound_source: remote
                 .outbound_source

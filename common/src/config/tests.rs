@@ -133,16 +133,16 @@ fn secrets_stay_out_of_debug_output() {
 fn agent_keys_are_checked() {
     let a = Key::generate().to_base64();
     let b = Key::generate().to_base64();
-    let remote = |body: &str| -> Result<RemoteConfig, String> {
+    let section = |body: &str| -> Result<RemoteConfig, String> {
         let raw = RawConfig::from_yaml(&format!("key: '{KEY}'\nremote:\n{body}"), "t").map_err(|e| e.to_string())?;
         RemoteConfig::try_from(&raw).map_err(|e| e.to_string())
     };
-    let ok = remote(&format!("  agents: {{ campus: {{ key: '{a}' }}, lab: {{ key: '{b}' }} }}\n  routes: [{{ cidr: '10.0.0.0/8', via: lab }}]")).unwrap();
+    let ok = section(&format!("  agents: {{ campus: {{ key: '{a}' }}, lab: {{ key: '{b}' }} }}\n  routes: [{{ cidr: '10.0.0.0/8', via: lab }}]")).unwrap();
     assert_eq!(
         ok.agents.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
         ["campus", "lab"]
     );
-    let e = |body: &str| remote(body).unwrap_err();
+    let e = |body: &str| section(body).unwrap_err();
     assert!(
         e("  routes: [{ cidr: '10.0.0.0/8', via: lab }]").starts_with("remote.routes[0].via: no agent named \"lab\"")
     );
@@ -158,6 +158,38 @@ fn agent_keys_are_checked() {
         "  agent: {{ server: 'vps:8388', name: campus, key: '{KEY}' }}"
     ))
     .starts_with("remote.agent.key: is the shared `key`"));
-    let agent = remote(&format!("  agent: {{ server: 'vps:8388', name: campus, key: '{a}' }}")).unwrap();
+    let agent = section(&format!("  agent: {{ server: 'vps:8388', name: campus, key: '{a}' }}")).unwrap();
     assert_eq!(agent.agent.map(|s| s.key.to_base64()), Some(a));
+}
+
+#[test]
+fn handshake_caps_default_and_errors_name_the_field() {
+    let r = remote(&format!("key: '{KEY}'\nremote: {{}}")).unwrap();
+    assert_eq!(
+        (r.handshakes.max_handshakes, r.handshakes.max_handshakes_per_ip),
+        (512, 32)
+    );
+    let r = remote(&format!("key: '{KEY}'\nremote: {{max_handshakes: 8}}")).unwrap();
+    assert_eq!(
+        (r.handshakes.max_handshakes, r.handshakes.max_handshakes_per_ip),
+        (8, 8)
+    );
+    let r = remote(&format!(
+        "key: '{KEY}'\nremote: {{max_handshakes: 8, max_handshakes_per_ip: 4}}"
+    ))
+    .unwrap();
+    assert_eq!(
+        (r.handshakes.max_handshakes, r.handshakes.max_handshakes_per_ip),
+        (8, 4)
+    );
+    assert!(err(remote(&format!("key: '{KEY}'\nremote: {{max_handshakes: 0}}"))).starts_with("remote.max_handshakes:"));
+    assert!(
+        err(remote(&format!("key: '{KEY}'\nremote: {{max_handshakes_per_ip: 0}}")))
+            .starts_with("remote.max_handshakes_per_ip:")
+    );
+    assert!(err(remote(&format!(
+        "key: '{KEY}'\nremote: {{max_handshakes: 4, max_handshakes_per_ip: 5}}"
+    )))
+    .starts_with("remote.max_handshakes_per_ip:"));
+    assert!(err(remote(&format!("key: '{KEY}'\nremote: {{max_handshakes: -1}}"))).contains("max_handshakes"));
 }
