@@ -7,9 +7,14 @@
 //! (ECONNREFUSED on a connected UDP socket). And the remote returns promptly from `run` when
 //! shut down with an overloaded association open, although its `shutdown_grace` is long.
 //!
-//! Before the fix, `udp_transport: tcp` froze here: both ends waited in `write_all` towards
-//! each other and neither read, so the old association ignored its control connection closing
-//! and kept its sockets, and the remote's shutdown waited for the whole grace period.
+//! Two more tests make the wedge certain instead of likely: a tunnel peer (a raw local, a fake
+//! remote) that never reads the UDP-over-TCP stream, while it writes far more than the
+//! kernel's buffers hold. Each end must keep reading its tunnel regardless.
+//!
+//! Before the fix, `udp_transport: tcp` froze: both ends waited in `write_all` towards each
+//! other and neither read, so the association ignored its control connection closing and kept
+//! its sockets, and the remote's shutdown waited for the whole grace period. (On this loopback
+//! in a debug build the two-sided flood wedged rarely; the never-reading peers always did.)
 
 use std::collections::HashSet;
 use std::io::ErrorKind;
@@ -17,11 +22,17 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use warren_common::crypto::Key;
 use warren_common::proto::address::Address;
+use warren_common::proto::header::{self, RequestHeader, ResponseHeader};
 use warren_common::proto::socks5::{Command, ReplyCode};
-use warren_common::proto::udp::Socks5Datagram;
+use warren_common::proto::status::Status;
+use warren_common::proto::udp::{DatagramFrame, Socks5Datagram};
 use warren_common::proto::{decode_exact, Encode};
+use warren_common::time::unix_now;
+use warren_common::tunnel::{AcceptedRequest, PendingTunnel};
 use warren_tests::*;
 
 /// The flood: at most this many datagrams ...
@@ -83,10 +94,15 @@ struct Client {
 
 /// Opens an association (DST 0.0.0.0:0) and a client socket connected to its relay.
 async fn associate(pair: &Pair) -> (Client, SocketAddr) {
+    associate_at(pair.socks()).await
+}
+
+/// [`associate`] through the local listening on `socks`.
+async fn associate_at(socks: SocketAddr) -> (Client, SocketAddr) {
     let (control, reply, _) = within(
         20,
         "UDP ASSOCIATE reply",
-        socks5_request(pair.socks(), Command::UdpAssociate, &Address::UNSPECIFIED),
+        socks5_request(socks, Command::UdpAssociate, &Address::UNSPECIFIED),
     )
     .await
     .expect("UDP ASSOCIATE");
@@ -217,5 +233,75 @@ async fn remote_returns_promptly_on_shutdown_with_an_overloaded_association_open
     flood(&client, echo.addr).await;
     let Pair { local, remote } = pair;
     within(30, "the remote's run returns after shutdown", remote.stop()).await;
+    local.stop().await;
+}
+
+/// Datagram frames for `to` carrying 8 KiB each, [`UNREAD_BYTES`] in all, written in large
+/// writes: far more than the kernel buffers between two ends that stopped reading each other
+/// (send buffer up to 4 MiB, receive buffer up to 32 MiB on this kind of Linux).
+const UNREAD_BYTES: usize = 128 << 20;
+
+async fn write_frames(tunnel: &mut (impl tokio::io::AsyncWrite + Unpin), to: SocketAddr) {
+    let mut batch = Vec::new();
+    let payload = pattern(8 * 1024);
+    while batch.len() < 256 * 1024 {
+        DatagramFrame::encode_parts(&Address::Ip(to), &payload, &mut batch).unwrap();
+    }
+    for _ in 0..UNREAD_BYTES / batch.len() {
+        tunnel.write_all(&batch).await.unwrap();
+    }
+    tunnel.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_keeps_reading_a_tunnel_whose_local_never_reads() {
+    let echo = Echo::start().await;
+    let key = new_key();
+    let remote = start_remote(&key, "acl:\n  - allow: \"127.0.0.0/8\"").await;
+    let tcp = TcpStream::connect(remote.addr).await.unwrap();
+    let request = RequestHeader::new(header::Command::UdpOverTcp, Address::UNSPECIFIED, unix_now());
+    let pending = PendingTunnel::send_request(tcp, &Key::from_base64(&key).unwrap(), &request, b"")
+        .await
+        .unwrap();
+    let (response, mut tunnel) = within(20, "the response", pending.read_response()).await.unwrap();
+    assert_eq!(response.status, Status::Succeeded);
+    // Every frame is echoed back towards us, and we never read: the remote's writes stall.
+    within(60, "the remote reading every frame we write", write_frames(&mut tunnel, echo.addr)).await;
+    let outbound = echo.peers();
+    assert!(!outbound.is_empty(), "the remote sent our datagrams out");
+    // Our end-of-stream chunk ends the association, although its answers are still unread.
+    tunnel.shutdown().await.unwrap();
+    for addr in outbound {
+        assert!(refuses(addr).await, "the remote's outbound socket {addr} closed");
+    }
+    drop(tunnel);
+    remote.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_keeps_reading_a_tunnel_whose_remote_never_reads() {
+    // A fake remote: it answers the UDP-over-TCP request, then only writes.
+    let fake = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let key = new_key();
+    let local = start_local(&key, fake.local_addr().unwrap(), "udp_transport: tcp").await;
+    let socks = local.addr;
+    let associating = tokio::spawn(async move { associate_at(socks).await });
+    let (mut stream, _) = within(20, "the local's tunnel", fake.accept()).await.unwrap();
+    let key = Key::from_base64(&key).unwrap();
+    let accepted = AcceptedRequest::read(&mut stream, &key, false).await.unwrap();
+    assert_eq!(accepted.header.command, header::Command::UdpOverTcp);
+    let response = ResponseHeader::new(accepted.salt, Status::Succeeded, unix_now(), Address::UNSPECIFIED);
+    let mut tunnel = accepted.respond(stream, &key, &response, &[]).await.unwrap();
+    let (client, relay) = associating.await.unwrap();
+    // The client floods the relay, so the local has datagrams to write towards a fake remote
+    // that never reads them; meanwhile the fake remote writes far more than the buffers hold.
+    let flooding = flood(&client, "127.0.0.1:9".parse().unwrap());
+    let writing = within(60, "the local reading every frame the remote writes", async {
+        write_frames(&mut tunnel, "127.0.0.1:9".parse().unwrap()).await;
+    });
+    tokio::join!(flooding, writing);
+    drop(client.control);
+    assert!(refuses(relay).await, "the local's relay socket closed after its control connection");
+    drop(tunnel);
     local.stop().await;
 }
