@@ -115,7 +115,14 @@ async fn associate_at(socks: SocketAddr) -> (Client, SocketAddr) {
     client.set_nonblocking(true).unwrap();
     let flooder = client.try_clone().unwrap();
     let client = UdpSocket::from_std(client).unwrap();
-    (Client { control, client, flooder }, relay)
+    (
+        Client {
+            control,
+            client,
+            flooder,
+        },
+        relay,
+    )
 }
 
 /// Sends unpaced for [`FLOOD_FOR`] or [`FLOOD_COUNT`] datagrams from a thread of its own (as
@@ -189,7 +196,10 @@ async fn overload(transport: &str, remote_side: bool) {
     round_trip(&old.client, echo.addr, b"before").await;
     let sent = flood(&old, echo.addr).await;
     let outbound = echo.peers();
-    assert!(!outbound.is_empty(), "{transport}: the echo server heard the association");
+    assert!(
+        !outbound.is_empty(),
+        "{transport}: the echo server heard the association"
+    );
 
     let (new, _) = associate(&pair).await;
     round_trip(&new.client, echo.addr, b"after").await;
@@ -266,7 +276,12 @@ async fn remote_keeps_reading_a_tunnel_whose_local_never_reads() {
     let (response, mut tunnel) = within(20, "the response", pending.read_response()).await.unwrap();
     assert_eq!(response.status, Status::Succeeded);
     // Every frame is echoed back towards us, and we never read: the remote's writes stall.
-    within(60, "the remote reading every frame we write", write_frames(&mut tunnel, echo.addr)).await;
+    within(
+        60,
+        "the remote reading every frame we write",
+        write_frames(&mut tunnel, echo.addr),
+    )
+    .await;
     let outbound = echo.peers();
     assert!(!outbound.is_empty(), "the remote sent our datagrams out");
     // Our end-of-stream chunk ends the association, although its answers are still unread.
@@ -301,7 +316,10 @@ async fn local_keeps_reading_a_tunnel_whose_remote_never_reads() {
     });
     tokio::join!(flooding, writing);
     drop(client.control);
-    assert!(refuses(relay).await, "the local's relay socket closed after its control connection");
+    assert!(
+        refuses(relay).await,
+        "the local's relay socket closed after its control connection"
+    );
     drop(tunnel);
     local.stop().await;
 }

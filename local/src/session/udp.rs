@@ -22,11 +22,11 @@ use warren_common::config::local_routes::{LocalAction, Via};
 use warren_common::config::UdpTransport;
 use warren_common::crypto::{open_packet, random_salt, seal_packet, Key};
 use warren_common::proto::address::Address;
+use warren_common::proto::decode_exact;
 use warren_common::proto::header::{Command, RequestHeader};
 use warren_common::proto::socks5::Reply;
 use warren_common::proto::status::Status;
 use warren_common::proto::udp::{DatagramFrame, PacketPlaintext, Socks5Datagram};
-use warren_common::proto::decode_exact;
 use warren_common::replay::ReplayFilter;
 use warren_common::time::unix_now;
 
@@ -123,7 +123,10 @@ impl Upstream {
                 };
                 let socket = UdpSocket::bind(any).await.map_err(|_| Status::GeneralFailure)?;
                 socket.connect(remote).await.map_err(|_| Status::GeneralFailure)?;
-                Ok((Upstream::Packets(socket, ReplayFilter::default(), endpoint.key.clone()), None))
+                Ok((
+                    Upstream::Packets(socket, ReplayFilter::default(), endpoint.key.clone()),
+                    None,
+                ))
             }
         }
     }
