@@ -1,7 +1,8 @@
 //! SOCKS5 UDP ASSOCIATE through the tunnel with a raw client: IPv4, IPv6 and domain targets,
 //! 1000 datagrams of up to 1400 bytes echoed with a correct header, fragments, foreign senders
-//! and malformed headers dropped, and the relay closed with its control connection. Each test
-//! runs over every UDP transport.
+//! and malformed headers dropped, the relay closed with its control connection, and every
+//! datagram routed by the local's and the remote's routes. Each test runs over every UDP
+//! transport. Overload: udp_overload.rs.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -347,5 +348,46 @@ async fn only_addresses_the_client_sent_to_can_answer() {
                 "{transport}"
             );
         }
+    }
+}
+
+#[tokio::test]
+async fn each_datagram_is_routed_by_the_local_and_the_remote_routes() {
+    // The local's routes drop a datagram whose destination they block (in any spelling); the
+    // remote's routes keep one routed via an agent off this machine's NAT although its ACL
+    // allows the address (no agent carries UDP yet: dropped). The association keeps working.
+    let blocked = udp_echo_server("127.0.0.5:0").await;
+    let via_agent = udp_echo_server("127.0.0.6:0").await;
+    let allowed = udp_echo_server("127.0.0.1:0").await;
+    for transport in TRANSPORTS {
+        let pair = start_pair(
+            "routes:\n  - { cidr: \"127.0.0.6/32\", via: campus }",
+            &format!("udp_transport: {transport}\nroutes:\n  - {{ cidr: \"127.0.0.5/32\", block: true }}"),
+        )
+        .await;
+        let (_control, reply, _) = socks5_request(pair.socks(), Command::UdpAssociate, &Address::UNSPECIFIED)
+            .await
+            .unwrap();
+        assert_eq!(reply.code, ReplyCode::Succeeded, "{transport}");
+        let Address::Ip(relay) = reply.bound else { panic!() };
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for target in [
+            Address::Ip(blocked),
+            Address::Domain("0x7f.0.0.5".into(), blocked.port()),
+            Address::Ip(via_agent),
+        ] {
+            client.send_to(&datagram(&target, b"no"), relay).await.unwrap();
+        }
+        client
+            .send_to(&datagram(&Address::Ip(allowed), b"yes"), relay)
+            .await
+            .unwrap();
+        // Had a dropped one been relayed, its echo would arrive first (one path, in order).
+        let d = receive(&client).await;
+        assert_eq!(
+            (d.address, &d.data[..]),
+            (Address::Ip(allowed), &b"yes"[..]),
+            "{transport}"
+        );
     }
 }

@@ -108,6 +108,12 @@ impl<'a> Outbounds<'a> {
         }
     }
 
+    /// Whether `local.routes` block `target`: a UDP association's datagrams each name their own
+    /// destination, and a blocked one is dropped.
+    pub fn blocks(&self, target: &Address) -> bool {
+        matches!(self.routing.router.route(target), LocalAction::Block)
+    }
+
     /// Opens the outbound for `header` as the routing rules say, with `initial` client bytes
     /// carried in its first chunk (or written first). Returns the bound address for the
     /// client's reply and the open outbound.

@@ -2,30 +2,36 @@
 //! the client reached our TCP listener on, announced in the reply. Only datagrams from the
 //! client's address are relayed; fragments (FRAG ≠ 0) and malformed headers are dropped. The
 //! datagrams travel to the remote as `local.udp_transport` says: sealed packets to its UDP
-//! socket (`udp`), or one UDP-over-TCP tunnel stream (`tcp`). An association takes the default
-//! route (its datagrams each name their own destination): through a chain it is always
-//! UDP-over-TCP, inside the chain; `direct` and `block` defaults refuse it (0x07, 0x02). The association ends when the
-//! client's TCP control connection closes, the tunnel ends, or nothing moves for `idle_timeout`.
+//! socket (`udp`), or one UDP-over-TCP tunnel stream (`tcp`, see [`tcp`]). An association takes
+//! the default route: through a chain it is always UDP-over-TCP, inside the chain; `direct` and
+//! `block` defaults refuse it (0x07, 0x02). Its datagrams each name their own destination, which
+//! `local.routes` sees like a CONNECT target: a datagram whose destination routes `block` is
+//! dropped; every other one goes the association's way, where the remote routes it again.
+//! Nothing on this path waits for the far side: under overload datagrams are dropped (and
+//! counted), never queued without bound. The association ends at once when the client's TCP
+//! control connection closes, the tunnel ends, or nothing moves for `idle_timeout`.
+
+mod tcp;
 
 use std::net::{IpAddr, SocketAddr};
 use warren_common::proto::Encode;
 
-use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use warren_common::config::local_routes::{LocalAction, Via};
 use warren_common::config::UdpTransport;
 use warren_common::crypto::{open_packet, random_salt, seal_packet, Key};
 use warren_common::proto::address::Address;
+use warren_common::proto::decode_exact;
 use warren_common::proto::header::{Command, RequestHeader};
 use warren_common::proto::socks5::Reply;
 use warren_common::proto::status::Status;
 use warren_common::proto::udp::{DatagramFrame, PacketPlaintext, Socks5Datagram};
-use warren_common::proto::{decode_exact, decode_prefix, DecodeError};
 use warren_common::replay::ReplayFilter;
 use warren_common::time::unix_now;
 
-use crate::outbound::{Outbound, Outbounds};
+use self::tcp::{Queued, TunnelQueue, TunnelWriter};
+use crate::outbound::Outbounds;
 
 /// The client address datagrams must come from: the IP is fixed, the port may be learnt from
 /// the first datagram.
@@ -65,16 +71,17 @@ impl ClientFilter {
 
 /// Where the association's datagrams go.
 enum Upstream {
-    /// A UDP-over-TCP tunnel stream and the frame bytes received but not yet decoded.
-    Stream(Outbound, BytesMut),
+    /// A UDP-over-TCP tunnel stream's reading half and its writer's queue.
+    Stream(TunnelQueue),
     /// A socket connected to the remote's UDP port, the replay filter for its answers, and
     /// that remote's key.
     Packets(UdpSocket, ReplayFilter, Key),
 }
 
 impl Upstream {
-    /// Opens the transport `local.udp_transport` asks for; the error is the SOCKS5 reply code.
-    async fn open(outbounds: &Outbounds<'_>, requested: &Address) -> Result<Upstream, Status> {
+    /// Opens the transport `local.udp_transport` asks for, with the tunnel writer to run beside
+    /// the relay loop for UDP-over-TCP; the error is the SOCKS5 reply code.
+    async fn open(outbounds: &Outbounds<'_>, requested: &Address) -> Result<(Upstream, Option<TunnelWriter>), Status> {
         let header = RequestHeader::new(Command::UdpOverTcp, Address::UNSPECIFIED, unix_now());
         let action = outbounds.route(&header);
         // Sealed packets go to one remote; chains (and `tcp`) carry the datagrams in a stream.
@@ -90,7 +97,10 @@ impl Upstream {
         };
         match packets_to {
             None => match outbounds.open_along(action, &header, &[]).await {
-                Ok((_, stream)) => Ok(Upstream::Stream(stream, BytesMut::new())),
+                Ok((_, stream)) => {
+                    let (queue, writer) = tcp::split(stream);
+                    Ok((Upstream::Stream(queue), Some(writer)))
+                }
                 Err(failure) => {
                     failure.log(outbounds.peer(), requested);
                     Err(failure.status())
@@ -113,30 +123,27 @@ impl Upstream {
                 };
                 let socket = UdpSocket::bind(any).await.map_err(|_| Status::GeneralFailure)?;
                 socket.connect(remote).await.map_err(|_| Status::GeneralFailure)?;
-                Ok(Upstream::Packets(socket, ReplayFilter::default(), endpoint.key.clone()))
+                Ok((
+                    Upstream::Packets(socket, ReplayFilter::default(), endpoint.key.clone()),
+                    None,
+                ))
             }
         }
     }
 
-    /// Sends one datagram for `to`.
-    async fn send(&mut self, to: &Address, data: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
+    /// Sends one datagram for `to` (UDP-over-TCP: queues it, never waiting for the tunnel).
+    async fn send(&mut self, to: &Address, data: &[u8], out: &mut Vec<u8>) -> Result<Queued, ()> {
         out.clear();
         match self {
-            Upstream::Stream(tunnel, _) => {
-                if DatagramFrame::encode_parts(to, data, out).is_none() {
-                    return Ok(()); // too large for a frame: dropped
-                }
-                tunnel.write_all(out).await.map_err(|_| ())?;
-                tunnel.flush().await.map_err(|_| ())
-            }
+            Upstream::Stream(queue) => queue.send(to, data),
             Upstream::Packets(socket, _, key) => {
                 PacketPlaintext::encode_parts(unix_now(), to, data, out);
                 let Ok(packet) = seal_packet(key, &random_salt(), out) else {
-                    return Ok(());
+                    return Ok(Queued::Dropped);
                 };
                 // A send error (e.g. ICMP unreachable from an earlier packet) loses one datagram.
                 let _ = socket.send(&packet).await;
-                Ok(())
+                Ok(Queued::Yes)
             }
         }
     }
@@ -145,22 +152,7 @@ impl Upstream {
     /// `Err` ends the association.
     async fn recv(&mut self, buf: &mut [u8]) -> Result<Vec<DatagramFrame>, &'static str> {
         match self {
-            Upstream::Stream(tunnel, pending) => {
-                if matches!(tunnel.read_buf(pending).await, Ok(0) | Err(_)) {
-                    return Err("remote closed");
-                }
-                let mut frames = Vec::new();
-                loop {
-                    match decode_prefix::<DatagramFrame>(pending) {
-                        Ok((frame, used)) => {
-                            pending.advance(used);
-                            frames.push(frame);
-                        }
-                        Err(DecodeError::Incomplete) => return Ok(frames),
-                        Err(_) => return Err("malformed frame from the remote"),
-                    }
-                }
-            }
+            Upstream::Stream(queue) => queue.recv().await,
             Upstream::Packets(socket, replay, key) => {
                 let Ok(n) = socket.recv(buf).await else {
                     return Ok(Vec::new());
@@ -176,12 +168,6 @@ impl Upstream {
                     _ => Ok(Vec::new()),
                 }
             }
-        }
-    }
-
-    async fn close(self) {
-        if let Upstream::Stream(mut tunnel, _) = self {
-            let _ = tunnel.shutdown().await;
         }
     }
 }
@@ -205,8 +191,8 @@ pub async fn associate(mut client: TcpStream, outbounds: &Outbounds<'_>, request
     let Ok(peer) = client.peer_addr() else {
         return;
     };
-    let mut upstream = match Upstream::open(outbounds, &requested).await {
-        Ok(upstream) => upstream,
+    let (mut upstream, mut writer) = match Upstream::open(outbounds, &requested).await {
+        Ok(opened) => opened,
         Err(code) => {
             let _ = client.write_all(&reply(code, Address::UNSPECIFIED)).await;
             return;
@@ -246,47 +232,66 @@ pub async fn associate(mut client: TcpStream, outbounds: &Outbounds<'_>, request
     let (mut sent, mut received, mut dropped) = (0u64, 0u64, 0u64);
     let idle = tokio::time::sleep(outbounds.idle());
     tokio::pin!(idle);
-    let end = loop {
-        tokio::select! {
-            read = client.read(&mut control) => match read {
-                Ok(0) | Err(_) => break "control connection closed",
-                Ok(_) => continue, // nothing is defined on it after the reply: ignore
-            },
-            got = socket.recv_from(&mut datagram) => {
-                let Ok((n, from)) = got else { continue };
-                if !filter.accept(from) {
-                    dropped += 1;
-                    continue;
-                }
-                match decode_exact::<Socks5Datagram>(&datagram[..n]) {
-                    Ok(d) if d.frag == 0 => {
-                        if upstream.send(&d.address, &d.data, &mut out).await.is_err() {
-                            break "tunnel error";
+    let relaying = async {
+        loop {
+            tokio::select! {
+                read = client.read(&mut control) => match read {
+                    Ok(0) | Err(_) => return "control connection closed",
+                    Ok(_) => continue, // nothing is defined on it after the reply: ignore
+                },
+                got = socket.recv_from(&mut datagram) => {
+                    let Ok((n, from)) = got else { continue };
+                    if !filter.accept(from) {
+                        dropped += 1;
+                        continue;
+                    }
+                    match decode_exact::<Socks5Datagram>(&datagram[..n]) {
+                        Ok(d) if d.frag == 0 && outbounds.blocks(&d.address) => {
+                            tracing::debug!(target = %d.address, "UDP datagram to a blocked destination: dropped");
+                            dropped += 1;
                         }
-                        sent += 1;
-                    }
-                    _ => dropped += 1,
-                }
-            }
-            frames = upstream.recv(&mut from_remote) => {
-                let frames = match frames {
-                    Ok(frames) => frames,
-                    Err(end) => break end,
-                };
-                let Some(port) = filter.port else { continue };
-                for frame in frames {
-                    out.clear();
-                    Socks5Datagram::encode_parts(&frame.address, &frame.data, &mut out);
-                    if socket.send_to(&out, SocketAddr::new(filter.ip, port)).await.is_ok() {
-                        received += 1;
+                        Ok(d) if d.frag == 0 => match upstream.send(&d.address, &d.data, &mut out).await {
+                            Ok(Queued::Yes) => sent += 1,
+                            Ok(Queued::Dropped) => dropped += 1,
+                            Err(()) => return "tunnel error",
+                        },
+                        _ => dropped += 1,
                     }
                 }
+                frames = upstream.recv(&mut from_remote) => {
+                    let frames = match frames {
+                        Ok(frames) => frames,
+                        Err(end) => return end,
+                    };
+                    let Some(port) = filter.port else { continue };
+                    for frame in frames {
+                        out.clear();
+                        Socks5Datagram::encode_parts(&frame.address, &frame.data, &mut out);
+                        if socket.send_to(&out, SocketAddr::new(filter.ip, port)).await.is_ok() {
+                            received += 1;
+                        }
+                    }
+                }
+                () = &mut idle => return "idle",
             }
-            () = &mut idle => break "idle",
+            idle.as_mut().reset(tokio::time::Instant::now() + outbounds.idle());
         }
-        idle.as_mut().reset(tokio::time::Instant::now() + outbounds.idle());
     };
-    upstream.close().await;
+    // The tunnel writer runs beside the relay loop, never inside it (see tcp.rs); whichever
+    // ends first ends the association.
+    let writing = async {
+        match writer.as_mut() {
+            Some(writer) => writer.run().await,
+            None => std::future::pending().await,
+        }
+    };
+    let end = tokio::select! {
+        end = relaying => end,
+        end = writing => end,
+    };
+    if let Some(writer) = writer {
+        writer.close().await;
+    }
     tracing::info!(peer = %outbounds.peer(),
         datagrams_sent = sent,
         datagrams_received = received,

@@ -1,6 +1,15 @@
 //! The NAT both UDP transports share: one association's outbound sockets (one per address
 //! family, bound on first use), the names it resolved, and the destinations it sent to (only
 //! they may answer).
+//!
+//! Every datagram is routed on its own, like a CONNECT target ([`Nat::forward`]):
+//!
+//! ```text
+//! datagram (destination, data)
+//!   → remote.routes (first match, else remote.default)
+//!       direct    → remote ACL on the name and the resolved address → NAT socket (send_to)
+//!       via: NAME → UdpSink::Agent: the agent NAME (not carried yet: dropped, debug line)
+//! ```
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -8,6 +17,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use tokio::net::UdpSocket;
 use warren_common::config::RemoteConfig;
 use warren_common::proto::address::Address;
+use warren_common::route::RemoteAction;
 
 use crate::outbound::allowed_addresses;
 
@@ -26,9 +36,46 @@ pub struct Nat {
     peers: HashSet<SocketAddr>,
 }
 
+/// Where one datagram goes, as `remote.routes` decides for its destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UdpSink<'a> {
+    /// Out of this machine's NAT sockets (the ACL still applies).
+    Direct,
+    /// To the reverse-tunnel agent registered under this name.
+    Agent(&'a str),
+}
+
+impl<'a> UdpSink<'a> {
+    /// The route for a datagram to `target`: the same rules as a CONNECT to it.
+    pub fn route(target: &Address, config: &'a RemoteConfig) -> UdpSink<'a> {
+        match config.routes.route(target) {
+            RemoteAction::Direct => UdpSink::Direct,
+            RemoteAction::Via(agent) => UdpSink::Agent(agent),
+        }
+    }
+}
+
 impl Nat {
-    /// Where a frame goes, if the ACL allows it (None: drop it).
-    pub async fn destination(&mut self, target: &Address, config: &RemoteConfig) -> Option<SocketAddr> {
+    /// Routes one datagram for `target` and sends it; true if it left this machine. A datagram
+    /// the route, the ACL or the name lookup rules out is dropped (false).
+    pub async fn forward(&mut self, target: &Address, data: &[u8], config: &RemoteConfig) -> bool {
+        match UdpSink::route(target, config) {
+            UdpSink::Direct => match self.destination(target, config).await {
+                Some(to) => self.send(to, data).await,
+                None => false,
+            },
+            UdpSink::Agent(agent) => {
+                // UDP through agents: see agent/. The agent link does not carry datagrams yet;
+                // sending this one from here would bypass the route (and reach the wrong
+                // network), so it is dropped.
+                tracing::debug!(%target, %agent, "UDP datagram routed via an agent: dropped (not carried yet)");
+                false
+            }
+        }
+    }
+
+    /// Where a datagram for `target` goes out, if the ACL allows it (None: drop it).
+    async fn destination(&mut self, target: &Address, config: &RemoteConfig) -> Option<SocketAddr> {
         if let Address::Domain(name, port) = target {
             if let Some(found) = self.names.get(&(name.clone(), *port)) {
                 return *found;
@@ -50,7 +97,7 @@ impl Nat {
 
     /// Sends `data` to `to` from the association's socket for its family; false if not sent.
     /// Remembers `to` so its answers are let through.
-    pub async fn send(&mut self, to: SocketAddr, data: &[u8]) -> bool {
+    async fn send(&mut self, to: SocketAddr, data: &[u8]) -> bool {
         if self.peers.len() >= PEERS {
             self.peers.clear();
         }

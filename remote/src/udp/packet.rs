@@ -88,10 +88,8 @@ async fn association(
             msg = rx.recv() => match msg {
                 None => break,
                 Some((to, data)) => {
-                    if let Some(dest) = nat.destination(&to, &config).await {
-                        if nat.send(dest, &data).await {
-                            sent += 1;
-                        }
+                    if nat.forward(&to, &data, &config).await {
+                        sent += 1;
                     }
                     None
                 }

@@ -1,12 +1,26 @@
 //! UDP-over-TCP on the remote: one tunnel stream per association carrying
 //! [`DatagramFrame`]s. Its NAT entry (see [`nat`](super::nat)) is one outbound UDP socket per
-//! address family, so the association's table size is bounded by the remote's connection cap;
-//! the association ends when the stream ends or stays idle for `idle_timeout`.
+//! address family, so the association's table size is bounded by the remote's connection cap.
+//!
+//! ```text
+//!            ┌─ reader: tunnel → frames → route + ACL → NAT sockets ─────────┐
+//! tunnel ────┤                                                               ├─ one task
+//!            └─ writer: queue (QUEUE frames) → tunnel ◀─ NAT sockets' answers┘
+//! ```
+//!
+//! Reading and writing the tunnel never wait on each other: the reader hands answers to a
+//! bounded queue and drops them (counted) when it is full, and the writer drains the queue on
+//! its own. Two ends that each wait for the other to read can therefore never both stop (UDP
+//! may lose datagrams under overload; it must not wedge). The association ends at once when
+//! the tunnel ends, when nothing moves for `idle_timeout`, or on shutdown (a datagram
+//! association has nothing in flight worth the shutdown grace).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 use warren_common::proto::address::Address;
 use warren_common::proto::udp::DatagramFrame;
 use warren_common::proto::{decode_prefix, DecodeError};
@@ -15,62 +29,126 @@ use super::nat::{recv, Nat};
 use crate::respond::{Connection, Reply, Request};
 use crate::shared::Shared;
 
-/// UDP-over-TCP: one association per tunnel stream.
-/// Serves one authenticated UDP-over-TCP request.
+/// Answers queued for the tunnel writer before new ones are dropped.
+const QUEUE: usize = 128;
+/// The writer coalesces queued frames into writes of about this many bytes.
+const BATCH: usize = 32 * 1024;
+/// How long the end-of-stream chunk may take to leave once the association is over.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// What one association moved.
+#[derive(Default)]
+struct Counts {
+    sent: u64,
+    received: u64,
+    dropped: u64,
+}
+
+/// Serves one authenticated UDP-over-TCP request: one association per tunnel stream.
 pub async fn serve<S>(mut request: Request, stream: S, shared: &Shared)
 where
     S: Connection,
 {
     // The lines users read name the connection themselves (see accept.rs on spans).
     let peer = request.origin.peer();
-    let config = &shared.config;
-    let mut inbound = BytesMut::from(&request.take_initial_data()[..]);
-    let Some(mut tunnel) = request.answer(stream, Reply::GRANTED, &[]).await else {
+    let inbound = BytesMut::from(&request.take_initial_data()[..]);
+    let Some(tunnel) = request.answer(stream, Reply::GRANTED, &[]).await else {
         return;
     };
+    let (reader, mut writer) = tokio::io::split(tunnel);
+    let (queue, answers) = mpsc::channel(QUEUE);
+    let mut counts = Counts::default();
+    let end = tokio::select! {
+        end = relay(reader, inbound, &queue, shared, &mut counts) => end,
+        end = write_frames(&mut writer, answers) => end,
+        () = shared.shutdown.cancelled() => "shutdown".to_owned(),
+    };
+    // Bounded: a local that stopped reading must not keep this association (and its sockets).
+    let _ = tokio::time::timeout(CLOSE_GRACE, writer.shutdown()).await;
+    tracing::info!(%peer, datagrams_sent = counts.sent, datagrams_received = counts.received,
+        dropped = counts.dropped, %end, "UDP association finished");
+}
+
+/// The reader half: frames from the tunnel go out through the NAT, answers from the NAT go to
+/// `queue`. Returns why the association ended.
+async fn relay<R>(
+    mut tunnel: R,
+    mut inbound: BytesMut,
+    queue: &mpsc::Sender<Vec<u8>>,
+    shared: &Shared,
+    counts: &mut Counts,
+) -> String
+where
+    R: AsyncRead + Unpin,
+{
+    let config = &shared.config;
     let mut nat = Nat::default();
     let (mut buf4, mut buf6) = (vec![0u8; 65536], vec![0u8; 65536]);
-    let mut out = Vec::with_capacity(65536);
-    let (mut sent, mut received) = (0u64, 0u64);
     let idle = tokio::time::sleep(config.timeouts.idle);
     tokio::pin!(idle);
-    let end = 'outer: loop {
+    loop {
         loop {
             match decode_prefix::<DatagramFrame>(&inbound) {
                 Ok((frame, used)) => {
                     inbound.advance(used);
-                    if let Some(to) = nat.destination(&frame.address, config).await {
-                        if nat.send(to, &frame.data).await {
-                            sent += 1;
-                        }
+                    if nat.forward(&frame.address, &frame.data, config).await {
+                        counts.sent += 1;
                     }
                 }
                 Err(DecodeError::Incomplete) => break,
-                Err(e) => break 'outer format!("malformed datagram frame: {e}"),
+                Err(e) => return format!("malformed datagram frame: {e}"),
             }
         }
         let reply = tokio::select! {
             read = tunnel.read_buf(&mut inbound) => match read {
-                Ok(0) => break "local closed".to_owned(),
+                Ok(0) => return "local closed".to_owned(),
                 Ok(_) => None,
-                Err(e) => break format!("tunnel error: {e}"),
+                Err(e) => return format!("tunnel error: {e}"),
             },
             r = recv(&nat.v4, &mut buf4) => r.ok().map(|(n, from)| (from, &buf4[..n])),
             r = recv(&nat.v6, &mut buf6) => r.ok().map(|(n, from)| (from, &buf6[..n])),
-            () = &mut idle => break "idle".to_owned(),
+            () = &mut idle => return "idle".to_owned(),
         };
         idle.as_mut().reset(tokio::time::Instant::now() + config.timeouts.idle);
         if let Some((from, data)) = reply.filter(|(from, _)| nat.answer_allowed(*from)) {
             let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-            out.clear();
-            if DatagramFrame::encode_parts(&Address::Ip(from), data, &mut out).is_some() {
-                if tunnel.write_all(&out).await.is_err() || tunnel.flush().await.is_err() {
-                    break "tunnel error".to_owned();
-                }
-                received += 1;
+            let mut frame = Vec::with_capacity(data.len() + 32);
+            if DatagramFrame::encode_parts(&Address::Ip(from), data, &mut frame).is_none() {
+                continue; // too large for a frame
+            }
+            match queue.try_send(frame) {
+                Ok(()) => counts.received += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => counts.dropped += 1,
+                Err(mpsc::error::TrySendError::Closed(_)) => return "tunnel error".to_owned(),
             }
         }
-    };
-    let _ = tunnel.shutdown().await;
-    tracing::info!(%peer, datagrams_sent = sent, datagrams_received = received, %end, "UDP association finished");
+    }
+}
+
+/// The writer half: writes queued frames to the tunnel, several per write when they pile up.
+/// Returns only when the tunnel fails (the reader ends the association otherwise).
+async fn write_frames<W>(tunnel: &mut W, mut frames: mpsc::Receiver<Vec<u8>>) -> String
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(frame) = frames.recv().await {
+        batch.clear();
+        batch.extend_from_slice(&frame);
+        while batch.len() < BATCH {
+            match frames.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = tunnel.write_all(&batch).await {
+            return format!("tunnel error: {e}");
+        }
+        if frames.is_empty() {
+            if let Err(e) = tunnel.flush().await {
+                return format!("tunnel error: {e}");
+            }
+        }
+    }
+    std::future::pending().await
 }
