@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tracing::field::Empty;
 use tracing::Instrument;
 use warren_common::proto::header::{Command, TIMESTAMP_WINDOW_SECS};
+use warren_common::replay::Verdict;
 use warren_common::route::RemoteAction;
 use warren_common::time::unix_now;
 use warren_common::tunnel::{AcceptedRequest, HandshakeError};
@@ -106,16 +107,27 @@ where
         );
         return Err(Refusal::Silent);
     }
-    let fresh = shared
+    let verdict = shared
         .replay
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .accept(request.salt, request.header.timestamp, now);
-    if !fresh {
-        tracing::warn!(%peer, "replayed request (salt seen before): ignored");
-        return Err(Refusal::Silent);
+        .check(request.salt, request.header.timestamp, now);
+    match verdict {
+        Verdict::Fresh => Ok(request),
+        Verdict::BeforeStart => {
+            let behind = shared.started.saturating_sub(request.header.timestamp);
+            tracing::warn!(
+                %peer,
+                "request stamped {behind} s before this remote started: ignored (a replay from before a restart, \
+                 or a client whose clock is behind ours: synchronise the clocks (NTP))"
+            );
+            Err(Refusal::Silent)
+        }
+        Verdict::Replay | Verdict::OutsideWindow => {
+            tracing::warn!(%peer, "replayed request (salt seen before): ignored");
+            Err(Refusal::Silent)
+        }
     }
-    Ok(request)
 }
 
 /// Hands the request to the one command that serves it (CONNECT goes where its route says).

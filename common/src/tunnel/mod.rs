@@ -18,7 +18,7 @@ use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::crypto::{Key, SessionCipher, LEN_BLOCK, MAX_PAYLOAD, SALT_LEN, TAG_LEN};
+use crate::crypto::{Key, Purpose, SessionCipher, LEN_BLOCK, MAX_PAYLOAD, SALT_LEN, TAG_LEN};
 use crate::proto::header::RequestHeader;
 use crate::proto::DecodeError;
 
@@ -60,19 +60,21 @@ fn push_chunk(out: &mut Vec<u8>, cipher: &mut SessionCipher, plaintext: &[u8]) -
     Ok(())
 }
 
-/// Reads one salt and the first chunk after it, returning the salt, the opened plaintext and
-/// the receive cipher (its counter past that chunk). `raw`, when given, gets the bytes exactly as
+/// Reads one salt and the first chunk after it, sealed for `purpose` (a request's direction or a
+/// response's), returning the salt, the opened plaintext and the receive cipher (its counter
+/// past that chunk). `raw`, when given, gets the bytes exactly as
 /// they arrived.
 async fn read_first_chunk<S: AsyncRead + Unpin>(
     stream: &mut S,
     key: &Key,
+    purpose: Purpose,
     raw: Option<&mut Vec<u8>>,
 ) -> Result<([u8; SALT_LEN], Vec<u8>, SessionCipher), HandshakeError> {
     let mut head = [0u8; SALT_LEN + LEN_BLOCK];
     read_exact_or_closed(stream, &mut head).await?;
     let mut salt = [0u8; SALT_LEN];
     salt.copy_from_slice(&head[..SALT_LEN]);
-    let mut cipher = SessionCipher::new(key, &salt);
+    let mut cipher = SessionCipher::new(key, purpose, &salt);
     let mut block = [0u8; LEN_BLOCK];
     block.copy_from_slice(&head[SALT_LEN..]);
     let n = cipher

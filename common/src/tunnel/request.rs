@@ -10,7 +10,7 @@ use crate::proto::Encode;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::{push_chunk, read_first_chunk, AcceptedRequest, HandshakeError, PendingTunnel};
-use crate::crypto::{frame_len, random_salt, Key, SessionCipher, SALT_LEN};
+use crate::crypto::{frame_len, random_salt, Key, Purpose, SessionCipher, SALT_LEN};
 use crate::proto::decode_prefix;
 use crate::proto::header::RequestHeader;
 
@@ -23,7 +23,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PendingTunnel<S> {
         initial: &[u8],
     ) -> Result<Self, HandshakeError> {
         let salt = random_salt();
-        let mut send = SessionCipher::new(key, &salt);
+        let mut send = SessionCipher::new(key, Purpose::TcpRequest, &salt);
         let mut plaintext = Vec::with_capacity(header.encoded_len() + initial.len());
         header.encode(&mut plaintext);
         plaintext.extend_from_slice(initial);
@@ -48,7 +48,7 @@ impl AcceptedRequest {
     /// remote's probe handling).
     pub async fn read<S: AsyncRead + Unpin>(stream: &mut S, key: &Key, keep_raw: bool) -> Result<Self, HandshakeError> {
         let mut raw = keep_raw.then(Vec::new);
-        let (salt, mut plaintext, recv) = read_first_chunk(stream, key, raw.as_mut()).await?;
+        let (salt, mut plaintext, recv) = read_first_chunk(stream, key, Purpose::TcpRequest, raw.as_mut()).await?;
         let (header, used) = decode_prefix::<RequestHeader>(&plaintext)?;
         plaintext.drain(..used);
         let initial_data = plaintext;
