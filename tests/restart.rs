@@ -10,8 +10,6 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio_util::sync::CancellationToken;
-use warren_common::config::RemoteConfig;
 use warren_common::crypto::{random_salt, seal_packet, Key, Purpose};
 use warren_common::proto::address::Address;
 use warren_common::proto::header::RequestHeader;
@@ -58,20 +56,6 @@ async fn recording_relay(upstream: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>
     (addr, recorded)
 }
 
-/// A second remote on `key`, counting `started` as its start second.
-async fn start_remote_since(key: &str, started: u64) -> Server {
-    let yaml = format!(
-        "key: \"{key}\"\nremote:\n  listen: \"127.0.0.1:0\"\n  {}\n",
-        ACL.replace('\n', "\n  ")
-    );
-    let config = RemoteConfig::try_from(&parse(&yaml)).expect("valid remote config");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(warren_remote::run_since(listener, config, shutdown.clone(), started));
-    Server { addr, shutdown, task }
-}
-
 #[tokio::test]
 async fn a_request_recorded_before_a_restart_does_not_reach_the_target_after_it() {
     let key = new_key();
@@ -98,7 +82,7 @@ async fn a_request_recorded_before_a_restart_does_not_reach_the_target_after_it(
     first.stop().await;
 
     // The restart: same key, a new process state, started after the recording's second.
-    let second = start_remote_since(&key, unix_now() + 1).await;
+    let second = start_remote_since(&key, ACL, unix_now() + 1).await;
     let mut replay = TcpStream::connect(second.addr).await.unwrap();
     replay.write_all(&recorded).await.unwrap();
     // Silence until the handshake deadline (§11): no response, and the target sees nothing.
@@ -170,7 +154,7 @@ async fn a_udp_packet_recorded_before_a_restart_is_dropped_after_it() {
 
     // After the restart, the recording and then a fresh packet from the same socket: one
     // source's packets are forwarded in order, so a replay would arrive first.
-    let second = start_remote_since(&key_text, unix_now() + 1).await;
+    let second = start_remote_since(&key_text, ACL, unix_now() + 1).await;
     until_udp_bound(second.addr).await;
     sender.send_to(&recorded, second.addr).await.unwrap();
     sender
