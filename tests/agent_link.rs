@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use warren_common::crypto::{Key, SessionCipher, LEN_BLOCK, SALT_LEN, TAG_LEN};
+use warren_common::crypto::{Key, Purpose, SessionCipher, LEN_BLOCK, SALT_LEN, TAG_LEN};
 use warren_common::proto::address::Address;
 use warren_common::proto::header::{Command, RequestHeader};
 use warren_common::proto::socks5::ReplyCode;
@@ -186,7 +186,7 @@ async fn session(
         salt.copy_from_slice(&head[..SALT_LEN]);
         let mut block = [0u8; LEN_BLOCK];
         block.copy_from_slice(&head[SALT_LEN..]);
-        let Ok(n) = SessionCipher::new(&key, &salt).open_length(&mut block) else {
+        let Ok(n) = SessionCipher::new(&key, Purpose::TcpResponse, &salt).open_length(&mut block) else {
             return;
         };
         let mut rest = vec![0u8; n + TAG_LEN];

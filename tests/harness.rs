@@ -125,12 +125,19 @@ pub fn parse(yaml: &str) -> RawConfig {
 
 /// Starts warren-remote. `extra` holds YAML lines for the `remote:` section (e.g. an `acl:`).
 pub async fn start_remote(key: &str, extra: &str) -> Server {
+    start_remote_since(key, extra, warren_common::time::unix_now()).await
+}
+
+/// [`start_remote`], counting `started` (Unix seconds) as the remote's start second: it
+/// refuses requests and UDP packets stamped earlier (PROTOCOL.md §10). A later second stands for
+/// a restart without waiting for the clock; an earlier one for a remote that has been up a while.
+pub async fn start_remote_since(key: &str, extra: &str, started: u64) -> Server {
     let yaml = format!("key: \"{key}\"\nremote:\n  listen: \"127.0.0.1:0\"\n{}", indent(extra));
     let config = RemoteConfig::try_from(&parse(&yaml)).expect("valid remote config");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind remote");
     let addr = listener.local_addr().expect("remote addr");
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(warren_remote::run(listener, config, shutdown.clone()));
+    let task = tokio::spawn(warren_remote::run_since(listener, config, shutdown.clone(), started));
     Server { addr, shutdown, task }
 }
 

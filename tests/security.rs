@@ -229,7 +229,9 @@ async fn timestamps_outside_the_window_get_silence_inside_are_served() {
     let target = target("127.0.0.1:0").await;
     let key_text = new_key();
     let key = Key::from_base64(&key_text).unwrap();
-    let remote = start_remote(&key_text, REMOTE_EXTRA).await;
+    // A remote up for a while: a stamp 60 s in the past is then after its start (PROTOCOL.md
+    // §10 refuses stamps from before a remote started).
+    let remote = start_remote_since(&key_text, REMOTE_EXTRA, unix_now() - 600).await;
 
     for (offset, what) in [(-1000i64, "1000 s in the past"), (1000, "1000 s in the future")] {
         let opened = Instant::now();

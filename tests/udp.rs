@@ -278,7 +278,7 @@ async fn denied_and_unresolvable_targets_are_dropped_and_the_association_keeps_w
 
 #[tokio::test]
 async fn remote_drops_garbage_stale_and_replayed_packets_and_keeps_serving() {
-    use warren_common::crypto::{open_packet, random_salt, seal_packet, Key};
+    use warren_common::crypto::{open_packet, random_salt, seal_packet, Key, Purpose};
     use warren_common::proto::udp::PacketPlaintext;
     use warren_common::time::unix_now;
 
@@ -291,7 +291,7 @@ async fn remote_drops_garbage_stale_and_replayed_packets_and_keeps_serving() {
     let packet = |timestamp: u64, data: &[u8]| {
         let mut plaintext = Vec::new();
         PacketPlaintext::encode_parts(timestamp, &Address::Ip(echo), data, &mut plaintext);
-        seal_packet(&key, &random_salt(), &plaintext).unwrap()
+        seal_packet(&key, Purpose::UdpToRemote, &random_salt(), &plaintext).unwrap()
     };
     let first = packet(unix_now(), b"first");
     socket.send(&[0u8; 100]).await.unwrap(); // garbage
@@ -306,7 +306,8 @@ async fn remote_drops_garbage_stale_and_replayed_packets_and_keeps_serving() {
     let mut answers = Vec::new();
     for _ in 0..2 {
         let n = within(20, "an answer", socket.recv(&mut buf)).await.unwrap();
-        let (_, plaintext) = open_packet(&key, &buf[..n]).expect("answers are sealed with the key");
+        let (_, plaintext) =
+            open_packet(&key, Purpose::UdpToLocal, &buf[..n]).expect("answers are sealed with the key");
         let p: PacketPlaintext = decode_exact(&plaintext).unwrap();
         assert_eq!(p.address, Address::Ip(echo), "answer names its source");
         answers.push(p.data);

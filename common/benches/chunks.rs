@@ -5,7 +5,7 @@
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use warren_common::crypto::{frame_len, Key, SessionCipher, LEN_BLOCK, MAX_PAYLOAD};
+use warren_common::crypto::{frame_len, Key, Purpose, SessionCipher, LEN_BLOCK, MAX_PAYLOAD};
 use warren_common::proto::socks5::Request;
 use warren_common::proto::{decode_exact, Decode};
 
@@ -39,7 +39,7 @@ fn chunks(c: &mut Criterion) {
     let mut g = c.benchmark_group("warren chunk");
     for size in SIZES {
         g.throughput(Throughput::Bytes(size as u64));
-        let mut sealer = SessionCipher::new(&key, &salt);
+        let mut sealer = SessionCipher::new(&key, Purpose::TcpRequest, &salt);
         let mut frame = vec![0x5au8; frame_len(size)];
         g.bench_with_input(BenchmarkId::new("seal_frame", size), &size, |b, _| {
             b.iter(|| sealer.seal_frame(black_box(&mut frame)).unwrap())
@@ -48,10 +48,10 @@ fn chunks(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("open_frame", size), &size, |b, _| {
             b.iter_batched_ref(
                 || {
-                    let mut s = SessionCipher::new(&key, &salt);
+                    let mut s = SessionCipher::new(&key, Purpose::TcpRequest, &salt);
                     let mut f = vec![0x5au8; frame_len(size)];
                     s.seal_frame(&mut f).unwrap();
-                    (SessionCipher::new(&key, &salt), f)
+                    (SessionCipher::new(&key, Purpose::TcpRequest, &salt), f)
                 },
                 |(opener, f)| {
                     let mut block: [u8; LEN_BLOCK] = f[..LEN_BLOCK].try_into().unwrap();

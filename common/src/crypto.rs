@@ -1,10 +1,12 @@
-//! Keys, session subkeys and the sealing of chunks. Pure: no I/O.
+//! Keys, session subkeys and the sealing of chunks and packets. Pure: no I/O.
 //!
-//! Each direction of each tunnel connection starts with a fresh random 32-byte salt and derives
-//! its own subkey, so no (key, nonce) pair is ever used twice:
+//! Each direction of each tunnel connection, and each UDP packet, starts with a fresh random
+//! 32-byte salt and derives its own subkey, so no (key, nonce) pair is ever used twice. The HKDF
+//! info label names the protocol and the direction ([`Purpose`], PROTOCOL.md §4), so bytes sealed
+//! for one direction never open in another (a reflected packet or stream fails authentication):
 //!
 //! ```text
-//! subkey = HKDF-SHA256(ikm = pre-shared key, salt = salt, info = "warren v1 subkey", L = 32)
+//! subkey = HKDF-SHA256(ikm = pre-shared key, salt = salt, info = Purpose::info(), L = 32)
 //! nonce  = 96 bits: a 64-bit counter, little-endian, then 4 zero bytes; starts at 0 and
 //!          increases by one after every seal or open (a length block and a payload use one each)
 //! ```
@@ -37,7 +39,36 @@ pub const LEN_BLOCK: usize = 2 + TAG_LEN;
 pub const MAX_PAYLOAD: usize = 0xFFFF;
 /// Largest chunk on the wire.
 pub const MAX_FRAME: usize = frame_len(MAX_PAYLOAD);
-const SUBKEY_INFO: &[u8] = b"warren v1 subkey";
+
+/// What a subkey protects: one protocol in one direction (PROTOCOL.md §4). Each purpose has its
+/// own HKDF info label, so a chunk or packet sealed for one purpose fails authentication when
+/// offered as another: a remote → local packet sent back to the remote, or a recorded response
+/// stream sent as a request, does not open. The labels carry the protocol version ("v2"); a new
+/// use of the key (e.g. a sealed agent link) adds a variant with a label of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    /// A tunnel connection's request direction: the side that sent the request header to the
+    /// side that reads it (local → remote; agent → public remote for a registration).
+    TcpRequest,
+    /// A tunnel connection's response direction: the side that answered to the requester.
+    TcpResponse,
+    /// An encrypted UDP packet from a local to the remote (PROTOCOL.md §16.3).
+    UdpToRemote,
+    /// An encrypted UDP packet from the remote to a local.
+    UdpToLocal,
+}
+
+impl Purpose {
+    /// The HKDF-SHA256 info string of this purpose: ASCII, no terminator (PROTOCOL.md §4).
+    pub const fn info(self) -> &'static [u8] {
+        match self {
+            Purpose::TcpRequest => b"warren v2 tcp request",
+            Purpose::TcpResponse => b"warren v2 tcp response",
+            Purpose::UdpToRemote => b"warren v2 udp to remote",
+            Purpose::UdpToLocal => b"warren v2 udp to local",
+        }
+    }
+}
 
 /// Bytes a chunk with `payload` plaintext bytes takes on the wire.
 pub const fn frame_len(payload: usize) -> usize {
@@ -102,12 +133,12 @@ impl Key {
         base64::engine::general_purpose::STANDARD.encode(self.0)
     }
 
-    /// The subkey for one direction of one connection.
-    pub fn subkey(&self, salt: &[u8; SALT_LEN]) -> [u8; KEY_LEN] {
+    /// The subkey for one direction of one connection, or for one packet, for `purpose`.
+    pub fn subkey(&self, purpose: Purpose, salt: &[u8; SALT_LEN]) -> [u8; KEY_LEN] {
         let mut out = [0u8; KEY_LEN];
         // HKDF-Expand fails only for outputs longer than 255 hash lengths; 32 bytes never is.
         if Hkdf::<Sha256>::new(Some(salt), &self.0)
-            .expand(SUBKEY_INFO, &mut out)
+            .expand(purpose.info(), &mut out)
             .is_err()
         {
             unreachable!("HKDF-SHA256 can always expand to 32 bytes");
@@ -130,8 +161,9 @@ pub struct SessionCipher {
 }
 
 impl SessionCipher {
-    pub fn new(key: &Key, salt: &[u8; SALT_LEN]) -> SessionCipher {
-        let subkey = key.subkey(salt);
+    /// The cipher for the direction `purpose` that starts with `salt`; its counter starts at 0.
+    pub fn new(key: &Key, purpose: Purpose, salt: &[u8; SALT_LEN]) -> SessionCipher {
+        let subkey = key.subkey(purpose, salt);
         SessionCipher {
             aead: ChaCha20Poly1305::new(&subkey.into()),
             counter: 0,
@@ -199,30 +231,66 @@ impl SessionCipher {
 /// Bytes a sealed UDP packet adds to its plaintext: the salt and the tag.
 pub const PACKET_OVERHEAD: usize = SALT_LEN + TAG_LEN;
 
-/// Seals one UDP packet on its own: `salt | ChaCha20-Poly1305(subkey(salt), nonce 0, plaintext) |
-/// tag`. Each packet has a fresh salt, so its subkey is used once and nonce 0 is never reused.
-pub fn seal_packet(key: &Key, salt: &[u8; SALT_LEN], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    let mut cipher = SessionCipher::new(key, salt);
-    let mut out = Vec::with_capacity(PACKET_OVERHEAD + plaintext.len());
-    out.extend_from_slice(salt);
-    out.extend_from_slice(plaintext);
-    let tag = cipher.seal(&mut out[SALT_LEN..])?;
-    out.extend_from_slice(&tag);
+/// Seals one UDP packet in place: `packet` is `SALT_LEN + n + TAG_LEN` bytes with the plaintext
+/// at `packet[SALT_LEN..SALT_LEN + n]`; the salt and the tag are written here, giving `salt |
+/// ChaCha20-Poly1305(subkey(purpose, salt), nonce 0, plaintext) | tag`. Each packet has a fresh
+/// salt, so its subkey is used once and nonce 0 is never reused. Fails with
+/// [`CryptoError::BadChunkLength`] if `packet` is shorter than [`PACKET_OVERHEAD`].
+pub fn seal_packet_in_place(
+    key: &Key,
+    purpose: Purpose,
+    salt: &[u8; SALT_LEN],
+    packet: &mut [u8],
+) -> Result<(), CryptoError> {
+    let body_len = packet
+        .len()
+        .checked_sub(PACKET_OVERHEAD)
+        .ok_or(CryptoError::BadChunkLength(packet.len()))?;
+    let (head, rest) = packet.split_at_mut(SALT_LEN);
+    head.copy_from_slice(salt);
+    let (body, tag) = rest.split_at_mut(body_len);
+    tag.copy_from_slice(&SessionCipher::new(key, purpose, salt).seal(body)?);
+    Ok(())
+}
+
+/// Opens a packet sealed by [`seal_packet_in_place`] in place; returns its salt (the replay
+/// filter's key) and the plaintext, a slice of `packet`. Fails with
+/// [`CryptoError::Authentication`] on anything not sealed with `key` for `purpose`.
+pub fn open_packet_in_place<'a>(
+    key: &Key,
+    purpose: Purpose,
+    packet: &'a mut [u8],
+) -> Result<([u8; SALT_LEN], &'a [u8]), CryptoError> {
+    let body_len = packet
+        .len()
+        .checked_sub(PACKET_OVERHEAD)
+        .ok_or(CryptoError::Authentication)?;
+    let (head, rest) = packet.split_at_mut(SALT_LEN);
+    let mut salt = [0u8; SALT_LEN];
+    salt.copy_from_slice(head);
+    let (body, tag) = rest.split_at_mut(body_len);
+    SessionCipher::new(key, purpose, &salt).open(body, tag)?;
+    Ok((salt, body))
+}
+
+/// [`seal_packet_in_place`] into a new buffer (tests and vectors; the relays reuse theirs).
+pub fn seal_packet(
+    key: &Key,
+    purpose: Purpose,
+    salt: &[u8; SALT_LEN],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let mut out = vec![0u8; PACKET_OVERHEAD + plaintext.len()];
+    out[SALT_LEN..SALT_LEN + plaintext.len()].copy_from_slice(plaintext);
+    seal_packet_in_place(key, purpose, salt, &mut out)?;
     Ok(out)
 }
 
-/// Opens a packet sealed by [`seal_packet`]; returns its salt (the replay filter's key) and the
-/// plaintext. Fails with [`CryptoError::Authentication`] on anything not sealed with `key`.
-pub fn open_packet(key: &Key, packet: &[u8]) -> Result<([u8; SALT_LEN], Vec<u8>), CryptoError> {
-    if packet.len() < PACKET_OVERHEAD {
-        return Err(CryptoError::Authentication);
-    }
-    let mut salt = [0u8; SALT_LEN];
-    salt.copy_from_slice(&packet[..SALT_LEN]);
-    let (body, tag) = packet[SALT_LEN..].split_at(packet.len() - PACKET_OVERHEAD);
-    let mut plaintext = body.to_vec();
-    SessionCipher::new(key, &salt).open(&mut plaintext, tag)?;
-    Ok((salt, plaintext))
+/// [`open_packet_in_place`] on a copy of `packet`, returning an owned plaintext.
+pub fn open_packet(key: &Key, purpose: Purpose, packet: &[u8]) -> Result<([u8; SALT_LEN], Vec<u8>), CryptoError> {
+    let mut copy = packet.to_vec();
+    let (salt, plaintext) = open_packet_in_place(key, purpose, &mut copy)?;
+    Ok((salt, plaintext.to_vec()))
 }
 
 #[cfg(test)]
@@ -242,8 +310,8 @@ mod tests {
     fn frames_round_trip_and_detect_tampering() {
         let key = Key::generate();
         let salt = random_salt();
-        let mut sealer = SessionCipher::new(&key, &salt);
-        let mut opener = SessionCipher::new(&key, &salt);
+        let mut sealer = SessionCipher::new(&key, Purpose::TcpRequest, &salt);
+        let mut opener = SessionCipher::new(&key, Purpose::TcpRequest, &salt);
         for payload in [&b""[..], b"hello", &[7u8; MAX_PAYLOAD]] {
             let mut frame = vec![0u8; frame_len(payload.len())];
             frame[LEN_BLOCK..LEN_BLOCK + payload.len()].copy_from_slice(payload);
@@ -270,28 +338,57 @@ mod tests {
     fn packets_round_trip_and_refuse_tampering_and_other_keys() {
         let key = Key::generate();
         let salt = random_salt();
-        let packet = seal_packet(&key, &salt, b"datagram").unwrap();
+        let up = Purpose::UdpToRemote;
+        let packet = seal_packet(&key, up, &salt, b"datagram").unwrap();
         assert_eq!(packet.len(), PACKET_OVERHEAD + 8);
-        assert_eq!(open_packet(&key, &packet), Ok((salt, b"datagram".to_vec())));
+        assert_eq!(open_packet(&key, up, &packet), Ok((salt, b"datagram".to_vec())));
         for i in [0, SALT_LEN, packet.len() - 1] {
             let mut bad = packet.clone();
             bad[i] ^= 1;
-            assert_eq!(open_packet(&key, &bad), Err(CryptoError::Authentication), "byte {i}");
+            assert_eq!(
+                open_packet(&key, up, &bad),
+                Err(CryptoError::Authentication),
+                "byte {i}"
+            );
         }
-        assert_eq!(open_packet(&Key::generate(), &packet), Err(CryptoError::Authentication));
-        assert_eq!(open_packet(&key, &packet[..40]), Err(CryptoError::Authentication));
+        assert_eq!(
+            open_packet(&Key::generate(), up, &packet),
+            Err(CryptoError::Authentication)
+        );
+        assert_eq!(open_packet(&key, up, &packet[..40]), Err(CryptoError::Authentication));
+        assert_eq!(open_packet(&key, up, &packet[..10]), Err(CryptoError::Authentication));
+    }
+
+    #[test]
+    fn every_purpose_has_its_own_subkey_and_refuses_the_others() {
+        let key = Key::generate();
+        let salt = random_salt();
+        let all = [
+            Purpose::TcpRequest,
+            Purpose::TcpResponse,
+            Purpose::UdpToRemote,
+            Purpose::UdpToLocal,
+        ];
+        for a in all {
+            assert!(a.info().starts_with(b"warren v2 "), "{a:?} names the version");
+            for b in all {
+                assert_eq!(a == b, key.subkey(a, &salt) == key.subkey(b, &salt), "{a:?} vs {b:?}");
+                let packet = seal_packet(&key, a, &salt, b"reflect me").unwrap();
+                assert_eq!(open_packet(&key, b, &packet).is_ok(), a == b, "{a:?} opened as {b:?}");
+            }
+        }
     }
 
     #[test]
     fn wrong_key_fails_on_the_length_block() {
         let salt = random_salt();
         let mut frame = vec![0u8; frame_len(10)];
-        SessionCipher::new(&Key::generate(), &salt)
+        SessionCipher::new(&Key::generate(), Purpose::TcpRequest, &salt)
             .seal_frame(&mut frame)
             .unwrap();
         let mut block: [u8; LEN_BLOCK] = frame[..LEN_BLOCK].try_into().unwrap();
         assert_eq!(
-            SessionCipher::new(&Key::generate(), &salt).open_length(&mut block),
+            SessionCipher::new(&Key::generate(), Purpose::TcpRequest, &salt).open_length(&mut block),
             Err(CryptoError::Authentication)
         );
     }

@@ -281,7 +281,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for EncryptedStream<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{random_salt, Key};
+    use crate::crypto::{random_salt, Key, Purpose};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn pair() -> (
@@ -291,8 +291,17 @@ mod tests {
         let key = Key::generate();
         let (a_salt, b_salt) = (random_salt(), random_salt());
         let (a, b) = tokio::io::duplex(1000);
-        let a = EncryptedStream::new(a, SessionCipher::new(&key, &a_salt), SessionCipher::new(&key, &b_salt));
-        let b = EncryptedStream::new(b, SessionCipher::new(&key, &b_salt), SessionCipher::new(&key, &a_salt));
+        let (up, down) = (Purpose::TcpRequest, Purpose::TcpResponse);
+        let a = EncryptedStream::new(
+            a,
+            SessionCipher::new(&key, up, &a_salt),
+            SessionCipher::new(&key, down, &b_salt),
+        );
+        let b = EncryptedStream::new(
+            b,
+            SessionCipher::new(&key, down, &b_salt),
+            SessionCipher::new(&key, up, &a_salt),
+        );
         (a, b)
     }
 
@@ -322,7 +331,11 @@ mod tests {
         let key = Key::generate();
         let salt = random_salt();
         let (raw, mut other) = tokio::io::duplex(100);
-        let mut s = EncryptedStream::new(raw, SessionCipher::new(&key, &salt), SessionCipher::new(&key, &salt));
+        let mut s = EncryptedStream::new(
+            raw,
+            SessionCipher::new(&key, Purpose::TcpRequest, &salt),
+            SessionCipher::new(&key, Purpose::TcpResponse, &salt),
+        );
         other.shutdown().await.unwrap();
         drop(other);
         let mut buf = [0u8; 10];

@@ -5,11 +5,11 @@
 use std::net::SocketAddr;
 use warren_common::proto::Encode;
 
-use warren_common::crypto::{open_packet, seal_packet, Key, SALT_LEN};
+use warren_common::crypto::{open_packet, seal_packet, Key, Purpose, SALT_LEN};
 use warren_common::proto::address::Address;
 use warren_common::proto::bind::BindNotice;
 use warren_common::proto::status::Status;
-use warren_common::proto::udp::{DatagramFrame, PacketPlaintext, Socks5Datagram};
+use warren_common::proto::udp::{DatagramFrame, Packet, PacketPlaintext, Socks5Datagram};
 use warren_common::proto::{decode_exact, decode_prefix};
 
 fn key() -> Key {
@@ -29,20 +29,27 @@ const NOTICE_TIMEOUT: &str = "0601000000000000";
 const SOCKS5_DATAGRAM: &str = "000000030b6578616d706c652e636f6d003570696e67";
 const FRAME_UP: &str = "0013030b6578616d706c652e636f6d003570696e67";
 const FRAME_DOWN: &str = "00170420010db80000000000000000000000010035706f6e67";
-const SUBKEY_UP: &str = "5d45a4d40012824d431ca7d5c32b8141fd168ff3545c663f3578df04804c2a65";
-const SUBKEY_DOWN: &str = "8bc8ce39fa7a193434a3e64bfc90135fd369d9d416a8bd0709b58373a9f473c5";
-const PLAINTEXT_UP: &str = "000000006553f100030b6578616d706c652e636f6d003570696e67";
+const SUBKEY_UP: &str = "b39a7e01d25f7fa94a44e9c62b5ab9cb51d5470181ca513a2c896f7ceab8e3d2";
+const SUBKEY_DOWN: &str = "0e43ebe6ae85d04277b736164482727b4c970029633f6a7089e345411e196c24";
+const PLAINTEXT_UP: &str = "01000000006553f100030b6578616d706c652e636f6d003570696e67";
 const PACKET_UP: &str = concat!(
     "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f",
-    "0d0b0bacdd71debefd657b5a1f5c0b5a7333d2ba2a836d13c8e6090b67d339ce",
-    "636bf57c1c5899bac973a5",
+    "7840cc9e469072e9797b2b5309d69351dbd8a3308273539ccb4c52f573c52cea",
+    "a8b9cdf4df13918657421e24",
 );
-const PLAINTEXT_DOWN: &str = "000000006553f10101c00002350035706f6e67";
+const PLAINTEXT_DOWN: &str = "01000000006553f10101c00002350035706f6e67";
 const PACKET_DOWN: &str = concat!(
     "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f",
-    "d466f031a431cc4eb02c78c295c89f06a1b7bd67c5c88f8b14f02b37616fd26b",
-    "893d2e",
+    "c577c370cf6cf1b37dcaa4a9d4b5f05a0d8f234fdb359b417e5ee6fc0f88e2d0",
+    "4c7060fd",
 );
+const PLAINTEXT_END: &str = "02000000006553f102";
+const PACKET_END: &str = concat!(
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f",
+    "1683e158ede68ed6917570a13397a820e5b7212dc0bf75f71a",
+);
+const TO_REMOTE: Purpose = Purpose::UdpToRemote;
+const TO_LOCAL: Purpose = Purpose::UdpToLocal;
 
 fn encoded(f: impl FnOnce(&mut Vec<u8>)) -> String {
     let mut buf = Vec::new();
@@ -96,17 +103,17 @@ fn udp_over_tcp_frames() {
 
 #[test]
 fn encrypted_udp_packets() {
-    assert_eq!(hex::encode(key().subkey(&salt(0x60))), SUBKEY_UP);
-    assert_eq!(hex::encode(key().subkey(&salt(0x80))), SUBKEY_DOWN);
+    assert_eq!(hex::encode(key().subkey(TO_REMOTE, &salt(0x60))), SUBKEY_UP);
+    assert_eq!(hex::encode(key().subkey(TO_LOCAL, &salt(0x80))), SUBKEY_DOWN);
     let up = PacketPlaintext {
         timestamp: 1_700_000_000,
         address: example_dns(),
         data: b"ping".to_vec(),
     };
     assert_eq!(encoded(|b| up.encode(b)), PLAINTEXT_UP);
-    let sealed = seal_packet(&key(), &salt(0x60), &hex::decode(PLAINTEXT_UP).unwrap()).unwrap();
+    let sealed = seal_packet(&key(), TO_REMOTE, &salt(0x60), &hex::decode(PLAINTEXT_UP).unwrap()).unwrap();
     assert_eq!(hex::encode(&sealed), PACKET_UP);
-    let (got_salt, plaintext) = open_packet(&key(), &hex::decode(PACKET_UP).unwrap()).unwrap();
+    let (got_salt, plaintext) = open_packet(&key(), TO_REMOTE, &hex::decode(PACKET_UP).unwrap()).unwrap();
     assert_eq!(got_salt, salt(0x60));
     assert_eq!(decode_exact(&plaintext), Ok(up));
 
@@ -116,8 +123,24 @@ fn encrypted_udp_packets() {
         data: b"pong".to_vec(),
     };
     assert_eq!(encoded(|b| down.encode(b)), PLAINTEXT_DOWN);
-    let sealed = seal_packet(&key(), &salt(0x80), &hex::decode(PLAINTEXT_DOWN).unwrap()).unwrap();
+    let sealed = seal_packet(&key(), TO_LOCAL, &salt(0x80), &hex::decode(PLAINTEXT_DOWN).unwrap()).unwrap();
     assert_eq!(hex::encode(&sealed), PACKET_DOWN);
-    let (_, plaintext) = open_packet(&key(), &sealed).unwrap();
+    let (_, plaintext) = open_packet(&key(), TO_LOCAL, &sealed).unwrap();
     assert_eq!(decode_exact(&plaintext), Ok(down));
+
+    // Bound to their direction: neither packet opens as the other direction's.
+    assert!(open_packet(&key(), TO_LOCAL, &hex::decode(PACKET_UP).unwrap()).is_err());
+    assert!(open_packet(&key(), TO_REMOTE, &sealed).is_err());
+}
+
+#[test]
+fn end_of_association_packet() {
+    let end = Packet::End {
+        timestamp: 1_700_000_002,
+    };
+    assert_eq!(encoded(|b| end.encode(b)), PLAINTEXT_END);
+    let sealed = seal_packet(&key(), TO_REMOTE, &salt(0x80), &hex::decode(PLAINTEXT_END).unwrap()).unwrap();
+    assert_eq!(hex::encode(&sealed), PACKET_END);
+    let (_, plaintext) = open_packet(&key(), TO_REMOTE, &sealed).unwrap();
+    assert_eq!(decode_exact::<Packet>(&plaintext), Ok(end));
 }

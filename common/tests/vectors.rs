@@ -9,7 +9,7 @@ use warren_common::proto::Encode;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warren_common::crypto::{
-    frame_len, Key, SessionCipher, KEY_LEN, LEN_BLOCK, MAX_FRAME, MAX_PAYLOAD, SALT_LEN, TAG_LEN,
+    frame_len, Key, Purpose, SessionCipher, KEY_LEN, LEN_BLOCK, MAX_FRAME, MAX_PAYLOAD, SALT_LEN, TAG_LEN,
 };
 use warren_common::proto::address::Address;
 use warren_common::proto::header::{Command, RequestHeader, ResponseHeader, MAX_PADDING, TIMESTAMP_WINDOW_SECS};
@@ -26,6 +26,10 @@ const REQUEST_TIMESTAMP: u64 = 1_700_000_000;
 const RESPONSE_TIMESTAMP: u64 = 1_700_000_001;
 const INITIAL_DATA: &[u8] = b"hello";
 const DATA: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
+
+/// The purposes (PROTOCOL.md §4) of the two directions.
+const UP: Purpose = Purpose::TcpRequest;
+const DOWN: Purpose = Purpose::TcpResponse;
 
 fn key() -> Key {
     Key::from_bytes(std::array::from_fn(|i| i as u8))
@@ -62,17 +66,17 @@ fn response_header() -> ResponseHeader {
 
 // ---- expected outputs (from the Python script) ----------------------------------------------
 
-const SUBKEY_L: &str = "6ff8f409c0c79871d7c5f69834716c924d476ec06a5f1832c88e3abc63691aa8";
-const SUBKEY_R: &str = "bc3a162f93aa941edc24d600bf50e9ebb61e54a8f694d0dbfcbe8bdccdb6b474";
+const SUBKEY_L: &str = "93675e2067b3aa4bc22f0b9e471d76488758a1649d4b3d2ecae8ddcc803e3c6c";
+const SUBKEY_R: &str = "83199b9843718f264c455c30d6e14651bf9829d32ba2a039e9f48e426157a922";
 
 const REQUEST_HEADER: &str = "01000000006553f100030b6578616d706c652e636f6d01bb00050000000000";
 
 /// salt_L || sealed length block (nonce 0) || sealed header + "hello" (nonce 1).
 const WIRE_REQUEST: &str = concat!(
     "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f",
-    "550fe1ae8207ddcf1e1f52d40b7e2f6114026e27c1bdac011204989fdf1fa449",
-    "3e25f8455e0951c1c8e02f744668ed4a4a8b6e4674583641da7fda687609f5fe",
-    "d62eaf1701a2",
+    "036bbe0f2e8020a10af625892d4b74640427f900e4f18d828d2d67d73ee26207",
+    "cce2ecfaf8e8896c1d3c11d3a70a2c29f194694f530906916eed0e6107927bba",
+    "503cfcc64037",
 );
 
 const RESPONSE_HEADER: &str = concat!(
@@ -83,21 +87,21 @@ const RESPONSE_HEADER: &str = concat!(
 /// salt_R || sealed length block (nonce 0) || sealed response header (nonce 1).
 const WIRE_RESPONSE: &str = concat!(
     "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f",
-    "0cd45a949c2fb910487c926772d6cb47e1e921fae0b82f05ddeb9d8bdace72d9",
-    "6a5c168457190010c8887ad221276344727065e1e237733f886f3adfb5c6ce77",
-    "89ff8f83c006e94c65e716c80332b3bdf9ba8fe17e52ab",
+    "335895d55f4c806fe1da97bec5b64e4547ae5f0a9374d2833bca9b237743cf40",
+    "ad5edeef1a05b025666643206d770a9f2b1fb04524991dafaccf1c568a31cd3d",
+    "5bd648316d7598c5475e07beded43ada4f306a7e58689e",
 );
 
 /// The next chunk local → remote, carrying `DATA` (nonces 2 and 3).
 const WIRE_DATA: &str = concat!(
-    "c59cf1a4338f844ddf9e9eb78c442cec77e41ec61c60aee15671fdc7bcd8b5ab",
-    "c38fbdaa41a87b9a63a2ef166b33192a19e6838a",
+    "ffb28b310ee0ede21f7b83ae9f26429eef9ad63d174bee7b6ac4b110c794dce7",
+    "4056262687fa5c97f2027ad7f0c7db434179c8d2",
 );
 
 /// The end-of-stream chunk local → remote after it (nonces 4 and 5).
 const WIRE_EOS: &str = concat!(
-    "d99d1e40b4c5569e804348e9a92c25a42d41c3aaa1511298733bf2d4ceb1755a",
-    "8086",
+    "aabb558173fba7ee1691f4a326a2ff4d3a9c5d976b09ecb709c24b1208452028",
+    "7258",
 );
 
 // ---- helpers --------------------------------------------------------------------------------
@@ -177,8 +181,8 @@ fn key_base64() {
 
 #[test]
 fn subkeys() {
-    assert_eq!(hex::encode(key().subkey(&salt_l())), SUBKEY_L);
-    assert_eq!(hex::encode(key().subkey(&salt_r())), SUBKEY_R);
+    assert_eq!(hex::encode(key().subkey(Purpose::TcpRequest, &salt_l())), SUBKEY_L);
+    assert_eq!(hex::encode(key().subkey(Purpose::TcpResponse, &salt_r())), SUBKEY_R);
 }
 
 #[test]
@@ -215,7 +219,7 @@ fn response_header_encoding() {
 
 #[test]
 fn local_to_remote_sealing() {
-    let mut up = SessionCipher::new(&key(), &salt_l());
+    let mut up = SessionCipher::new(&key(), UP, &salt_l());
     let mut wire = salt_l().to_vec();
     wire.extend_from_slice(&seal(&mut up, &request_plaintext())); // nonces 0, 1
     assert_eq!(hex::encode(&wire), WIRE_REQUEST);
@@ -227,7 +231,7 @@ fn local_to_remote_sealing() {
 fn remote_to_local_sealing() {
     let mut buf = Vec::new();
     response_header().encode(&mut buf);
-    let mut down = SessionCipher::new(&key(), &salt_r());
+    let mut down = SessionCipher::new(&key(), DOWN, &salt_r());
     let mut wire = salt_r().to_vec();
     wire.extend_from_slice(&seal(&mut down, &buf)); // nonces 0, 1
     assert_eq!(hex::encode(&wire), WIRE_RESPONSE);
@@ -238,7 +242,7 @@ fn local_to_remote_opening() {
     let wire = unhex(WIRE_REQUEST);
     let salt: [u8; SALT_LEN] = wire[..SALT_LEN].try_into().unwrap();
     assert_eq!(salt, salt_l());
-    let mut up = SessionCipher::new(&key(), &salt);
+    let mut up = SessionCipher::new(&key(), UP, &salt);
 
     let (plaintext, used) = open(&mut up, &wire[SALT_LEN..]);
     assert_eq!(SALT_LEN + used, wire.len());
@@ -258,7 +262,7 @@ fn remote_to_local_opening() {
     let wire = unhex(WIRE_RESPONSE);
     let salt: [u8; SALT_LEN] = wire[..SALT_LEN].try_into().unwrap();
     assert_eq!(salt, salt_r());
-    let mut down = SessionCipher::new(&key(), &salt);
+    let mut down = SessionCipher::new(&key(), DOWN, &salt);
     let (plaintext, used) = open(&mut down, &wire[SALT_LEN..]);
     assert_eq!(SALT_LEN + used, wire.len());
     assert_eq!(hex::encode(&plaintext), RESPONSE_HEADER);
@@ -270,11 +274,34 @@ fn nonces_are_not_interchangeable() {
     // The data chunk only opens at nonces 2 and 3: a fresh cipher (nonce 0) refuses it.
     let data = unhex(WIRE_DATA);
     let mut block: [u8; LEN_BLOCK] = data[..LEN_BLOCK].try_into().unwrap();
-    assert!(SessionCipher::new(&key(), &salt_l()).open_length(&mut block).is_err());
+    assert!(SessionCipher::new(&key(), UP, &salt_l())
+        .open_length(&mut block)
+        .is_err());
     // And the other direction's subkey refuses the request.
     let wire = unhex(WIRE_REQUEST);
     let mut block: [u8; LEN_BLOCK] = wire[SALT_LEN..SALT_LEN + LEN_BLOCK].try_into().unwrap();
-    assert!(SessionCipher::new(&key(), &salt_r()).open_length(&mut block).is_err());
+    assert!(SessionCipher::new(&key(), DOWN, &salt_r())
+        .open_length(&mut block)
+        .is_err());
+    // Its own salt under the response's label refuses it too: the direction is in the label.
+    let mut block: [u8; LEN_BLOCK] = wire[SALT_LEN..SALT_LEN + LEN_BLOCK].try_into().unwrap();
+    assert!(SessionCipher::new(&key(), DOWN, &salt_l())
+        .open_length(&mut block)
+        .is_err());
+}
+
+/// A recorded response sent back to a remote as a request (a reflection) fails authentication
+/// in the remote's own handshake code, so the remote stays silent (§11). Under version 1's single
+/// label it authenticated and only failed to parse.
+#[tokio::test]
+async fn a_reflected_response_does_not_authenticate_as_a_request() {
+    let mut reflected = &unhex(WIRE_RESPONSE)[..];
+    let got = AcceptedRequest::read(&mut reflected, &[&key()], false).await;
+    assert!(
+        matches!(got, Err(warren_common::tunnel::HandshakeError::Unauthenticated)),
+        "{:?}",
+        got.map(|r| r.header)
+    );
 }
 
 /// The remote's real handshake and stream code accept the vector bytes: the request, then the
@@ -310,7 +337,7 @@ async fn remote_handshake_reads_the_vectors() {
     local_end.read_to_end(&mut response).await.unwrap();
     assert_eq!(response.len(), unhex(WIRE_RESPONSE).len());
     let salt: [u8; SALT_LEN] = response[..SALT_LEN].try_into().unwrap();
-    let mut down = SessionCipher::new(&key(), &salt);
+    let mut down = SessionCipher::new(&key(), DOWN, &salt);
     let (plaintext, used) = open(&mut down, &response[SALT_LEN..]);
     assert_eq!(SALT_LEN + used, response.len());
     assert_eq!(hex::encode(plaintext), RESPONSE_HEADER);

@@ -22,6 +22,7 @@ use tracing::Instrument;
 use warren_common::crypto::Key;
 use warren_common::proto::address::Address;
 use warren_common::proto::header::{Command, TIMESTAMP_WINDOW_SECS};
+use warren_common::replay::Verdict;
 use warren_common::route::RemoteAction;
 use warren_common::server::Admission;
 use warren_common::time::unix_now;
@@ -145,14 +146,26 @@ where
         );
         return Err(Refusal::Silent);
     }
-    let fresh = shared
+    let verdict = shared
         .replay
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .accept(request.salt, request.header.timestamp, now);
-    if !fresh {
-        tracing::warn!(%peer, "replayed request (salt seen before): ignored");
-        return Err(Refusal::Silent);
+        .check(request.salt, request.header.timestamp, now);
+    match verdict {
+        Verdict::Fresh => {}
+        Verdict::BeforeStart => {
+            let behind = shared.started.saturating_sub(request.header.timestamp);
+            tracing::warn!(
+                %peer,
+                "request stamped {behind} s before this remote started: ignored (a replay from before a restart, \
+                 or a client whose clock is behind ours: synchronise the clocks (NTP))"
+            );
+            return Err(Refusal::Silent);
+        }
+        Verdict::Replay | Verdict::OutsideWindow => {
+            tracing::warn!(%peer, "replayed request (salt seen before): ignored");
+            return Err(Refusal::Silent);
+        }
     }
     let party = parties.get(request.key_index).cloned().unwrap_or(Party::Client);
     let registers = request.header.command == Command::Agent;

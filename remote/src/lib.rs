@@ -31,8 +31,16 @@ use warren_common::server::Admission;
 
 use crate::shared::{Origin, Shared};
 
-/// Serves tunnel connections on `listener` until `shutdown` is cancelled, then drains.
-pub async fn run(listener: TcpListener, mut config: RemoteConfig, shutdown: CancellationToken) {
+/// Serves tunnel connections on `listener` until `shutdown` is cancelled, then drains. Requests
+/// and UDP packets stamped before the second this is called are refused (PROTOCOL.md §10).
+pub async fn run(listener: TcpListener, config: RemoteConfig, shutdown: CancellationToken) {
+    run_since(listener, config, shutdown, warren_common::time::unix_now()).await;
+}
+
+/// [`run`], counting `started` (Unix seconds) as the second this remote started: requests and
+/// UDP packets stamped before it are refused, as after a restart at that second. Tests use it
+/// to stand for a restart at a later second without waiting for the clock.
+pub async fn run_since(listener: TcpListener, mut config: RemoteConfig, shutdown: CancellationToken, started: u64) {
     // The host's own addresses are built-in ACL denies (a client must not reach a service
     // bound on the VPS's own public or private address); enumerated once, here.
     let own = own_addresses();
@@ -43,12 +51,17 @@ pub async fn run(listener: TcpListener, mut config: RemoteConfig, shutdown: Canc
     if let Ok(addr) = listener.local_addr() {
         match tokio::net::UdpSocket::bind(addr).await {
             Ok(socket) => {
-                tokio::spawn(udp::packet::serve(socket, Arc::new(config.clone()), shutdown.clone()));
+                tokio::spawn(udp::packet::serve(
+                    socket,
+                    Arc::new(config.clone()),
+                    started,
+                    shutdown.clone(),
+                ));
             }
             Err(e) => tracing::warn!(%addr, "cannot bind the UDP relay socket ({e}): encrypted UDP is unavailable"),
         }
     }
-    let shared = Arc::new(Shared::new(config, shutdown.clone()));
+    let shared = Arc::new(Shared::new(config, shutdown.clone(), started));
     if let Some(settings) = shared.config.agent.clone() {
         // This remote is an agent: streams the public remote opens are served like connections.
         let inner = shared.clone();

@@ -15,8 +15,11 @@ use crate::hold::Hold;
 /// The state of one running warren-remote, shared by all its connections.
 pub struct Shared {
     pub config: RemoteConfig,
-    /// Salts of tunnel requests inside the timestamp window.
+    /// Salts of tunnel requests inside the timestamp window; refuses stamps before `started`.
     pub replay: Mutex<ReplayFilter>,
+    /// The Unix second this remote counts as its start (PROTOCOL.md §10): requests and UDP
+    /// packets stamped earlier are refused, so none recorded before a restart works after it.
+    pub started: u64,
     /// Reverse-tunnel agents connected to this remote, by name.
     pub agents: Registry,
     /// Whether any route leads to an agent, so requests must be kept as they arrived.
@@ -27,7 +30,8 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: RemoteConfig, shutdown: CancellationToken) -> Self {
+    /// `started`: see [`Shared::started`].
+    pub fn new(config: RemoteConfig, shutdown: CancellationToken, started: u64) -> Self {
         let forwards = config
             .routes
             .rules
@@ -35,7 +39,8 @@ impl Shared {
             .any(|r| matches!(r.action, RemoteAction::Via(_)));
         Shared {
             config,
-            replay: Mutex::default(),
+            replay: Mutex::new(ReplayFilter::since(started)),
+            started,
             agents: Registry::default(),
             forwards,
             hold: Hold::new(&mut rand::thread_rng()),

@@ -27,13 +27,24 @@
 //! remote → local it is the source of the reply.
 //!
 //! Encrypted UDP packet plaintext (`local.udp_transport: udp`; sealed by
-//! `crypto::seal_packet` as `SALT (32) | sealed plaintext | TAG (16)`), both directions:
+//! `crypto::seal_packet_in_place` as `SALT (32) | sealed plaintext | TAG (16)`, under the
+//! direction's purpose, PROTOCOL.md §16.3). KIND `0x01`, a datagram, both directions:
 //!
 //! ```text
-//! +-----------+------+------+------+------+
-//! | TIMESTAMP | ATYP | ADDR | PORT | DATA |
-//! | u64 BE    | address (address.rs)| rest |
-//! +-----------+------+------+------+------+
+//! +------+-----------+------+------+------+------+
+//! | KIND | TIMESTAMP | ATYP | ADDR | PORT | DATA |
+//! | 0x01 | u64 BE    | address (address.rs)| rest |
+//! +------+-----------+------+------+------+------+
+//! ```
+//!
+//! KIND `0x02`, end of association (local → remote only): the local's association is over, the
+//! remote drops its NAT entry and outbound sockets at once. Nothing follows the timestamp:
+//!
+//! ```text
+//! +------+-----------+
+//! | KIND | TIMESTAMP |
+//! | 0x02 | u64 BE    |
+//! +------+-----------+
 //! ```
 
 use bytes::{Buf, BufMut};
@@ -132,7 +143,13 @@ impl Decode for DatagramFrame {
     }
 }
 
-/// The plaintext of one encrypted UDP packet. It fills its packet: DATA is the rest.
+/// KIND of a packet carrying one datagram.
+pub const KIND_DATAGRAM: u8 = 0x01;
+/// KIND of a packet ending an association (local → remote).
+pub const KIND_END: u8 = 0x02;
+
+/// The plaintext of one encrypted UDP packet that carries a datagram (KIND `0x01`). It fills
+/// its packet: DATA is the rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PacketPlaintext {
     /// Seconds since the Unix epoch on the sender's clock (checked against the replay window).
@@ -143,8 +160,9 @@ pub struct PacketPlaintext {
 }
 
 impl PacketPlaintext {
-    /// Encodes the parts without building a message first.
+    /// Encodes the parts (KIND included) without building a message first.
     pub fn encode_parts(timestamp: u64, address: &Address, data: &[u8], buf: &mut impl BufMut) {
+        buf.put_u8(KIND_DATAGRAM);
         buf.put_u64(timestamp);
         address.encode(buf);
         buf.put_slice(data);
@@ -157,22 +175,82 @@ impl Encode for PacketPlaintext {
     }
 
     fn encoded_len(&self) -> usize {
-        8 + self.address.encoded_len() + self.data.len()
+        1 + 8 + self.address.encoded_len() + self.data.len()
     }
 }
 
 impl Decode for PacketPlaintext {
+    /// Only a datagram packet: any other KIND is `BadField("KIND")` (see [`Packet`]).
     fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {
-        need(buf, 8)?;
+        match Packet::decode(buf)? {
+            Packet::Datagram(p) => Ok(p),
+            Packet::End { .. } => Err(DecodeError::BadField("KIND")),
+        }
+    }
+}
+
+/// Any encrypted UDP packet's plaintext, by KIND.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packet {
+    /// KIND `0x01`: one datagram.
+    Datagram(PacketPlaintext),
+    /// KIND `0x02`: the sender's association is over (sent by the local when it ends one).
+    End {
+        /// Seconds since the Unix epoch on the sender's clock.
+        timestamp: u64,
+    },
+}
+
+impl Packet {
+    /// The sender's stamp, whatever the kind (the replay filter checks it).
+    pub fn timestamp(&self) -> u64 {
+        match self {
+            Packet::Datagram(p) => p.timestamp,
+            Packet::End { timestamp } => *timestamp,
+        }
+    }
+}
+
+impl Encode for Packet {
+    fn encode(&self, buf: &mut impl BufMut) {
+        match self {
+            Packet::Datagram(p) => p.encode(buf),
+            Packet::End { timestamp } => {
+                buf.put_u8(KIND_END);
+                buf.put_u64(*timestamp);
+            }
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        match self {
+            Packet::Datagram(p) => p.encoded_len(),
+            Packet::End { .. } => 1 + 8,
+        }
+    }
+}
+
+impl Decode for Packet {
+    /// Unknown KINDs are `BadField("KIND")`; an end packet must hold nothing after its stamp
+    /// (checked by `decode_exact`).
+    fn decode(buf: &mut impl Buf) -> Result<Self, DecodeError> {
+        need(buf, 1 + 8)?;
+        let kind = buf.get_u8();
         let timestamp = buf.get_u64();
-        let address = Address::decode(buf)?;
-        let mut data = vec![0u8; buf.remaining()];
-        buf.copy_to_slice(&mut data);
-        Ok(PacketPlaintext {
-            timestamp,
-            address,
-            data,
-        })
+        match kind {
+            KIND_DATAGRAM => {
+                let address = Address::decode(buf)?;
+                let mut data = vec![0u8; buf.remaining()];
+                buf.copy_to_slice(&mut data);
+                Ok(Packet::Datagram(PacketPlaintext {
+                    timestamp,
+                    address,
+                    data,
+                }))
+            }
+            KIND_END => Ok(Packet::End { timestamp }),
+            _ => Err(DecodeError::BadField("KIND")),
+        }
     }
 }
 
@@ -241,12 +319,30 @@ mod tests {
         );
     }
 
+    #[test]
+    fn packet_kinds_decode_and_unknown_or_overlong_ones_are_refused() {
+        let end = Packet::End { timestamp: 7 };
+        let mut buf = Vec::new();
+        end.encode(&mut buf);
+        assert_eq!(buf, [2, 0, 0, 0, 0, 0, 0, 0, 7]);
+        assert_eq!(decode_exact::<Packet>(&buf), Ok(end));
+        assert_eq!(
+            decode_exact::<PacketPlaintext>(&buf),
+            Err(DecodeError::BadField("KIND"))
+        );
+        buf.push(0);
+        assert_eq!(decode_exact::<Packet>(&buf), Err(DecodeError::TrailingBytes(1)));
+        buf[0] = 9;
+        assert_eq!(decode_exact::<Packet>(&buf), Err(DecodeError::BadField("KIND")));
+    }
+
     proptest! {
         #[test]
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = decode_exact::<Socks5Datagram>(&bytes);
             let _ = decode_prefix::<DatagramFrame>(&bytes);
             let _ = decode_exact::<PacketPlaintext>(&bytes);
+            let _ = decode_exact::<Packet>(&bytes);
         }
 
         #[test]
@@ -254,7 +350,8 @@ mod tests {
             let p = PacketPlaintext { timestamp: ts, address: Address::Ip(([10, 0, 0, 1], port).into()), data };
             let mut buf = Vec::new();
             p.encode(&mut buf);
-            prop_assert_eq!(decode_exact::<PacketPlaintext>(&buf), Ok(p));
+            prop_assert_eq!(decode_exact::<PacketPlaintext>(&buf), Ok(p.clone()));
+            prop_assert_eq!(decode_exact::<Packet>(&buf), Ok(Packet::Datagram(p)));
         }
 
         #[test]

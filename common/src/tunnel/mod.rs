@@ -18,7 +18,7 @@ use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::crypto::{Key, SessionCipher, LEN_BLOCK, MAX_PAYLOAD, SALT_LEN, TAG_LEN};
+use crate::crypto::{Key, Purpose, SessionCipher, LEN_BLOCK, MAX_PAYLOAD, SALT_LEN, TAG_LEN};
 use crate::proto::header::RequestHeader;
 use crate::proto::DecodeError;
 
@@ -60,14 +60,15 @@ fn push_chunk(out: &mut Vec<u8>, cipher: &mut SessionCipher, plaintext: &[u8]) -
     Ok(())
 }
 
-/// Reads one salt and the first chunk after it, returning which of `keys` authenticated it,
-/// the salt, the opened plaintext and the receive cipher (its counter past that chunk). Each key
-/// is tried on the 18-byte length block only (one ChaCha20 block and a 2-byte Poly1305 each), so
-/// a remote that accepts a few keys pays almost nothing for them. `raw`, when given, gets the
-/// bytes exactly as they arrived.
+/// Reads one salt and the first chunk after it, sealed for `purpose` (a request's direction or a
+/// response's), returning which of `keys` authenticated it, the salt, the opened plaintext and
+/// the receive cipher (its counter past that chunk). Each key is tried on the 18-byte length
+/// block only (one ChaCha20 block and a 2-byte Poly1305 each), so a remote that accepts a few
+/// keys pays almost nothing for them. `raw`, when given, gets the bytes exactly as they arrived.
 async fn read_first_chunk<S: AsyncRead + Unpin>(
     stream: &mut S,
     keys: &[&Key],
+    purpose: Purpose,
     raw: Option<&mut Vec<u8>>,
 ) -> Result<(usize, [u8; SALT_LEN], Vec<u8>, SessionCipher), HandshakeError> {
     let mut head = [0u8; SALT_LEN + LEN_BLOCK];
@@ -78,7 +79,7 @@ async fn read_first_chunk<S: AsyncRead + Unpin>(
         .iter()
         .enumerate()
         .find_map(|(i, key)| {
-            let mut cipher = SessionCipher::new(key, &salt);
+            let mut cipher = SessionCipher::new(key, purpose, &salt);
             let mut block = [0u8; LEN_BLOCK];
             block.copy_from_slice(&head[SALT_LEN..]);
             cipher.open_length(&mut block).ok().map(|n| (i, n, cipher))

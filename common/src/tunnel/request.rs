@@ -10,7 +10,7 @@ use crate::proto::Encode;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::{push_chunk, read_first_chunk, AcceptedRequest, HandshakeError, PendingTunnel};
-use crate::crypto::{frame_len, random_salt, Key, SessionCipher, SALT_LEN};
+use crate::crypto::{frame_len, random_salt, Key, Purpose, SessionCipher, SALT_LEN};
 use crate::proto::decode_prefix;
 use crate::proto::header::RequestHeader;
 
@@ -23,7 +23,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PendingTunnel<S> {
         initial: &[u8],
     ) -> Result<Self, HandshakeError> {
         let salt = random_salt();
-        let mut send = SessionCipher::new(key, &salt);
+        let mut send = SessionCipher::new(key, Purpose::TcpRequest, &salt);
         let mut plaintext = Vec::with_capacity(header.encoded_len() + initial.len());
         header.encode(&mut plaintext);
         plaintext.extend_from_slice(initial);
@@ -52,7 +52,8 @@ impl AcceptedRequest {
         keep_raw: bool,
     ) -> Result<Self, HandshakeError> {
         let mut raw = keep_raw.then(Vec::new);
-        let (key_index, salt, mut plaintext, recv) = read_first_chunk(stream, keys, raw.as_mut()).await?;
+        let (key_index, salt, mut plaintext, recv) =
+            read_first_chunk(stream, keys, Purpose::TcpRequest, raw.as_mut()).await?;
         let key = keys
             .get(key_index)
             .map(|k| (*k).clone())

@@ -10,7 +10,7 @@ use crate::proto::Encode;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::{push_chunk, read_first_chunk, AcceptedRequest, HandshakeError, PendingTunnel};
-use crate::crypto::{frame_len, random_salt, SessionCipher, SALT_LEN};
+use crate::crypto::{frame_len, random_salt, Purpose, SessionCipher, SALT_LEN};
 use crate::proto::decode_exact;
 use crate::proto::header::ResponseHeader;
 use crate::stream::EncryptedStream;
@@ -18,7 +18,8 @@ use crate::stream::EncryptedStream;
 impl<S: AsyncRead + AsyncWrite + Unpin> PendingTunnel<S> {
     /// Waits for the remote's response; on success the connection becomes an encrypted stream.
     pub async fn read_response(mut self) -> Result<(ResponseHeader, EncryptedStream<S>), HandshakeError> {
-        let (_, _salt, plaintext, recv) = read_first_chunk(&mut self.stream, &[&self.key], None).await?;
+        let (_, _salt, plaintext, recv) =
+            read_first_chunk(&mut self.stream, &[&self.key], Purpose::TcpResponse, None).await?;
         let response: ResponseHeader = decode_exact(&plaintext)?;
         if response.request_salt != self.salt {
             return Err(HandshakeError::WrongRequestSalt);
@@ -39,7 +40,7 @@ impl AcceptedRequest {
         already_read: &[u8],
     ) -> Result<EncryptedStream<S>, HandshakeError> {
         let salt = random_salt();
-        let mut send = SessionCipher::new(&self.key, &salt);
+        let mut send = SessionCipher::new(&self.key, Purpose::TcpResponse, &salt);
         let mut plaintext = Vec::with_capacity(response.encoded_len());
         response.encode(&mut plaintext);
         let mut wire = Vec::with_capacity(SALT_LEN + frame_len(plaintext.len()));

@@ -20,13 +20,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use warren_common::config::local_routes::{LocalAction, Via};
 use warren_common::config::UdpTransport;
-use warren_common::crypto::{open_packet, random_salt, seal_packet, Key};
+use warren_common::crypto::{open_packet_in_place, random_salt, seal_packet_in_place, Key, Purpose, SALT_LEN, TAG_LEN};
 use warren_common::proto::address::Address;
 use warren_common::proto::decode_exact;
 use warren_common::proto::header::{Command, RequestHeader};
 use warren_common::proto::socks5::Reply;
 use warren_common::proto::status::Status;
-use warren_common::proto::udp::{DatagramFrame, PacketPlaintext, Socks5Datagram};
+use warren_common::proto::udp::{DatagramFrame, Packet, PacketPlaintext, Socks5Datagram};
 use warren_common::replay::ReplayFilter;
 use warren_common::time::unix_now;
 
@@ -137,12 +137,15 @@ impl Upstream {
         match self {
             Upstream::Stream(queue) => queue.send(to, data),
             Upstream::Packets(socket, _, key) => {
+                // Sealed in place in `out`: salt, plaintext, tag.
+                out.resize(SALT_LEN, 0);
                 PacketPlaintext::encode_parts(unix_now(), to, data, out);
-                let Ok(packet) = seal_packet(key, &random_salt(), out) else {
+                out.resize(out.len() + TAG_LEN, 0);
+                if seal_packet_in_place(key, Purpose::UdpToRemote, &random_salt(), out).is_err() {
                     return Ok(Queued::Dropped);
-                };
+                }
                 // A send error (e.g. ICMP unreachable from an earlier packet) loses one datagram.
-                let _ = socket.send(&packet).await;
+                let _ = socket.send(out).await;
                 Ok(Queued::Yes)
             }
         }
@@ -157,15 +160,37 @@ impl Upstream {
                 let Ok(n) = socket.recv(buf).await else {
                     return Ok(Vec::new());
                 };
-                let Ok((salt, plaintext)) = open_packet(key, &buf[..n]) else {
+                let Some(packet) = buf.get_mut(..n) else {
                     return Ok(Vec::new());
                 };
-                match decode_exact::<PacketPlaintext>(&plaintext) {
+                // Only the remote's direction opens: our own packets reflected back do not.
+                let Ok((salt, plaintext)) = open_packet_in_place(key, Purpose::UdpToLocal, packet) else {
+                    return Ok(Vec::new());
+                };
+                match decode_exact::<PacketPlaintext>(plaintext) {
                     Ok(p) if replay.accept(salt, p.timestamp, unix_now()) => Ok(vec![DatagramFrame {
                         address: p.address,
                         data: p.data,
                     }]),
                     _ => Ok(Vec::new()),
+                }
+            }
+        }
+    }
+
+    /// Ends the association on the remote too (`udp_transport: udp`): a sealed
+    /// end-of-association packet (PROTOCOL.md §16.3), so the remote closes its sockets at once
+    /// instead of after its idle timeout. The packet goes twice (fresh salts) because UDP may lose
+    /// one; a second end finds no entry and opens nothing. (A UDP-over-TCP stream ends with its
+    /// writer's end of stream: see tcp.rs.)
+    async fn close(self) {
+        if let Upstream::Packets(socket, _, key) = self {
+            for _ in 0..2 {
+                let mut out = vec![0u8; SALT_LEN];
+                Packet::End { timestamp: unix_now() }.encode(&mut out);
+                out.resize(out.len() + TAG_LEN, 0);
+                if seal_packet_in_place(&key, Purpose::UdpToRemote, &random_salt(), &mut out).is_ok() {
+                    let _ = socket.send(&out).await;
                 }
             }
         }
@@ -292,6 +317,7 @@ pub async fn associate(mut client: TcpStream, outbounds: &Outbounds<'_>, request
     if let Some(writer) = writer {
         writer.close().await;
     }
+    upstream.close().await;
     tracing::info!(peer = %outbounds.peer(),
         datagrams_sent = sent,
         datagrams_received = received,

@@ -1,9 +1,18 @@
 //! The encrypted UDP transport on the remote: one UDP socket on the listen address and port,
-//! each packet sealed on its own (`crypto::seal_packet`) around a
-//! [`PacketPlaintext`]. Anything that fails to open, falls outside the timestamp window or
+//! each packet sealed on its own (`crypto::seal_packet_in_place`) around a [`Packet`]; packets
+//! from locals open only under [`Purpose::UdpToRemote`] and ours are sealed under
+//! [`Purpose::UdpToLocal`], so a packet we sent, sent back to us, does not open. Anything that
+//! fails to open, falls outside the timestamp window, is stamped before this remote started or
 //! repeats a salt is dropped silently. The NAT table maps each local packet socket (one per
-//! association) to a task owning that association's outbound sockets; entries end after
-//! `idle_timeout` without traffic, and the table holds at most `max_connections` of them.
+//! association) to a task owning that association's outbound sockets; an entry ends when its
+//! local sends an end-of-association packet (its sockets close at once), after `idle_timeout`
+//! without traffic, and the table holds at most `max_connections` of them.
+//!
+//! ```text
+//! local ──[SALT | KIND 01 | TIMESTAMP | dest | DATA | TAG]──▶ here ──DATA──▶ dest
+//! local ◀─[SALT | KIND 01 | TIMESTAMP | src  | DATA | TAG]── here ◀─DATA── src
+//! local ──[SALT | KIND 02 | TIMESTAMP | TAG]──▶ here: entry and sockets dropped
+//! ```
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,11 +22,11 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use warren_common::config::RemoteConfig;
-use warren_common::crypto::{open_packet, random_salt, seal_packet};
+use warren_common::crypto::{open_packet_in_place, random_salt, seal_packet_in_place, Purpose, SALT_LEN, TAG_LEN};
 use warren_common::proto::address::Address;
 use warren_common::proto::decode_exact;
-use warren_common::proto::udp::PacketPlaintext;
-use warren_common::replay::ReplayFilter;
+use warren_common::proto::udp::{Packet, PacketPlaintext};
+use warren_common::replay::{ReplayFilter, Verdict};
 use warren_common::time::unix_now;
 
 use super::nat::{recv, Nat};
@@ -27,10 +36,11 @@ const QUEUE: usize = 256;
 
 type Outbound = (Address, Vec<u8>);
 
-/// Serves encrypted UDP packets on `socket` until `shutdown` is cancelled.
-pub async fn serve(socket: UdpSocket, config: Arc<RemoteConfig>, shutdown: CancellationToken) {
+/// Serves encrypted UDP packets on `socket` until `shutdown` is cancelled. `started` is the
+/// remote's start second: packets stamped earlier are refused (PROTOCOL.md §10).
+pub async fn serve(socket: UdpSocket, config: Arc<RemoteConfig>, started: u64, shutdown: CancellationToken) {
     let socket = Arc::new(socket);
-    let mut replay = ReplayFilter::default();
+    let mut replay = ReplayFilter::since(started);
     let mut table: HashMap<SocketAddr, mpsc::Sender<Outbound>> = HashMap::new();
     let mut buf = vec![0u8; 65536];
     loop {
@@ -41,16 +51,36 @@ pub async fn serve(socket: UdpSocket, config: Arc<RemoteConfig>, shutdown: Cance
                 Err(_) => continue,
             },
         };
-        let Ok((salt, plaintext)) = open_packet(&config.key, &buf[..n]) else {
+        let Some(packet) = buf.get_mut(..n) else { continue };
+        let Ok((salt, plaintext)) = open_packet_in_place(&config.key, Purpose::UdpToRemote, packet) else {
             continue;
         };
-        let Ok(packet) = decode_exact::<PacketPlaintext>(&plaintext) else {
+        let Ok(packet) = decode_exact::<Packet>(plaintext) else {
             continue;
         };
-        if !replay.accept(salt, packet.timestamp, unix_now()) {
-            tracing::debug!(%from, "UDP packet replayed or outside the timestamp window: dropped");
-            continue;
+        match replay.check(salt, packet.timestamp(), unix_now()) {
+            Verdict::Fresh => {}
+            Verdict::BeforeStart => {
+                tracing::debug!(%from, "UDP packet stamped before this remote started: dropped");
+                continue;
+            }
+            Verdict::Replay | Verdict::OutsideWindow => {
+                tracing::debug!(%from, "UDP packet replayed or outside the timestamp window: dropped");
+                continue;
+            }
         }
+        let packet = match packet {
+            Packet::Datagram(packet) => packet,
+            Packet::End { .. } => {
+                // Dropping the queue's only sender ends the association's task, which closes its
+                // outbound sockets (after the datagrams already queued). An end for an unknown
+                // source opens nothing.
+                if table.remove(&from).is_some() {
+                    tracing::debug!(%from, "UDP association ended by the local");
+                }
+                continue;
+            }
+        };
         let queue = match table.get(&from) {
             Some(queue) if !queue.is_closed() => queue.clone(),
             _ => {
@@ -71,7 +101,8 @@ pub async fn serve(socket: UdpSocket, config: Arc<RemoteConfig>, shutdown: Cance
     }
 }
 
-/// One NAT entry: sends the local's datagrams out and seals the replies back to `local`.
+/// One NAT entry: sends the local's datagrams out and seals the replies back to `local`, until
+/// its queue's sender is dropped (the local ended it) or `idle_timeout` passes.
 async fn association(
     local: SocketAddr,
     mut rx: mpsc::Receiver<Outbound>,
@@ -80,13 +111,15 @@ async fn association(
 ) {
     let mut nat = Nat::default();
     let (mut buf4, mut buf6) = (vec![0u8; 65536], vec![0u8; 65536]);
+    // One reply at a time is sealed in place here: no allocation per packet.
+    let mut out = Vec::with_capacity(65536 + 512);
     let (mut sent, mut received) = (0u64, 0u64);
     let idle = tokio::time::sleep(config.timeouts.idle);
     tokio::pin!(idle);
-    loop {
+    let end = loop {
         let reply = tokio::select! {
             msg = rx.recv() => match msg {
-                None => break,
+                None => break "ended by the local",
                 Some((to, data)) => {
                     if nat.forward(&to, &data, &config).await {
                         sent += 1;
@@ -96,19 +129,23 @@ async fn association(
             },
             r = recv(&nat.v4, &mut buf4) => r.ok().map(|(n, from)| (from, &buf4[..n])),
             r = recv(&nat.v6, &mut buf6) => r.ok().map(|(n, from)| (from, &buf6[..n])),
-            () = &mut idle => break,
+            () = &mut idle => break "idle",
         };
         idle.as_mut().reset(tokio::time::Instant::now() + config.timeouts.idle);
         if let Some((from, data)) = reply.filter(|(from, _)| nat.answer_allowed(*from)) {
             let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-            let mut plaintext = Vec::with_capacity(data.len() + 32);
-            PacketPlaintext::encode_parts(unix_now(), &Address::Ip(from), data, &mut plaintext);
-            if let Ok(packet) = seal_packet(&config.key, &random_salt(), &plaintext) {
-                if socket.send_to(&packet, local).await.is_ok() {
-                    received += 1;
-                }
+            out.clear();
+            out.resize(SALT_LEN, 0);
+            PacketPlaintext::encode_parts(unix_now(), &Address::Ip(from), data, &mut out);
+            out.resize(out.len() + TAG_LEN, 0);
+            if seal_packet_in_place(&config.key, Purpose::UdpToLocal, &random_salt(), &mut out).is_ok()
+                && socket.send_to(&out, local).await.is_ok()
+            {
+                received += 1;
             }
         }
-    }
-    tracing::info!(%local, datagrams_sent = sent, datagrams_received = received, "UDP association finished");
+    };
+    // `nat` (and its outbound sockets) is dropped here, as the line is logged.
+    drop(nat);
+    tracing::info!(%local, datagrams_sent = sent, datagrams_received = received, end, "UDP association finished");
 }
