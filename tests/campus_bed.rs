@@ -23,6 +23,12 @@ pub async fn start_vps(key: &str, agent_key: &str, listen: SocketAddr, routed: &
         .iter()
         .map(|p| format!("    - {{ cidr: \"127.0.0.3/32\", port: {p}, via: campus }}\n"))
         .collect();
+    start_vps_routes(key, agent_key, listen, &routes).await
+}
+
+/// The public remote with `routes` (YAML list items, indented four spaces) and the agent
+/// "campus" listed with `agent_key`.
+pub async fn start_vps_routes(key: &str, agent_key: &str, listen: SocketAddr, routes: &str) -> Server {
     let yaml = format!(
         "key: \"{key}\"\nremote:\n  listen: \"{listen}\"\n  agents:\n    campus: {{ key: \"{agent_key}\" }}\n  routes:\n{routes}"
     );

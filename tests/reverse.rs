@@ -4,13 +4,18 @@
 
 use std::time::{Duration, Instant};
 
+use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+use tokio::net::{TcpStream, UdpSocket};
 use warren_common::crypto::Key;
 use warren_common::proto::address::Address;
+use warren_common::proto::decode_exact;
 use warren_common::proto::header::RequestHeader;
-use warren_common::proto::socks5::ReplyCode;
+use warren_common::proto::socks5::{Command, ReplyCode};
 use warren_common::proto::status::Status;
+use warren_common::proto::udp::Socks5Datagram;
+use warren_common::proto::Encode;
 use warren_common::time::unix_now;
 use warren_common::tunnel::PendingTunnel;
 use warren_tests::campus_bed::*;
@@ -152,4 +157,124 @@ async fn streams_on_a_dead_link_end_and_new_ones_get_a_reply() {
     assert_eq!(reply.code, ReplyCode::HostUnreachable);
     c.local.stop().await;
     c.vps.stop().await;
+}
+
+/// One SOCKS5 UDP datagram to `to` through the association's relay, and the echo, if it comes
+/// back within a few seconds (UDP may lose one).
+async fn udp_echo(client: &UdpSocket, relay: SocketAddr, to: SocketAddr, data: &[u8]) -> Option<Socks5Datagram> {
+    let mut out = Vec::new();
+    Socks5Datagram {
+        frag: 0,
+        address: Address::Ip(to),
+        data: data.to_vec(),
+    }
+    .encode(&mut out);
+    client.send_to(&out, relay).await.ok()?;
+    let mut buf = vec![0u8; 65536];
+    let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    decode_exact(&buf[..n]).ok()
+}
+
+#[tokio::test]
+async fn udp_and_bind_reach_the_intranet_through_the_agent() {
+    let (key, agent_key) = (new_key(), new_key());
+    let intranet = target("127.0.0.3:0").await;
+    let udp_intranet = udp_echo_server("127.0.0.3:0").await;
+    // Everything for 127.0.0.3 goes via the agent; the VPS's own ACL denies loopback, so a
+    // datagram or BIND it served itself could not reach (or come from) the intranet.
+    let routes = "    - { cidr: \"127.0.0.3/32\", via: campus }\n";
+    let vps = start_vps_routes(&key, &agent_key, "127.0.0.1:0".parse().unwrap(), routes).await;
+    let agent = start_agent(&key, &agent_key, "campus", vps.addr).await;
+    let up = echo_until(
+        vps_local(&key, vps.addr, "tcp").await.addr,
+        intranet.addr,
+        b"up",
+        Duration::from_secs(30),
+    );
+    within(40, "agent registers", up).await.expect("agent up");
+
+    for transport in ["tcp", "udp"] {
+        let local = vps_local(&key, vps.addr, transport).await;
+        let (_control, reply, _) = within(
+            20,
+            "UDP ASSOCIATE",
+            socks5_request(local.addr, Command::UdpAssociate, &Address::UNSPECIFIED),
+        )
+        .await
+        .expect("associate");
+        assert_eq!(reply.code, ReplyCode::Succeeded);
+        let Address::Ip(relay) = reply.bound else {
+            panic!("relay {:?}", reply.bound)
+        };
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut echoed = 0;
+        for i in 0..100u8 {
+            let data = [i; 200];
+            if let Some(d) = udp_echo(&client, relay, udp_intranet, &data).await {
+                assert_eq!(
+                    d.address,
+                    Address::Ip(udp_intranet),
+                    "the reply names the intranet source"
+                );
+                assert_eq!(d.data, data);
+                echoed += 1;
+            }
+        }
+        assert!(
+            echoed >= 95,
+            "{transport}: {echoed} of 100 datagrams echoed through the agent"
+        );
+        local.stop().await;
+    }
+
+    // BIND for a peer inside the intranet: the agent listens, the peer connects back.
+    let local = vps_local(&key, vps.addr, "tcp").await;
+    let expected = Address::Ip("127.0.0.3:0".parse().unwrap());
+    let (mut control, first, mut buf) = within(
+        20,
+        "first BIND reply",
+        socks5_request(local.addr, Command::Bind, &expected),
+    )
+    .await
+    .expect("BIND");
+    assert_eq!(first.code, ReplyCode::Succeeded);
+    let Address::Ip(listening) = first.bound else {
+        panic!("{:?}", first.bound)
+    };
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+    let mut peer = socket.connect(listening).await.expect("peer connects back");
+    let second: warren_common::proto::socks5::Reply =
+        within(20, "second BIND reply", read_message(&mut control, &mut buf))
+            .await
+            .expect("second reply");
+    assert_eq!(second.code, ReplyCode::Succeeded);
+    assert_eq!(second.bound, Address::Ip(peer.local_addr().unwrap()));
+    peer.write_all(b"from the intranet").await.unwrap();
+    let mut got = [0u8; 17];
+    within(20, "the peer's bytes", control.read_exact(&mut got))
+        .await
+        .unwrap();
+    assert_eq!(&got, b"from the intranet");
+
+    // Without the agent, the VPS does not serve them itself: BIND is refused (0x04).
+    agent.stop().await;
+    let (_c, refused, _) = within(
+        20,
+        "BIND with no agent",
+        socks5_request(local.addr, Command::Bind, &expected),
+    )
+    .await
+    .expect("BIND reply");
+    assert_eq!(refused.code, ReplyCode::HostUnreachable);
+    local.stop().await;
+    vps.stop().await;
+}
+
+/// A laptop's warren-local towards `vps`, with its UDP transport set.
+async fn vps_local(key: &str, vps: SocketAddr, transport: &str) -> Server {
+    start_local(key, vps, &format!("udp_transport: {transport}")).await
 }

@@ -356,13 +356,18 @@ async fn only_addresses_the_client_sent_to_can_answer() {
 async fn each_datagram_is_routed_by_the_local_and_the_remote_routes() {
     // The local's routes drop a datagram whose destination they block (in any spelling); the
     // remote's routes keep one routed via an agent off this machine's NAT although its ACL
-    // allows the address (no agent carries UDP yet: dropped). The association keeps working.
+    // allows the address (the agent is not connected: dropped; reverse.rs
+    // `udp_and_bind_reach_the_intranet_through_the_agent` has one that is). The association
+    // keeps working.
     let blocked = udp_echo_server("127.0.0.5:0").await;
     let via_agent = udp_echo_server("127.0.0.6:0").await;
     let allowed = udp_echo_server("127.0.0.1:0").await;
     for transport in TRANSPORTS {
         let pair = start_pair(
-            "routes:\n  - { cidr: \"127.0.0.6/32\", via: campus }",
+            &format!(
+                "agents: {{ campus: {{ key: \"{}\" }} }}\nroutes:\n  - {{ cidr: \"127.0.0.6/32\", via: campus }}",
+                new_key()
+            ),
             &format!("udp_transport: {transport}\nroutes:\n  - {{ cidr: \"127.0.0.5/32\", block: true }}"),
         )
         .await;

@@ -190,7 +190,8 @@ where
     Ok((request, party))
 }
 
-/// Hands the request to the one command that serves it (CONNECT goes where its route says).
+/// Hands the request to the one command that serves it (CONNECT and BIND go where their route
+/// says; UDP datagrams are routed one by one, in udp/nat.rs).
 /// Every command has the same shape, `serve(request, stream, shared)`, and answers through
 /// [`Request::answer`] before it relays.
 async fn dispatch<S: Connection>(request: Request, stream: S, shared: &Shared) {
@@ -204,7 +205,12 @@ async fn dispatch<S: Connection>(request: Request, stream: S, shared: &Shared) {
             RemoteAction::Direct => connect::serve(request, stream, shared).await,
         },
         Command::Agent => agent::server::register(request, stream, shared).await,
-        Command::Bind => bind::serve(request, stream, shared).await,
+        // A BIND is routed by its request's target (the address its peer will come from): via
+        // an agent, the agent listens inside its network and answers the local itself.
+        Command::Bind => match shared.config.routes.route(&header.target) {
+            RemoteAction::Via(agent) => agent::server::forward(request, stream, shared, agent).await,
+            RemoteAction::Direct => bind::serve(request, stream, shared).await,
+        },
         Command::UdpOverTcp => udp::tcp::serve(request, stream, shared).await,
     }
 }

@@ -47,21 +47,16 @@ pub async fn run_since(listener: TcpListener, mut config: RemoteConfig, shutdown
     tracing::debug!(addresses = ?own, "the ACL denies this host's own addresses unless an IP rule allows them");
     config.acl.deny_own_addresses(own);
     let (limits, handshakes) = (config.limits, config.handshakes);
+    let shared = Arc::new(Shared::new(config, shutdown.clone(), started));
     // The encrypted UDP transport listens on the same address and port number, over UDP.
     if let Ok(addr) = listener.local_addr() {
         match tokio::net::UdpSocket::bind(addr).await {
             Ok(socket) => {
-                tokio::spawn(udp::packet::serve(
-                    socket,
-                    Arc::new(config.clone()),
-                    started,
-                    shutdown.clone(),
-                ));
+                tokio::spawn(udp::packet::serve(socket, shared.clone(), started, shutdown.clone()));
             }
             Err(e) => tracing::warn!(%addr, "cannot bind the UDP relay socket ({e}): encrypted UDP is unavailable"),
         }
     }
-    let shared = Arc::new(Shared::new(config, shutdown.clone(), started));
     if let Some(settings) = shared.config.agent.clone() {
         // This remote is an agent: streams the public remote opens are served like connections.
         let inner = shared.clone();

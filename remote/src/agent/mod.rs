@@ -16,3 +16,4 @@ mod heartbeat;
 mod mux;
 pub mod registry;
 pub mod server;
+pub mod udp;

@@ -5,8 +5,9 @@
 //! yamux session (server mode) inside the registration's encrypted stream, reachable under the
 //! name until it dies.
 //!
-//! `forward` (a CONNECT routed `via: NAME`): open a mux stream to that agent and pass the
-//! request on unopened, then relay; the agent answers the local itself.
+//! `forward` (a CONNECT or BIND routed `via: NAME`): open a mux stream to that agent and pass
+//! the request on unopened, then relay; the agent answers the local itself (for a BIND, both
+//! replies: it listens inside its own network).
 
 use tokio::io::AsyncWriteExt;
 use warren_common::proto::status::Status;
@@ -73,7 +74,7 @@ where
     tracing::info!(%peer, agent = %name, "agent disconnected");
 }
 
-/// Hands a CONNECT routed `via: name` to that agent and relays.
+/// Hands a CONNECT or BIND routed `via: name` to that agent and relays.
 ///
 /// The request goes on unopened: the agent receives the local's salt and first chunk exactly as
 /// they arrived and authenticates them itself, so the tunnel is sealed end to end between the

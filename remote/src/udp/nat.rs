@@ -8,7 +8,8 @@
 //! datagram (destination, data)
 //!   → remote.routes (first match, else remote.default)
 //!       direct    → remote ACL on the name and the resolved address → NAT socket (send_to)
-//!       via: NAME → UdpSink::Agent: the agent NAME (not carried yet: dropped, debug line)
+//!       via: NAME → UdpSink::Agent → that agent's leg (agent/udp.rs), which sends it from inside
+//!                   the agent's network; its answers come back through `Nat::agents`
 //! ```
 
 use std::collections::{HashMap, HashSet};
@@ -19,7 +20,9 @@ use warren_common::config::RemoteConfig;
 use warren_common::proto::address::Address;
 use warren_common::route::RemoteAction;
 
+use crate::agent::udp::AgentLegs;
 use crate::outbound::allowed_addresses;
+use crate::shared::Shared;
 
 /// Names remembered per association (so a domain target is not resolved per datagram).
 const NAME_CACHE: usize = 64;
@@ -34,6 +37,9 @@ pub struct Nat {
     names: HashMap<(String, u16), Option<SocketAddr>>,
     /// Addresses this association has sent to.
     peers: HashSet<SocketAddr>,
+    /// Legs to the agents some of its datagrams are routed to; `agents.recv()` is the next
+    /// datagram an agent sent back (never ready while none went via an agent).
+    pub agents: AgentLegs,
 }
 
 /// Where one datagram goes, as `remote.routes` decides for its destination.
@@ -58,19 +64,16 @@ impl<'a> UdpSink<'a> {
 impl Nat {
     /// Routes one datagram for `target` and sends it; true if it left this machine. A datagram
     /// the route, the ACL or the name lookup rules out is dropped (false).
-    pub async fn forward(&mut self, target: &Address, data: &[u8], config: &RemoteConfig) -> bool {
+    pub async fn forward(&mut self, target: &Address, data: &[u8], shared: &Shared) -> bool {
+        let config = &shared.config;
         match UdpSink::route(target, config) {
             UdpSink::Direct => match self.destination(target, config).await {
                 Some(to) => self.send(to, data).await,
                 None => false,
             },
-            UdpSink::Agent(agent) => {
-                // UDP through agents: see agent/. The agent link does not carry datagrams yet;
-                // sending this one from here would bypass the route (and reach the wrong
-                // network), so it is dropped.
-                tracing::debug!(%target, %agent, "UDP datagram routed via an agent: dropped (not carried yet)");
-                false
-            }
+            // The agent applies its own ACL and NAT rules; never sent from here, which would
+            // bypass the route and reach the wrong network.
+            UdpSink::Agent(agent) => self.agents.send(agent, target, data, shared),
         }
     }
 

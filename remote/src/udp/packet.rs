@@ -21,8 +21,7 @@ use std::sync::Arc;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use warren_common::config::RemoteConfig;
-use warren_common::crypto::{open_packet_in_place, random_salt, seal_packet_in_place, Purpose, SALT_LEN, TAG_LEN};
+use warren_common::crypto::{open_packet_in_place, random_salt, seal_packet_in_place, Key, Purpose, SALT_LEN, TAG_LEN};
 use warren_common::proto::address::Address;
 use warren_common::proto::decode_exact;
 use warren_common::proto::udp::{Packet, PacketPlaintext};
@@ -30,6 +29,7 @@ use warren_common::replay::{ReplayFilter, Verdict};
 use warren_common::time::unix_now;
 
 use super::nat::{recv, Nat};
+use crate::shared::Shared;
 
 /// Datagrams queued per association before new ones are dropped.
 const QUEUE: usize = 256;
@@ -38,7 +38,8 @@ type Outbound = (Address, Vec<u8>);
 
 /// Serves encrypted UDP packets on `socket` until `shutdown` is cancelled. `started` is the
 /// remote's start second: packets stamped earlier are refused (PROTOCOL.md §10).
-pub async fn serve(socket: UdpSocket, config: Arc<RemoteConfig>, started: u64, shutdown: CancellationToken) {
+pub async fn serve(socket: UdpSocket, shared: Arc<Shared>, started: u64, shutdown: CancellationToken) {
+    let config = &shared.config;
     let socket = Arc::new(socket);
     let mut replay = ReplayFilter::since(started);
     let mut table: HashMap<SocketAddr, mpsc::Sender<Outbound>> = HashMap::new();
@@ -92,7 +93,7 @@ pub async fn serve(socket: UdpSocket, config: Arc<RemoteConfig>, started: u64, s
                     }
                 }
                 let (queue, rx) = mpsc::channel(QUEUE);
-                tokio::spawn(association(from, rx, socket.clone(), config.clone()));
+                tokio::spawn(association(from, rx, socket.clone(), shared.clone()));
                 table.insert(from, queue.clone());
                 queue
             }
@@ -103,12 +104,8 @@ pub async fn serve(socket: UdpSocket, config: Arc<RemoteConfig>, started: u64, s
 
 /// One NAT entry: sends the local's datagrams out and seals the replies back to `local`, until
 /// its queue's sender is dropped (the local ended it) or `idle_timeout` passes.
-async fn association(
-    local: SocketAddr,
-    mut rx: mpsc::Receiver<Outbound>,
-    socket: Arc<UdpSocket>,
-    config: Arc<RemoteConfig>,
-) {
+async fn association(local: SocketAddr, mut rx: mpsc::Receiver<Outbound>, socket: Arc<UdpSocket>, shared: Arc<Shared>) {
+    let config = &shared.config;
     let mut nat = Nat::default();
     let (mut buf4, mut buf6) = (vec![0u8; 65536], vec![0u8; 65536]);
     // One reply at a time is sealed in place here: no allocation per packet.
@@ -121,7 +118,7 @@ async fn association(
             msg = rx.recv() => match msg {
                 None => break "ended by the local",
                 Some((to, data)) => {
-                    if nat.forward(&to, &data, &config).await {
+                    if nat.forward(&to, &data, &shared).await {
                         sent += 1;
                     }
                     None
@@ -129,17 +126,21 @@ async fn association(
             },
             r = recv(&nat.v4, &mut buf4) => r.ok().map(|(n, from)| (from, &buf4[..n])),
             r = recv(&nat.v6, &mut buf6) => r.ok().map(|(n, from)| (from, &buf6[..n])),
+            answer = nat.agents.recv() => {
+                idle.as_mut().reset(tokio::time::Instant::now() + config.timeouts.idle);
+                if seal_answer(&mut out, &answer.address, &answer.data, &config.key)
+                    && socket.send_to(&out, local).await.is_ok()
+                {
+                    received += 1;
+                }
+                continue;
+            }
             () = &mut idle => break "idle",
         };
         idle.as_mut().reset(tokio::time::Instant::now() + config.timeouts.idle);
         if let Some((from, data)) = reply.filter(|(from, _)| nat.answer_allowed(*from)) {
             let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-            out.clear();
-            out.resize(SALT_LEN, 0);
-            PacketPlaintext::encode_parts(unix_now(), &Address::Ip(from), data, &mut out);
-            out.resize(out.len() + TAG_LEN, 0);
-            if seal_packet_in_place(&config.key, Purpose::UdpToLocal, &random_salt(), &mut out).is_ok()
-                && socket.send_to(&out, local).await.is_ok()
+            if seal_answer(&mut out, &Address::Ip(from), data, &config.key) && socket.send_to(&out, local).await.is_ok()
             {
                 received += 1;
             }
@@ -148,4 +149,14 @@ async fn association(
     // `nat` (and its outbound sockets) is dropped here, as the line is logged.
     drop(nat);
     tracing::info!(%local, datagrams_sent = sent, datagrams_received = received, end, "UDP association finished");
+}
+
+/// Seals one answer from `from` for the local into `out` (in place: no allocation per packet);
+/// false if it cannot be sealed.
+fn seal_answer(out: &mut Vec<u8>, from: &Address, data: &[u8], key: &Key) -> bool {
+    out.clear();
+    out.resize(SALT_LEN, 0);
+    PacketPlaintext::encode_parts(unix_now(), from, data, out);
+    out.resize(out.len() + TAG_LEN, 0);
+    seal_packet_in_place(key, Purpose::UdpToLocal, &random_salt(), out).is_ok()
 }

@@ -91,7 +91,7 @@ where
             match decode_prefix::<DatagramFrame>(&inbound) {
                 Ok((frame, used)) => {
                     inbound.advance(used);
-                    if nat.forward(&frame.address, &frame.data, config).await {
+                    if nat.forward(&frame.address, &frame.data, shared).await {
                         counts.sent += 1;
                     }
                 }
@@ -107,6 +107,18 @@ where
             },
             r = recv(&nat.v4, &mut buf4) => r.ok().map(|(n, from)| (from, &buf4[..n])),
             r = recv(&nat.v6, &mut buf6) => r.ok().map(|(n, from)| (from, &buf6[..n])),
+            answer = nat.agents.recv() => {
+                idle.as_mut().reset(tokio::time::Instant::now() + config.timeouts.idle);
+                let mut frame = Vec::with_capacity(answer.data.len() + 32);
+                if DatagramFrame::encode_parts(&answer.address, &answer.data, &mut frame).is_some() {
+                    match queue.try_send(frame) {
+                        Ok(()) => counts.received += 1,
+                        Err(mpsc::error::TrySendError::Full(_)) => counts.dropped += 1,
+                        Err(mpsc::error::TrySendError::Closed(_)) => return "tunnel error".to_owned(),
+                    }
+                }
+                continue;
+            }
             () = &mut idle => return "idle".to_owned(),
         };
         idle.as_mut().reset(tokio::time::Instant::now() + config.timeouts.idle);
