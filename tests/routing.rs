@@ -155,14 +155,15 @@ async fn failover_skips_a_down_remote_a_broken_one_and_a_cut_chain() {
         r#"key: "{key}"
 local:
   remotes:
-    dead: {{ address: "{dead}" }}
+    dead: {{ address: "{dead}", key: "{dead_key}" }}
     broken: {{ address: "{broken}" }}
     live: {{ address: "{live}" }}
   chains:
     cut: [live, dead]           # the live remote cannot reach the chain's second hop
   default: {{ proxy: [dead, broken, cut, live] }}
 "#,
-        live = live.addr
+        live = live.addr,
+        dead_key = new_key()
     );
     let (local, _) = start_local_yaml(&yaml).await;
     let target = target("127.0.0.1:0").await;

@@ -36,7 +36,7 @@ fn names(action: &LocalAction) -> String {
 const FULL: &str = r#"remotes:
   vps: { address: "vps.example.net:8388" }
   backup: { address: "backup.example.net:8388", key: "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=" }
-  inner: { address: "10.1.0.1:8388" }
+  inner: { address: "10.1.0.1:8388", key: "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=" }
 chains:
   campus-socks: [ vps, { socks5: "10.0.0.5:1080", username: u, password: hunter22 } ]
   deep: [ vps, inner ]
@@ -170,6 +170,10 @@ fn errors_name_the_field() {
         (
             "remote: 'h:1'\nchains: { remote: [ remote ] }",
             "local.chains.remote: a remote has the same name",
+        ),
+        (
+            "remotes: { a: { address: 'h:1' }, b: { address: 'h:2' } }\nchains: { c: [ a, b ] }",
+            "local.chains.c[1]: remote \"b\" has the same key as remote \"a\", an earlier hop",
         ),
         (
             "remote: 'h:1'\ndefault: nowhere",

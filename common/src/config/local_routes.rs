@@ -259,6 +259,21 @@ pub(crate) fn build(
             match hop {
                 RawHop::Remote(r) => {
                     let endpoint = remote_named(r).ok_or_else(|| invalid(&field, format!("no remote named {r:?}")))?;
+                    // A hop holding a later hop's key could open that hop's layer too, and read
+                    // the target and payload a chain exists to hide from it (PROTOCOL.md §18).
+                    let shared_with = built.iter().find_map(|h| match h {
+                        Hop::Warren(e) if e.key == endpoint.key => Some(e.name.clone()),
+                        _ => None,
+                    });
+                    if let Some(other) = shared_with {
+                        return Err(invalid(
+                            &field,
+                            format!(
+                                "remote {r:?} has the same key as remote {other:?}, an earlier hop: it could open this \
+                                 hop's layer. Give each hop of a chain its own key (local.remotes.NAME.key)"
+                            ),
+                        ));
+                    }
                     built.push(Hop::Warren(endpoint));
                 }
                 RawHop::Socks5(s) => {
