@@ -1,100 +1,38 @@
-//! The three-machine scenario in network namespaces made by this test: `home` (curl +
-//! warren-local), `vps` (warren-remote), `campus` (the agent + the intranet web server on
-//! 10.77.3.1, reachable only inside `campus`). Configs are docs/campus/*.yaml with the key and
-//! the VPS address filled in. Needs root (ip netns); without it the test says so and returns
-//! (tests/reverse.rs is the loopback variant), unless WARREN_REQUIRE_NETNS is set, as .ci/run
-//! does where it can.
+//! The three-machine scenario in network namespaces made by this test: `home` (curl, SOCKS5
+//! clients, warren-local), `vps` (warren-remote), `campus` (the agent, the intranet web server
+//! and UDP echo server on 10.77.3.1, reachable only inside `campus`, and the name
+//! `intranet.campus.test` that only `campus` resolves). Configs are docs/campus/*.yaml with the
+//! keys and the VPS address filled in. Checked through the agent: a page fetch (CONNECT), UDP
+//! ASSOCIATE with both `udp_transport`s by address and by name, BIND with a peer inside campus,
+//! two impostor agents that must not take the name, a VPS restart and a cut link.
+//! Needs root (ip netns); without it the test says so and returns (tests/reverse.rs is the
+//! loopback variant), unless WARREN_REQUIRE_NETNS is set, as .ci/run does where it can.
+
+#[path = "campus/checks.rs"]
+mod checks;
+#[path = "campus/lab.rs"]
+mod lab;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
+use lab::Lab;
 
-/// Namespaces and processes, all removed on drop (panics included).
-struct Lab {
-    prefix: String,
-    children: Vec<Child>,
-    dir: PathBuf,
-}
+/// The SOCKS5 client, UDP echo server and BIND peer run inside the namespaces.
+const SOCKS_PY: &str = include_str!("campus/socks.py");
 
-impl Lab {
-    fn ns(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
-    }
-
-    fn ip(&self, args: &str) -> bool {
-        Command::new("ip")
-            .args(args.split_whitespace())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
-    fn ns_ip(&self, ns: &str, args: &str) {
-        let cmd = format!("netns exec {} ip {args}", self.ns(ns));
-        assert!(self.ip(&cmd), "ip {cmd} failed");
-    }
-
-    fn spawn(&mut self, ns: &str, program: &Path, args: &[&str]) -> usize {
-        let log = std::fs::File::create(self.dir.join(format!("{ns}-{}.log", self.children.len()))).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns(ns)])
-            .arg(program)
-            .args(args)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.children.push(child);
-        self.children.len() - 1
-    }
-
-    fn curl(&self, ns: &str, args: &[&str]) -> bool {
-        Command::new("ip")
-            .args(["netns", "exec", &self.ns(ns), "curl", "-sS", "--max-time", "60"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for n in ["home", "vps", "campus"] {
-            let _ = self.ip(&format!("netns del {}", self.ns(n)));
-        }
-        if std::thread::panicking() {
-            for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
-                if entry.path().extension().is_some_and(|e| e == "log") {
-                    let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-                    eprintln!("== {}\n{text}", entry.path().display());
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
+/// warren-local, built from the current source (`cargo test -p warren-remote` builds only
+/// warren-remote's binary).
 fn local_binary() -> PathBuf {
     let remote = PathBuf::from(env!("CARGO_BIN_EXE_warren-remote"));
     let local = remote.with_file_name("warren-local");
-    if !local.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", "warren-local"])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok && local.exists(), "cannot build warren-local next to warren-remote");
-    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let ok = Command::new(cargo)
+        .args(["build", "-p", "warren-local"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok && local.exists(), "cannot build warren-local next to warren-remote");
     local
 }
 
@@ -105,6 +43,12 @@ fn config(name: &str, key: &str, agent_key: &str) -> String {
         .unwrap()
         .replace("REPLACE-WITH-warren-remote-genkey-OUTPUT", key)
         .replace("REPLACE-WITH-A-SECOND-genkey-OUTPUT-FOR-THE-AGENT", agent_key)
+}
+
+/// `text` with `from` replaced by `to`; panics when `from` is not there (a template changed).
+fn edit(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "{from:?} not in the template");
+    text.replace(from, to)
 }
 
 fn fetch_until(lab: &Lab, url: &str, out: &Path, limit: Duration) -> Option<Duration> {
@@ -123,58 +67,22 @@ fn fetch_until(lab: &Lab, url: &str, out: &Path, limit: Duration) -> Option<Dura
 
 #[test]
 fn campus_intranet_through_reverse_tunnel_in_namespaces() {
-    let probe = format!("wrnprobe{}", std::process::id());
-    let ok = Command::new("ip")
-        .args(["netns", "add", &probe])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        // .ci/run sets this when it can make namespaces itself, so CI never skips this test.
-        assert!(
-            std::env::var_os("WARREN_REQUIRE_NETNS").is_none(),
-            "WARREN_REQUIRE_NETNS is set but `ip netns add` failed"
-        );
+    let Some(mut lab) = Lab::new() else {
         eprintln!(
             "cannot create network namespaces here (needs root and iproute2): namespace test skipped; \
              tests/reverse.rs runs the loopback variant of the scenario"
         );
         return;
-    }
-    let _ = Command::new("ip").args(["netns", "del", &probe]).status();
-
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let prefix = format!("wrn{}x{n}", std::process::id());
-    let dir = std::env::temp_dir().join(format!("{prefix}-lab"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut lab = Lab {
-        prefix,
-        children: Vec::new(),
-        dir: dir.clone(),
     };
-    for ns in ["home", "vps", "campus"] {
-        assert!(lab.ip(&format!("netns add {}", lab.ns(ns))));
-        lab.ns_ip(ns, "link set lo up");
-    }
-    assert!(lab.ip(&format!(
-        "link add vh netns {} type veth peer name vv netns {}",
-        lab.ns("home"),
-        lab.ns("vps")
-    )));
-    assert!(lab.ip(&format!(
-        "link add vc netns {} type veth peer name vw netns {}",
-        lab.ns("campus"),
-        lab.ns("vps")
-    )));
-    lab.ns_ip("home", "addr add 10.77.1.1/24 dev vh");
-    lab.ns_ip("home", "link set vh up");
-    lab.ns_ip("vps", "addr add 10.77.1.2/24 dev vv");
-    lab.ns_ip("vps", "link set vv up");
-    lab.ns_ip("vps", "addr add 10.77.2.2/24 dev vw");
-    lab.ns_ip("vps", "link set vw up");
-    lab.ns_ip("campus", "addr add 10.77.2.1/24 dev vc");
-    lab.ns_ip("campus", "link set vc up");
-    // The intranet: an address only the campus namespace has.
-    lab.ns_ip("campus", "addr add 10.77.3.1/32 dev lo");
+    let (dir, n) = (lab.dir.clone(), lab.n);
+    // Only the campus namespace (so only the agent) resolves this name.
+    lab.hosts(
+        "campus",
+        &format!("127.0.0.1 localhost\n10.77.3.1 {}\n", checks::INTRANET_NAME),
+    );
+    let script = dir.join("socks.py");
+    std::fs::write(&script, SOCKS_PY).unwrap();
+    let script = script.to_str().unwrap().to_string();
 
     // The intranet site: a 4 MiB file of varied bytes.
     let site = dir.join("site");
@@ -198,6 +106,7 @@ fn campus_intranet_through_reverse_tunnel_in_namespaces() {
             &site_str,
         ],
     );
+    let echo = lab.spawn("campus", &python, &[&script, "echo", "10.77.3.1", checks::ECHO_PORT]);
     let url = "http://10.77.3.1:8080/big";
     let mut up = false;
     for _ in 0..100 {
@@ -208,9 +117,20 @@ fn campus_intranet_through_reverse_tunnel_in_namespaces() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(up, "intranet server did not start");
-    // Neither home nor the VPS reaches the intranet directly.
+    assert!(
+        lab.wait_log(echo, "ready", Duration::from_secs(10)),
+        "UDP echo server did not start"
+    );
+    // Neither home nor the VPS reaches the intranet directly, nor resolves its name.
     assert!(!lab.curl("home", &["--max-time", "2", "-o", "/dev/null", url]));
     assert!(!lab.curl("vps", &["--max-time", "2", "-o", "/dev/null", url]));
+    for (ns, resolves) in [("home", false), ("vps", false), ("campus", true)] {
+        let found = lab
+            .run(ns, "getent", &["hosts", checks::INTRANET_NAME])
+            .status
+            .success();
+        assert_eq!(found, resolves, "{ns} resolving {}", checks::INTRANET_NAME);
+    }
 
     let make_key = |salt: u8| {
         use base64::Engine;
@@ -224,24 +144,52 @@ fn campus_intranet_through_reverse_tunnel_in_namespaces() {
         std::fs::write(&p, text).unwrap();
         p.to_str().unwrap().to_string()
     };
-    let vps_cfg = write("vps.yaml", config("vps.yaml", &key, &agent_key));
+    // The template routes campus.example.edu names via the agent; this bed's name is campus.test.
+    let vps_text = config("vps.yaml", &key, &agent_key);
+    assert!(
+        vps_text.ends_with("via: campus }\n"),
+        "vps.yaml no longer ends with its routes"
+    );
+    let vps_cfg = write(
+        "vps.yaml",
+        vps_text + "    - { domain: \"campus.test\", via: campus }\n",
+    );
     // The stand-in intranet host 10.77.3.1 is an address of the agent's own namespace, and an
     // agent's ACL denies its own interface addresses unless an IP rule allows them (a real
     // intranet host is another machine): allow it by IP.
-    let campus_cfg = write(
-        "campus.yaml",
-        config("campus.yaml", &key, &agent_key).replace("vps.example.net", "10.77.2.2")
-            + "  acl:\n    - allow: \"10.77.3.1/32\"\n",
+    let campus_text = edit(&config("campus.yaml", &key, &agent_key), "vps.example.net", "10.77.2.2")
+        + "  acl:\n    - allow: \"10.77.3.1/32\"\n";
+    let campus_cfg = write("campus.yaml", campus_text.clone());
+    let laptop_text = edit(&config("laptop.yaml", &key, &agent_key), "vps.example.net", "10.77.1.2");
+    // A second laptop proxy carrying UDP over TCP (the template's default is `udp`).
+    let laptop_tcp_cfg = write(
+        "laptop-tcp.yaml",
+        edit(
+            &laptop_text,
+            "listen: \"127.0.0.1:1080\"",
+            "listen: \"127.0.0.1:1081\"\n  udp_transport: tcp",
+        ),
     );
-    let laptop_cfg = write(
-        "laptop.yaml",
-        config("laptop.yaml", &key, &agent_key).replace("vps.example.net", "10.77.1.2"),
+    let laptop_cfg = write("laptop.yaml", laptop_text);
+    // Impostors: the agent's config run a second time (another listen port), and one whose
+    // agent key is the laptops' shared key (its own top-level key differs: a config whose
+    // agent key is its shared key is refused at start), giving up on an answer after 1 s.
+    let twin_cfg = write("twin.yaml", edit(&campus_text, "127.0.0.1:8389", "127.0.0.1:8390"));
+    let thief_text = edit(
+        &config("campus.yaml", &make_key(0xc3), &key),
+        "vps.example.net",
+        "10.77.2.2",
+    );
+    let thief_cfg = write(
+        "thief.yaml",
+        edit(&thief_text, "127.0.0.1:8389", "127.0.0.1:8391") + "  handshake_timeout: 1\n",
     );
     let remote_bin = PathBuf::from(env!("CARGO_BIN_EXE_warren-remote"));
     let local_bin = local_binary();
-    let vps_idx = lab.spawn("vps", &remote_bin, &["-c", &vps_cfg]);
+    let vps_idx = lab.spawn("vps", &remote_bin, &["-c", &vps_cfg, "--log-level", "info"]);
     lab.spawn("campus", &remote_bin, &["-c", &campus_cfg]);
     lab.spawn("home", &local_bin, &["-c", &laptop_cfg]);
+    lab.spawn("home", &local_bin, &["-c", &laptop_tcp_cfg]);
 
     let out = dir.join("fetched");
     fetch_until(&lab, url, &out, Duration::from_secs(30)).expect("first fetch through the reverse tunnel");
@@ -259,9 +207,20 @@ fn campus_intranet_through_reverse_tunnel_in_namespaces() {
         4.194304 / secs
     );
 
+    checks::udp_through_agent(&lab, &script, "1080", "udp");
+    checks::udp_through_agent(&lab, &script, "1081", "tcp");
+    checks::bind_through_agent(&mut lab, &script);
+    let fetch = |lab: &Lab| {
+        let _ = std::fs::remove_file(&out);
+        lab.curl(
+            "home",
+            &["--socks5-hostname", "127.0.0.1:1080", url, "-o", out.to_str().unwrap()],
+        ) && std::fs::read(&out).is_ok_and(|got| got == body)
+    };
+    checks::impostors(&mut lab, &remote_bin, vps_idx, &twin_cfg, &thief_cfg, fetch);
+
     // The VPS restarts; nobody touches the agent or the laptop.
-    let _ = lab.children[vps_idx].kill();
-    let _ = lab.children[vps_idx].wait();
+    lab.kill(vps_idx);
     let killed = Instant::now();
     lab.spawn("vps", &remote_bin, &["-c", &vps_cfg]);
     std::fs::remove_file(&out).unwrap();
