@@ -44,15 +44,21 @@ async fn expected_peers(target: &Address, config: &RemoteConfig) -> Result<Optio
     }
 }
 
-/// Binds the listener and works out the address the peer must connect to.
+/// Binds the listener and works out the address the peer must connect to: on the remote's
+/// listen IP, or, on an agent, on the address it dials the public remote from. That is the
+/// agent's address on the network it serves (the intranet side of its NAT), which a peer there
+/// can reach, while its own `remote.listen` is often loopback.
 async fn listen(config: &RemoteConfig, origin: Origin) -> Result<(TcpListener, Address), Status> {
-    let listener = TcpListener::bind(SocketAddr::new(config.listen.ip(), 0))
+    let ip = match origin {
+        Origin::Agent { local: Some(local), .. } => local.ip(),
+        _ => config.listen.ip(),
+    };
+    let listener = TcpListener::bind(SocketAddr::new(ip, 0))
         .await
         .map_err(|_| Status::GeneralFailure)?;
     let mut announced = listener.local_addr().map_err(|_| Status::GeneralFailure)?;
     if announced.ip().is_unspecified() {
-        // Bound on every address: name the one the local reached us on (unknown inside an
-        // agent session).
+        // Bound on every address: name the one the local reached us on.
         let Origin::Tcp { local: Some(local), .. } = origin else {
             return Err(Status::GeneralFailure);
         };

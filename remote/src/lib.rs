@@ -60,8 +60,8 @@ pub async fn run_since(listener: TcpListener, mut config: RemoteConfig, shutdown
     if let Some(settings) = shared.config.agent.clone() {
         // This remote is an agent: streams the public remote opens are served like connections.
         let inner = shared.clone();
-        let serve = move |stream, server| {
-            let origin = Origin::Agent { server };
+        let serve = move |stream, server, local| {
+            let origin = Origin::Agent { server, local };
             tokio::spawn(accept::serve(stream, origin, inner.clone(), Admission::uncounted()));
         };
         let shared = shared.clone();

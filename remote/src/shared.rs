@@ -73,7 +73,12 @@ pub enum Origin {
         local: Option<SocketAddr>,
     },
     /// A stream the public remote opened in this agent's reverse-tunnel session to `server`.
-    Agent { server: SocketAddr },
+    /// `local` is this agent's end of that session's connection: its address on the network it
+    /// serves, where a BIND listens (unknown if the socket would not say).
+    Agent {
+        server: SocketAddr,
+        local: Option<SocketAddr>,
+    },
 }
 
 impl Origin {
@@ -81,7 +86,7 @@ impl Origin {
     pub fn peer(&self) -> SocketAddr {
         match *self {
             Origin::Tcp { peer, .. } => peer,
-            Origin::Agent { server } => server,
+            Origin::Agent { server, .. } => server,
         }
     }
 }

@@ -25,10 +25,12 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(4);
 
 /// Keeps a session to the public remote up until `shutdown`. `serve` gets every stream the
-/// public remote opens, with the public remote's address.
+/// public remote opens, with the link's two ends: the public remote's address, and ours (the
+/// address this agent dials out from, on the network it serves; unknown if the socket will not
+/// say).
 pub async fn run<F>(settings: AgentSettings, config: &RemoteConfig, shutdown: CancellationToken, serve: F)
 where
-    F: Fn(MuxStream, SocketAddr) + Clone + Send + 'static,
+    F: Fn(MuxStream, SocketAddr, Option<SocketAddr>) + Clone + Send + 'static,
 {
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -60,7 +62,7 @@ where
 /// One session: `Err` if it never came up, `Ok` once an established session ended.
 async fn session<F>(settings: &AgentSettings, config: &RemoteConfig, serve: F) -> Result<(), String>
 where
-    F: Fn(MuxStream, SocketAddr) + Send + 'static,
+    F: Fn(MuxStream, SocketAddr, Option<SocketAddr>) + Send + 'static,
 {
     let setup = async {
         let tcp = TcpStream::connect(settings.server.as_str())
@@ -93,7 +95,8 @@ where
         .get_ref()
         .peer_addr()
         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-    let (opener, driver) = mux::session(tunnel, yamux::Mode::Client, move |s| serve(s, server));
+    let local = tunnel.get_ref().local_addr().ok();
+    let (opener, driver) = mux::session(tunnel, yamux::Mode::Client, move |s| serve(s, server, local));
     tracing::info!(server = %settings.server, name = %settings.name, "agent registered");
     tokio::select! {
         () = driver => {}

@@ -50,8 +50,9 @@ pub fn udp_through_agent(lab: &Lab, script: &str, port: &str, transport: &str) {
 }
 
 /// SOCKS5 BIND for 10.77.3.1:0 from home: the first reply names a listener a peer inside campus
-/// can reach (the agent's, not the VPS's), the peer connects from 10.77.3.1, the second reply
-/// names it, and a line goes each way.
+/// can reach (the agent's, on the address it dials the VPS from: 10.77.2.1, not its loopback
+/// `remote.listen` nor a VPS address), the peer connects from 10.77.3.1, the second reply names
+/// it, and a line goes each way.
 pub fn bind_through_agent(lab: &mut Lab, script: &str) {
     let client = lab.spawn("home", Path::new("python3"), &[script, "bind", "1080", "10.77.3.1"]);
     assert!(
@@ -67,6 +68,9 @@ pub fn bind_through_agent(lab: &mut Lab, script: &str) {
         !host.starts_with("10.77.1.") && host != "10.77.2.2",
         "the first BIND reply names the VPS ({first}), not the agent"
     );
+    // Not the agent's loopback listen address either: a peer on another campus machine must be
+    // able to reach it.
+    assert_eq!(host, "10.77.2.1", "the agent listens where it dials the VPS from");
     let peer = lab.run("campus", "python3", &[script, "peer", "10.77.3.1", host, port]);
     let peer_out = String::from_utf8_lossy(&peer.stdout).to_string();
     assert!(
