@@ -37,12 +37,34 @@ impl Opener {
 /// Read and write buffer of a session's connection: two frames' worth.
 const SESSION_BUFFER: usize = 2 * (MAX_FRAME + 12);
 
+/// Streams a session carries at once (yamux refuses more).
+const MAX_STREAMS: usize = 1024;
+
+/// What yamux guarantees every stream: its initial receive window (`yamux::DEFAULT_CREDIT`).
+const STREAM_BASE_WINDOW: usize = 256 * 1024;
+
+/// Receive window the session may hand out beyond every stream's base window, shared by the
+/// streams that need more: yamux doubles a stream's window (never shrinking it) while the sender
+/// uses half of it in under two round trips, and takes the growth from this pool.
+///
+/// Why it exists: with no pool (the cap at exactly `MAX_STREAMS` × 256 KiB, as before issue 10's
+/// WAN bench) no window can grow, and one stream carries at most 256 KiB per round trip of the
+/// VPS<->agent link: 4.1 MB/s at 30 ms, 11 MB/s at 10 ms, against 20 MB/s on the laptop link
+/// (docs/BENCHMARKS.md, "The campus path on an emulated WAN"). 64 MiB lets a stream reach the
+/// bandwidth-delay product of a 1 Gbit/s link at up to ~250 ms (a window of 32 MiB after seven
+/// doublings) or several fast streams share it.
+const SHARED_GROWTH: usize = 64 * 1024 * 1024;
+
 fn config() -> yamux::Config {
     let mut cfg = yamux::Config::default();
-    // Each stream's window grows from 256 KiB as yamux measures the link; yamux requires the
-    // connection-wide cap to cover 256 KiB for every stream, so: 1024 streams, 256 MiB cap.
-    cfg.set_max_connection_receive_window(Some(1024 * 256 * 1024));
-    cfg.set_max_num_streams(1024);
+    // Memory: yamux buffers at most a stream's window of received bytes that its reader has not
+    // taken, and the sum over all streams is capped by the connection window, so the worst case
+    // (every stream's reader stalled while the peer fills every window) is
+    // MAX_STREAMS × 256 KiB + SHARED_GROWTH = 320 MiB per session; a stream only buffers when
+    // the socket it feeds is slower than the link, and a fully grown fast stream costs up to its
+    // window only while its reader lags.
+    cfg.set_max_num_streams(MAX_STREAMS);
+    cfg.set_max_connection_receive_window(Some(MAX_STREAMS * STREAM_BASE_WINDOW + SHARED_GROWTH));
     // One yamux frame per end-to-end tunnel chunk (up to MAX_FRAME = 65,569 bytes), rather than
     // four 16 KiB frames, or at 64 KiB a full frame plus a 34-byte one for the chunk's overhead.
     // The link's own sealing then cuts the buffered frames into 64 KiB chunks, whatever their
@@ -106,4 +128,116 @@ where
         .await
     };
     (Opener(tx), driver)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The session's flow control on a link with delay: real sockets on 127.0.0.1 joined by a
+    //! relay that holds every chunk for a fixed time, as a WAN does.
+
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::mpsc;
+    use tokio::time::Instant;
+
+    use super::*;
+
+    /// One-way delay of the test link (real time: yamux measures its RTT with std's clock).
+    const DELAY: Duration = Duration::from_millis(20);
+
+    /// Copies `from` to `to`, each chunk written DELAY after it was read.
+    async fn delayed(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+        let writer = tokio::spawn(async move {
+            while let Some((due, chunk)) = rx.recv().await {
+                tokio::time::sleep_until(due).await;
+                if to.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = from.read(&mut buf).await {
+            let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+                break;
+            };
+            if tx.send((Instant::now() + DELAY, chunk.to_vec())).is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        let _ = writer.await;
+    }
+
+    /// Two TCP connections on 127.0.0.1 joined by a delaying relay: the two ends of a 40 ms link.
+    async fn wan_pair() -> (TcpStream, TcpStream) {
+        let a_side = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b_side = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(a_side.local_addr().unwrap()).await.unwrap();
+        let (relay_a, _) = a_side.accept().await.unwrap();
+        let b = TcpStream::connect(b_side.local_addr().unwrap()).await.unwrap();
+        let (relay_b, _) = b_side.accept().await.unwrap();
+        let (ar, aw) = relay_a.into_split();
+        let (br, bw) = relay_b.into_split();
+        tokio::spawn(delayed(ar, bw));
+        tokio::spawn(delayed(br, aw));
+        (a, b)
+    }
+
+    /// A stream's window grows past yamux's initial 256 KiB on a delayed link, so one stream can
+    /// carry more than 256 KiB per round trip: the bytes written but not yet read (at most the
+    /// window) exceed it. With the connection window capped at exactly 1024 × 256 KiB (before
+    /// issue 10's WAN fix) no window could grow, and this never exceeded 256 KiB.
+    #[tokio::test]
+    async fn a_stream_window_grows_beyond_256_kib_on_a_delayed_link() {
+        let (a, b) = wan_pair().await;
+        let (in_tx, mut in_rx) = mpsc::unbounded_channel();
+        let (opener, driver_a) = session(a, yamux::Mode::Client, |_| {});
+        let (_keep, driver_b) = session(b, yamux::Mode::Server, move |s| {
+            let _ = in_tx.send(s);
+        });
+        tokio::spawn(driver_a);
+        tokio::spawn(driver_b);
+
+        const TOTAL: u64 = 24 << 20;
+        let written = Arc::new(AtomicU64::new(0));
+        let mut out = opener.open().await.unwrap();
+        let w = written.clone();
+        let sender = tokio::spawn(async move {
+            let chunk = vec![7u8; 16 * 1024];
+            while w.load(Ordering::Relaxed) < TOTAL {
+                out.write_all(&chunk).await.unwrap();
+                w.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+            out.shutdown().await.unwrap();
+        });
+        let mut inb = tokio::time::timeout(Duration::from_secs(30), in_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let (mut read, mut most_in_flight) = (0u64, 0u64);
+        let copy = async {
+            loop {
+                let n = inb.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                read += n as u64;
+                most_in_flight = most_in_flight.max(written.load(Ordering::Relaxed).saturating_sub(read));
+            }
+        };
+        // A generous bound that only catches a hang: 24 MiB at 256 KiB per 40 ms take ~4 s.
+        tokio::time::timeout(Duration::from_secs(120), copy).await.unwrap();
+        sender.await.unwrap();
+        assert_eq!(read, TOTAL);
+        assert!(
+            most_in_flight > 512 * 1024,
+            "at most {most_in_flight} bytes in flight: the stream window never grew past 256 KiB"
+        );
+    }
 }
