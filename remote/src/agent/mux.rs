@@ -50,17 +50,19 @@ const STREAM_BASE_WINDOW: usize = 256 * 1024;
 /// Why it exists: with no pool (the cap at exactly `MAX_STREAMS` × 256 KiB, as before issue 10's
 /// WAN bench) no window can grow, and one stream carries at most 256 KiB per round trip of the
 /// VPS<->agent link: 4.1 MB/s at 30 ms, 11 MB/s at 10 ms, against 20 MB/s on the laptop link
-/// (docs/BENCHMARKS.md, "The campus path on an emulated WAN"). 64 MiB lets a stream reach the
-/// bandwidth-delay product of a 1 Gbit/s link at up to ~250 ms (a window of 32 MiB after seven
-/// doublings) or several fast streams share it.
-const SHARED_GROWTH: usize = 64 * 1024 * 1024;
+/// (docs/BENCHMARKS.md, "The campus path on an emulated WAN"). Why 8 MiB and not more: a stream
+/// can then reach ~8 MiB, the bandwidth-delay product of 1 Gbit/s at ~64 ms (0.98x of the direct
+/// path at 30 ms in bench/wan.sh), while on a fast link with no delay, where yamux keeps doubling,
+/// a 64 MiB pool let windows grow so large that the bytes buffered cost ~1 CPU s/GiB more
+/// (bench/campus.sh: 7.1 against 6.1 s/GiB on an unsealed link, same day).
+const SHARED_GROWTH: usize = 8 * 1024 * 1024;
 
 fn config() -> yamux::Config {
     let mut cfg = yamux::Config::default();
     // Memory: yamux buffers at most a stream's window of received bytes that its reader has not
     // taken, and the sum over all streams is capped by the connection window, so the worst case
     // (every stream's reader stalled while the peer fills every window) is
-    // MAX_STREAMS × 256 KiB + SHARED_GROWTH = 320 MiB per session; a stream only buffers when
+    // MAX_STREAMS × 256 KiB + SHARED_GROWTH = 264 MiB per session; a stream only buffers when
     // the socket it feeds is slower than the link, and a fully grown fast stream costs up to its
     // window only while its reader lags.
     cfg.set_max_num_streams(MAX_STREAMS);
