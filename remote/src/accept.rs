@@ -185,6 +185,14 @@ where
             );
             return Err(Refusal::Silent);
         }
+        // The public remote's own requests on our link are its UDP legs and nothing else: a
+        // CONNECT or BIND always arrives as a laptop's request, sealed with the shared key. So a
+        // leaked agent key, even with the agent's dial redirected to an impostor, opens no
+        // TCP connection inside the agent's network.
+        Party::PublicRemote if request.header.command != Command::UdpOverTcp => {
+            tracing::warn!(%peer, "request with our agent key that is not a UDP leg: ignored");
+            return Err(Refusal::Silent);
+        }
         Party::Client | Party::PublicRemote => {}
     }
     Ok((request, party))
@@ -212,5 +220,74 @@ async fn dispatch<S: Connection>(request: Request, stream: S, shared: &Shared) {
             RemoteAction::Direct => bind::serve(request, stream, shared).await,
         },
         Command::UdpOverTcp => udp::tcp::serve(request, stream, shared).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::net::TcpListener;
+    use tokio_util::sync::CancellationToken;
+    use warren_common::config::{RawConfig, RemoteConfig};
+    use warren_common::proto::header::RequestHeader;
+    use warren_common::proto::status::Status;
+    use warren_common::tunnel::PendingTunnel;
+
+    use super::*;
+
+    /// On an agent's link, a request sealed with the agent's own key is the public remote's, and
+    /// only its UDP legs may use it: a CONNECT under that key opens nothing, while the same
+    /// CONNECT under the shared key (a laptop's, forwarded) is served. A leaked agent key with the
+    /// agent's dial redirected to an impostor therefore reaches no TCP service inside campus.
+    #[tokio::test]
+    async fn on_an_agent_link_the_agent_key_opens_no_connect() {
+        let (key, agent_key) = (Key::generate(), Key::generate());
+        let yaml = format!(
+            "key: '{}'\nremote:\n  listen: '127.0.0.1:0'\n  handshake_timeout: 2\n  acl: [ {{ allow: '127.0.0.1/32' }} ]\n  \
+             agent: {{ server: '127.0.0.1:9', name: campus, key: '{}' }}",
+            key.to_base64(),
+            agent_key.to_base64()
+        );
+        let config = RemoteConfig::try_from(&RawConfig::from_yaml(&yaml, "t").expect("yaml")).expect("config");
+        let shared = Arc::new(Shared::new(
+            config,
+            CancellationToken::new(),
+            unix_now().saturating_sub(600),
+        ));
+        let target = TcpListener::bind("127.0.0.1:0").await.expect("target");
+        let to = Address::Ip(target.local_addr().expect("addr"));
+        let origin = Origin::Agent {
+            server: "127.0.0.1:9".parse().expect("addr"),
+            local: None,
+        };
+        let connect = |sealing: Key| {
+            let (ours, theirs) = tokio::io::duplex(1 << 16);
+            tokio::spawn(serve(theirs, origin, shared.clone(), Admission::uncounted()));
+            let header = RequestHeader::connect(to.clone(), unix_now());
+            async move {
+                let pending = PendingTunnel::send_request(ours, &sealing, &header, b"").await?;
+                let bounded = tokio::time::timeout(Duration::from_secs(30), pending.read_response());
+                bounded
+                    .await
+                    .map_err(|_| HandshakeError::Closed)?
+                    .map(|(r, _)| r.status)
+            }
+        };
+        let refused = connect(agent_key).await;
+        assert!(matches!(refused, Err(HandshakeError::Closed)), "{refused:?}");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1), target.accept())
+                .await
+                .is_err(),
+            "the agent key's CONNECT reached its target"
+        );
+        let served = connect(key).await;
+        assert!(matches!(served, Ok(Status::Succeeded)), "{served:?}");
+        let reached = tokio::time::timeout(Duration::from_secs(30), target.accept()).await;
+        assert!(
+            reached.is_ok_and(|r| r.is_ok()),
+            "the laptop's CONNECT reaches its target"
+        );
     }
 }

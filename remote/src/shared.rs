@@ -2,6 +2,8 @@
 //! and where a tunnel connection came from.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 use tokio_util::sync::CancellationToken;
@@ -22,6 +24,8 @@ pub struct Shared {
     pub started: u64,
     /// Reverse-tunnel agents connected to this remote, by name.
     pub agents: Registry,
+    /// UDP legs to agents open now (agent/udp.rs caps them).
+    pub udp_legs: Arc<AtomicUsize>,
     /// Whether any route leads to an agent, so requests must be kept as they arrived.
     pub forwards: bool,
     /// How long this server holds a refused connection (its factor is picked at start).
@@ -42,6 +46,7 @@ impl Shared {
             replay: Mutex::new(ReplayFilter::since(started)),
             started,
             agents: Registry::default(),
+            udp_legs: Arc::default(),
             forwards,
             hold: Hold::new(&mut rand::thread_rng()),
             shutdown,

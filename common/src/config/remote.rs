@@ -130,7 +130,7 @@ impl RemoteConfig {
         Ok(RemoteConfig {
             acl: acl(remote)?,
             routes: remote_routes(remote, &agents)?,
-            agent: agent_settings(&key, remote)?,
+            agent: agent_settings(&key, &agents, remote)?,
             agents,
             key,
             listen,
@@ -239,7 +239,11 @@ fn agent_entries(shared: &Key, remote: &RawRemote) -> Result<Vec<AgentEntry>, Co
     Ok(entries)
 }
 
-fn agent_settings(shared: &Key, remote: &RawRemote) -> Result<Option<AgentSettings>, ConfigError> {
+fn agent_settings(
+    shared: &Key,
+    agents: &[AgentEntry],
+    remote: &RawRemote,
+) -> Result<Option<AgentSettings>, ConfigError> {
     let Some(agent) = &remote.agent else { return Ok(None) };
     let server = agent
         .server
@@ -252,9 +256,18 @@ fn agent_settings(shared: &Key, remote: &RawRemote) -> Result<Option<AgentSettin
         .name
         .as_deref()
         .ok_or_else(|| invalid("remote.agent.name", "missing"))?;
+    let key = own_key("remote.agent.key", agent.key.as_deref(), shared)?;
+    // A remote that is an agent and also accepts agents: its upstream (which holds our key) must
+    // not be able to register here as one of them, nor they pose as our upstream.
+    if let Some(other) = agents.iter().find(|a| a.key == key) {
+        return Err(invalid(
+            "remote.agent.key",
+            format!("is also remote.agents.{}.key: each agent needs its own key", other.name),
+        ));
+    }
     Ok(Some(AgentSettings {
         server,
         name: agent_name("remote.agent.name", name)?,
-        key: own_key("remote.agent.key", agent.key.as_deref(), shared)?,
+        key,
     }))
 }

@@ -158,6 +158,10 @@ fn agent_keys_are_checked() {
         "  agent: {{ server: 'vps:8388', name: campus, key: '{KEY}' }}"
     ))
     .starts_with("remote.agent.key: is the shared `key`"));
+    assert!(e(&format!(
+        "  agents: {{ lab: {{ key: '{a}' }} }}\n  agent: {{ server: 'vps:8388', name: campus, key: '{a}' }}"
+    ))
+    .starts_with("remote.agent.key: is also remote.agents.lab.key"));
     let agent = section(&format!("  agent: {{ server: 'vps:8388', name: campus, key: '{a}' }}")).unwrap();
     assert_eq!(agent.agent.map(|s| s.key.to_base64()), Some(a));
 }

@@ -23,6 +23,8 @@ use super::mux::{self, MuxStream};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(4);
+/// A session that lasted this long was up, not a failed attempt: the backoff starts over.
+const STABLE: Duration = Duration::from_secs(5);
 
 /// Keeps a session to the public remote up until `shutdown`. `serve` gets every stream the
 /// public remote opens, with the link's two ends: the public remote's address, and ours (the
@@ -38,19 +40,23 @@ where
             r = session(&settings, config, serve.clone()) => r,
             () = shutdown.cancelled() => return,
         };
-        let wait = backoff.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
         match outcome {
-            Ok(()) => {
-                backoff = BACKOFF_MIN;
+            Ok(lasted) => {
+                // Only a session that held resets the backoff: one that dies at once (a link
+                // that breaks on the first bytes) must not make us redial every 200 ms.
+                if lasted >= STABLE {
+                    backoff = BACKOFF_MIN;
+                }
                 tracing::warn!(server = %settings.server, "agent session ended; reconnecting");
             }
             Err(e) => tracing::warn!(
                 server = %settings.server,
                 name = %settings.name,
-                retry_ms = wait.as_millis() as u64,
+                retry_ms = backoff.as_millis() as u64,
                 "agent not registered: {e}; retrying"
             ),
         }
+        let wait = backoff.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
         backoff = (backoff * 2).min(BACKOFF_MAX);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
@@ -59,8 +65,9 @@ where
     }
 }
 
-/// One session: `Err` if it never came up, `Ok` once an established session ended.
-async fn session<F>(settings: &AgentSettings, config: &RemoteConfig, serve: F) -> Result<(), String>
+/// One session: `Err` if it never came up, `Ok(how long it was up)` once an established session
+/// ended.
+async fn session<F>(settings: &AgentSettings, config: &RemoteConfig, serve: F) -> Result<Duration, String>
 where
     F: Fn(MuxStream, SocketAddr, Option<SocketAddr>) + Send + 'static,
 {
@@ -98,9 +105,10 @@ where
     let local = tunnel.get_ref().local_addr().ok();
     let (opener, driver) = mux::session(tunnel, yamux::Mode::Client, move |s| serve(s, server, local));
     tracing::info!(server = %settings.server, name = %settings.name, "agent registered");
+    let up = tokio::time::Instant::now();
     tokio::select! {
         () = driver => {}
         () = heartbeat::beat(&opener) => tracing::warn!(server = %settings.server, "heartbeat lost"),
     }
-    Ok(())
+    Ok(up.elapsed())
 }

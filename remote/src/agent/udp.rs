@@ -16,6 +16,8 @@
 //! writes from a bounded queue and reads into another, and a full queue drops datagrams.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,6 +37,12 @@ use crate::shared::Shared;
 /// Datagrams queued towards one agent, and answers queued from all of an association's legs,
 /// before new ones are dropped.
 const QUEUE: usize = 128;
+
+/// UDP legs this remote keeps open at once, over all agents and associations. Each is a stream
+/// of an agent's session, which carries at most 1024 (agent/mux.rs): without a cap, one client
+/// opening many associations could take every stream and fail the CONNECTs routed to the
+/// agent. A datagram that would open a leg past the cap is dropped (logged).
+const MAX_LEGS: usize = 256;
 
 /// One association's legs to agents, by agent name, and the answers they bring back.
 pub struct AgentLegs {
@@ -65,23 +73,30 @@ impl AgentLegs {
         if let Some(leg) = self.legs.get(name).filter(|leg| !leg.is_closed()) {
             return leg.try_send(frame).is_ok();
         }
-        let (Some(opener), Some(agent)) = (
+        let (Some(opener), Some(agent_key)) = (
             shared.agents.get(name),
-            shared.config.agents.iter().find(|a| a.name == name),
+            shared
+                .config
+                .agents
+                .iter()
+                .find(|a| a.name == name)
+                .map(|a| a.key.clone()),
         ) else {
             tracing::debug!(agent = %name, %target, "UDP datagram routed via an agent that is not connected: dropped");
+            return false;
+        };
+        let Some(slot) = LegSlot::take(&shared.udp_legs) else {
+            tracing::warn!(agent = %name, %target, "UDP legs to agents at their cap ({MAX_LEGS}): datagram dropped");
             return false;
         };
         let (leg, outbound) = mpsc::channel(QUEUE);
         let sent = leg.try_send(frame).is_ok();
         let connect = shared.config.timeouts.connect;
-        tokio::spawn(run_leg(
-            opener,
-            agent.key.clone(),
-            outbound,
-            self.answers_tx.clone(),
-            connect,
-        ));
+        let answers = self.answers_tx.clone();
+        tokio::spawn(async move {
+            run_leg(opener, agent_key, outbound, answers, connect).await;
+            drop(slot);
+        });
         self.legs.insert(name.to_string(), leg);
         sent
     }
@@ -97,6 +112,23 @@ impl AgentLegs {
             // Unreachable while `self` holds a sender; wait rather than spin.
             None => std::future::pending().await,
         }
+    }
+}
+
+/// One open leg counted against [`MAX_LEGS`]; freed when dropped.
+struct LegSlot(Arc<AtomicUsize>);
+
+impl LegSlot {
+    fn take(open: &Arc<AtomicUsize>) -> Option<LegSlot> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_LEGS).then_some(n + 1))
+            .ok()
+            .map(|_| LegSlot(open.clone()))
+    }
+}
+
+impl Drop for LegSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
