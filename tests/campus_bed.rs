@@ -47,6 +47,7 @@ pub async fn start_vps_routes(key: &str, agent_key: &str, listen: SocketAddr, ro
     let listener = listener.expect("bind the VPS address");
     let addr = listener.local_addr().expect("VPS addr");
     let shutdown = CancellationToken::new();
+    watch_panics();
     let task = tokio::spawn(warren_remote::run(listener, config, shutdown.clone()));
     Server { addr, shutdown, task }
 }

@@ -32,11 +32,46 @@ pub struct Server {
 }
 
 impl Server {
-    /// Signals shutdown and waits for the server to drain and return.
+    /// Signals shutdown and waits for the server to drain and return; fails the test if any
+    /// warren code panicked meanwhile (see [`watch_panics`]).
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
+        assert_no_warren_panics();
     }
+}
+
+/// Panics raised in warren's own code (common/, local/, remote/) since this test binary began.
+static WARREN_PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts panics in warren's code, however they are caught. A connection handler's panic ends
+/// only its own task (tokio catches it), so a test expecting "closed without an answer" would
+/// pass on a crash; every server the harness starts installs this, and [`Server::stop`] fails
+/// the test on any. Panics in the tests themselves (assertions) are not counted.
+pub fn watch_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let file = info.location().map(|l| l.file()).unwrap_or("");
+            if ["common/src/", "local/src/", "remote/src/"]
+                .iter()
+                .any(|dir| file.contains(dir))
+            {
+                WARREN_PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            default(info);
+        }));
+    });
+}
+
+/// Fails the test if warren's code has panicked in this test binary (see [`watch_panics`]).
+pub fn assert_no_warren_panics() {
+    let n = WARREN_PANICS.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        n, 0,
+        "warren code panicked {n} time(s) in this test binary (see the panic messages above)"
+    );
 }
 
 /// Awaits `fut`, failing the test with `what` if it takes more than `secs` seconds: a bound on
@@ -137,6 +172,7 @@ pub async fn start_remote_since(key: &str, extra: &str, started: u64) -> Server 
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind remote");
     let addr = listener.local_addr().expect("remote addr");
     let shutdown = CancellationToken::new();
+    watch_panics();
     let task = tokio::spawn(warren_remote::run_since(listener, config, shutdown.clone(), started));
     Server { addr, shutdown, task }
 }
@@ -151,6 +187,7 @@ pub async fn start_local(key: &str, remote: SocketAddr, extra: &str) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind local");
     let addr = listener.local_addr().expect("local addr");
     let shutdown = CancellationToken::new();
+    watch_panics();
     let task = tokio::spawn(warren_local::run(listener, config, shutdown.clone()));
     Server { addr, shutdown, task }
 }
@@ -164,6 +201,7 @@ pub async fn start_local_yaml(yaml: &str) -> (Server, Arc<warren_local::Health>)
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind local");
     let addr = listener.local_addr().expect("local addr");
     let shutdown = CancellationToken::new();
+    watch_panics();
     let task = tokio::spawn(warren_local::serve(listener, config, health.clone(), shutdown.clone()));
     (Server { addr, shutdown, task }, health)
 }
@@ -314,8 +352,22 @@ pub async fn socks5_connect(
 pub async fn curl(args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
-        std::process::Command::new("curl")
-            .args(["--silent", "--show-error", "--max-time", "30"])
+        let mut cmd = std::process::Command::new("curl");
+        // The tests say which proxy curl uses: a proxy (or a no_proxy naming 127.0.0.1) from the
+        // environment would send it elsewhere, or past warren straight to the target.
+        for var in [
+            "http_proxy",
+            "HTTP_PROXY",
+            "https_proxy",
+            "HTTPS_PROXY",
+            "all_proxy",
+            "ALL_PROXY",
+            "no_proxy",
+            "NO_PROXY",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.args(["--silent", "--show-error", "--max-time", "30"])
             .args(&args)
             .output()
             .expect("curl must be installed (apt-get install -y curl)")
