@@ -96,6 +96,9 @@ enum Mode {
     Flip,
     /// Do not reach the VPS: play the agent these recorded VPS bytes instead.
     Replay(Vec<u8>),
+    /// Relay the registration, then drop everything the VPS sends, without closing anything: a
+    /// link gone silent, which only the heartbeat can notice.
+    Blackhole,
 }
 
 /// A relay between the agent and the VPS that holds the agent's key only to find the end of
@@ -110,6 +113,8 @@ struct Mitm {
     tampered: watch::Receiver<usize>,
     /// The open sessions' tasks: aborting them cuts the link.
     sessions: Arc<Mutex<JoinSet<()>>>,
+    /// Connections the agent has made through the relay so far.
+    dialled: watch::Receiver<usize>,
 }
 
 impl Mitm {
@@ -123,8 +128,10 @@ impl Mitm {
         let tampered_tx = Arc::new(tampered_tx);
         let sessions = Arc::new(Mutex::new(JoinSet::new()));
         let (m, r, s) = (mode.clone(), recorded.clone(), sessions.clone());
+        let (dialled_tx, dialled) = watch::channel(0usize);
         tokio::spawn(async move {
             while let Ok((agent, _)) = listener.accept().await {
+                dialled_tx.send_modify(|n| *n += 1);
                 let mode = m.lock().unwrap().clone();
                 let session = session(agent, vps, mode, key.clone(), r.clone(), tampered_tx.clone());
                 s.lock().unwrap().spawn(session);
@@ -136,6 +143,7 @@ impl Mitm {
             recorded,
             tampered,
             sessions,
+            dialled,
         }
     }
 
@@ -202,6 +210,12 @@ async fn session(
                 return;
             }
             tampered.send_modify(|t| *t += 1);
+        }
+        if let Mode::Blackhole = mode {
+            tampered.send_modify(|t| *t += 1);
+            let mut sink = vec![0u8; 65536];
+            while matches!(vps_r.read(&mut sink).await, Ok(n) if n > 0) {}
+            return;
         }
         let mut flipped_once = false;
         let mut buf = vec![0u8; 65536];
@@ -345,6 +359,40 @@ async fn a_man_in_the_middle_cannot_make_the_agent_execute_anything() {
     mitm.cut(Mode::Pass);
     let up = echo_until(c.local.addr, c.intranet.addr, b"healed", Duration::from_secs(60));
     within(70, "the link heals", up).await.expect("agent back");
+    c.agent.stop().await;
+    c.local.stop().await;
+    c.vps.stop().await;
+}
+
+#[tokio::test]
+async fn a_link_gone_silent_is_noticed_by_the_heartbeat_and_redialled() {
+    let slot = Arc::new(Mutex::new(None::<Mitm>));
+    let fill = slot.clone();
+    let c = campus_dialing_with_key(move |vps, agent_key| async move {
+        let mitm = Mitm::start(vps, &agent_key).await;
+        let addr = mitm.addr;
+        *fill.lock().unwrap() = Some(mitm);
+        addr
+    })
+    .await;
+    let mitm = slot.lock().unwrap().take().expect("relay started");
+    c.wait_for_agent().await;
+
+    // The next session registers, then the VPS's bytes stop arriving; no FIN, no RST.
+    mitm.cut(Mode::Blackhole);
+    mitm.tampered_at_least(1).await;
+    let dialled = *mitm.dialled.borrow();
+    *mitm.mode.lock().unwrap() = Mode::Pass;
+
+    // Nothing closes that connection: only the agent's heartbeat can tell it is dead. It must
+    // redial by itself (the VPS frees the name when the agent's side closes), and the intranet
+    // answers again.
+    let mut rx = mitm.dialled.clone();
+    within(90, "the agent redials a silent link", rx.wait_for(|n| *n > dialled))
+        .await
+        .expect("relay running");
+    let up = echo_until(c.local.addr, c.intranet.addr, b"after", Duration::from_secs(60));
+    within(70, "the intranet answers again", up).await.expect("healed");
     c.agent.stop().await;
     c.local.stop().await;
     c.vps.stop().await;
