@@ -7,8 +7,10 @@
 //! removed), send it (as the tunnel's first chunk when the tunnel is new), then at once copy the
 //! request body to the origin and the response back to the client, each framed by its
 //! Content-Length or chunked coding (forwarded unchanged) or, for a response, the origin's
-//! close. Interim 1xx responses (100 Continue) pass through. Every read and write has the idle
-//! timeout as its deadline.
+//! close. Interim 1xx responses (100 Continue) pass through to HTTP/1.1 clients only (RFC 9110
+//! §15.2). A reused tunnel found closed is retried once only for an idempotent request without
+//! a body (RFC 9112 §9.3.1.1). Every read and write has the idle timeout as its deadline; a
+//! tunnel given up is closed with its end-of-stream chunk ([`close`]).
 
 use std::time::Duration;
 use warren_common::proto::Encode;

@@ -1,4 +1,4 @@
-//! The HTTP proxy front end: a client whose first byte was an upper-case letter. One request
+//! The HTTP proxy front end: a client whose first byte was a letter or a line end. One request
 //! head after another (keep-alive) is read under deadlines and sent to its room:
 //!
 //! ```text
