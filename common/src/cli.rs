@@ -2,7 +2,7 @@
 //! only its flags, how they override its config section, and its ready line.
 //!
 //! ```text
-//! log setup ─> raise the open-files limit ─> config ─> runtime ─> bind ─> signal handlers
+//! log setup (an unknown level: exit 2) ─> raise the open-files limit ─> config ─> runtime ─> bind ─> signal handlers
 //!   ─> ready line ─> run(listener, config, shutdown) ─> "stopped", exit 0
 //! any error on the way: "warren-X: error: <message>: <cause>..." on stderr, exit 2
 //! ```
@@ -43,6 +43,8 @@ impl ServerConfig for RemoteConfig {
 #[derive(Debug, thiserror::Error)]
 enum StartError {
     #[error(transparent)]
+    Log(#[from] crate::logging::LogError),
+    #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("starting the async runtime")]
     Runtime(#[source] std::io::Error),
@@ -79,8 +81,11 @@ where
     C: ServerConfig,
     F: Future<Output = ()>,
 {
-    crate::logging::init(binary.log_level.as_deref());
-    match start(binary.config.as_deref(), flags, ready, run) {
+    // An unknown --log-level or RUST_LOG stops the binary: it used to silence every line.
+    let started = crate::logging::init(binary.log_level.as_deref())
+        .map_err(StartError::from)
+        .and_then(|()| start(binary.config.as_deref(), flags, ready, run));
+    match started {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}: error: {}", binary.name, with_causes(&e));
@@ -147,10 +152,11 @@ mod tests {
             with_causes(&StartError::Runtime(io())),
             "starting the async runtime: address in use"
         );
+        // The config error's cause is printed once (it used to be twice).
         let e = StartError::from(ConfigError::Read {
             path: "x.yaml".into(),
-            source: io(),
+            cause: io(),
         });
-        assert_eq!(with_causes(&e), "cannot read x.yaml: address in use: address in use");
+        assert_eq!(with_causes(&e), "cannot read x.yaml: address in use");
     }
 }

@@ -1,17 +1,103 @@
 //! Logging setup: `tracing` to stderr. `--log-level` wins over `RUST_LOG`; the default is info.
+//!
+//! The value is checked before use: `tracing`'s own filter reads an unknown word such as
+//! `warning` as a *target* name, which silenced every line without a word of warning. Here a
+//! value is comma-separated directives, each a level or `target=level`, with the level one of
+//! [`LEVELS`] (any case; `warning` is taken as `warn`); anything else stops the binary.
 
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init(level: Option<&str>) {
-    let filter = match level {
-        Some(level) => EnvFilter::new(level),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+/// The levels a `--log-level` or `RUST_LOG` directive may name, as the error lists them.
+pub const LEVELS: &str = "error, warn (or warning), info, debug, trace, off";
+
+/// Why logging was not set up: the binary prints it and exits 2.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The filter names no known level.
+    #[error("{origin} {value:?} is not a log level: expected one of {LEVELS}, or target=level directives separated by commas")]
+    Invalid {
+        /// `--log-level` or `RUST_LOG`.
+        origin: &'static str,
+        value: String,
+    },
+}
+
+/// The canonical name of a level word, if it is one (`warning` is `warn`).
+fn level(word: &str) -> Option<&'static str> {
+    Some(match word.trim().to_ascii_lowercase().as_str() {
+        "error" => "error",
+        "warn" | "warning" => "warn",
+        "info" => "info",
+        "debug" => "debug",
+        "trace" => "trace",
+        "off" => "off",
+        _ => return None,
+    })
+}
+
+/// `value` as `tracing` filter directives with canonical level names, or `None` if a
+/// directive is neither a level nor `target=level`, or there is none.
+pub fn directives(value: &str) -> Option<String> {
+    let mut out = Vec::new();
+    for directive in value.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        match directive.rsplit_once('=') {
+            Some((target, word)) if !target.trim().is_empty() => {
+                out.push(format!("{}={}", target.trim(), level(word)?));
+            }
+            Some(_) => return None,
+            None => out.push(level(directive)?.to_owned()),
+        }
+    }
+    (!out.is_empty()).then(|| out.join(","))
+}
+
+/// Sets up logging to stderr from `level` (`--log-level`), else `RUST_LOG`, else info.
+pub fn init(level: Option<&str>) -> Result<(), LogError> {
+    let (origin, value) = match level {
+        Some(level) => ("--log-level", level.to_owned()),
+        None => match std::env::var("RUST_LOG") {
+            Ok(value) if !value.trim().is_empty() => ("RUST_LOG", value),
+            Ok(_) | Err(std::env::VarError::NotPresent) => ("default", "info".to_owned()),
+            Err(std::env::VarError::NotUnicode(value)) => {
+                let value = value.to_string_lossy().into_owned();
+                return Err(LogError::Invalid {
+                    origin: "RUST_LOG",
+                    value,
+                });
+            }
+        },
     };
+    let invalid = || LogError::Invalid {
+        origin,
+        value: value.clone(),
+    };
+    let filter = directives(&value)
+        .and_then(|d| EnvFilter::try_new(d).ok())
+        .ok_or_else(invalid)?;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::directives;
+
+    #[test]
+    fn levels_and_target_directives_are_checked() {
+        assert_eq!(directives("warning").as_deref(), Some("warn"));
+        assert_eq!(directives("INFO").as_deref(), Some("info"));
+        assert_eq!(
+            directives("info, warren_local=Debug").as_deref(),
+            Some("info,warren_local=debug")
+        );
+        for bad in ["", "warnings", "verbose", "warren_local", "=info", "warren_local=loud"] {
+            assert_eq!(directives(bad), None, "{bad:?}");
+        }
+    }
 }

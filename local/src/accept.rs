@@ -6,6 +6,8 @@
 //! 0x05        SOCKS5 (RFC 1928)          → socks5::serve
 //! 0x04        SOCKS4 / SOCKS4a           → socks4::serve
 //! 'A'..='Z'   HTTP/1.x proxy request     → http::serve (CONNECT, GET http://…, /proxy.pac)
+//! 'a'..='z'   the same: methods are case-sensitive tokens (RFC 9110 §9.1), forwarded as sent
+//! CR, LF      the same: empty lines before the request line are ignored (RFC 9112 §2.2)
 //! other       closed without an answer
 //! ```
 //!
@@ -59,7 +61,9 @@ async fn dispatch(client: TcpStream, peer: SocketAddr, config: &LocalConfig, hea
             socks4::serve(client, config, &outbounds).await;
         }
         // HTTP names its protocol once the request says what it is (`http-connect`).
-        b'A'..=b'Z' => http::serve(client, config, &outbounds).await,
+        // Lower case and CR/LF too: the HTTP front end answers what it does not take (400)
+        // rather than closing silently.
+        b'A'..=b'Z' | b'a'..=b'z' | b'\r' | b'\n' => http::serve(client, config, &outbounds).await,
         other => tracing::debug!("first byte {other:#04x} is neither SOCKS nor HTTP: closing"),
     }
 }

@@ -22,7 +22,8 @@ struct Args {
     /// Cap on concurrent connections; overrides local.max_connections.
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
-    /// Log filter (error, warn, info, debug, trace, or a RUST_LOG-style directive); wins over RUST_LOG.
+    /// Log filter: error, warn (or warning), info, debug, trace, off, or target=level directives;
+    /// wins over RUST_LOG. Anything else (or a bad RUST_LOG) exits 2.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
 }

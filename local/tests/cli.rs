@@ -140,6 +140,64 @@ fn config_errors_exit_2_before_binding_and_name_the_field() {
     TcpListener::bind(listen).expect("the port is free again");
 }
 
+// An unknown --log-level or RUST_LOG exits 2 naming the accepted levels (it used to silence
+// every log line); `warning` is taken as `warn` (the run gets as far as binding); and a config
+// error's cause is printed once (it used to be printed twice).
+#[test]
+fn bad_log_levels_exit_2_and_config_errors_print_once() {
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = held.local_addr().unwrap();
+    let config = |extra: &str| {
+        let yaml = format!(
+            "key: \"{}\"\nlocal:\n  listen: \"{listen}\"\n  remote: \"127.0.0.1:9\"\n{extra}",
+            key()
+        );
+        config_file(&yaml).to_str().unwrap().to_owned()
+    };
+    let good = config("");
+    let accepted = "expected one of error, warn (or warning), info, debug, trace, off";
+
+    for level in ["loud", "warnings", "warren_local"] {
+        let (status, log) = Proc::spawn(BIN, &["--log-level", level, "-c", &good]).wait_exit();
+        assert_eq!(status.code(), Some(2), "--log-level {level}: {log}");
+        assert!(
+            log.contains(&format!("--log-level \"{level}\" is not a log level")),
+            "{log}"
+        );
+        assert!(log.contains(accepted), "{log}");
+    }
+    let out = std::process::Command::new(BIN)
+        .args(["-c", &good])
+        .env("RUST_LOG", "verbose")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("RUST_LOG \"verbose\" is not a log level") && log.contains(accepted),
+        "{log}"
+    );
+
+    // `warning` passes the log setup: the run fails only at binding the held port.
+    let (status, log) = Proc::spawn(BIN, &["--log-level", "warning", "-c", &good]).wait_exit();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains(&format!("cannot listen on {listen}")), "{log}");
+
+    // Each config error's cause appears once.
+    let missing = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("no-such-config.yaml");
+    let missing = missing.to_str().unwrap();
+    let colour = config("  colour: blue\n");
+    for (args, cause) in [
+        (["-c", missing], "No such file or directory"),
+        (["-c", colour.as_str()], "unknown field `colour`"),
+    ] {
+        let (status, log) = Proc::spawn(BIN, &args).wait_exit();
+        assert_eq!(status.code(), Some(2), "{log}");
+        assert_eq!(log.matches(cause).count(), 1, "printed once: {log}");
+    }
+    drop(held);
+}
+
 // SIGTERM and SIGINT each stop the server with exit code 0 and a "stopped" log line.
 #[test]
 fn sigterm_and_sigint_exit_0() {

@@ -4,12 +4,15 @@
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The config file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    /// The YAML does not parse, or has an unknown or mistyped field (serde names it).
-    #[error("{path}: {source}")]
-    Syntax { path: String, source: serde_yaml::Error },
+    /// The config file could not be read. The cause is part of the message and deliberately
+    /// not a `source` (a field named `source` would be one): the binaries print an error's
+    /// sources after it, which printed the cause twice.
+    #[error("cannot read {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
+    /// The YAML does not parse, or has an unknown or mistyped field (serde names it); the
+    /// cause is in the message, not a `source`, as for `Read`.
+    #[error("{path}: {cause}")]
+    Syntax { path: String, cause: serde_yaml::Error },
     /// A field is missing or has an invalid value.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },

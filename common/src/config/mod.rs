@@ -57,18 +57,18 @@ impl RawConfig {
         if text.trim().is_empty() {
             return Ok(RawConfig::default());
         }
-        serde_yaml::from_str(text).map_err(|source| ConfigError::Syntax {
+        serde_yaml::from_str(text).map_err(|cause| ConfigError::Syntax {
             path: path.to_owned(),
-            source,
+            cause,
         })
     }
 
     /// Reads and parses the file at `path`.
     pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: shown.clone(),
-            source,
+            cause,
         })?;
         RawConfig::from_yaml(&text, &shown)
     }

@@ -7,14 +7,16 @@
 //! removed), send it (as the tunnel's first chunk when the tunnel is new), then at once copy the
 //! request body to the origin and the response back to the client, each framed by its
 //! Content-Length or chunked coding (forwarded unchanged) or, for a response, the origin's
-//! close. Interim 1xx responses (100 Continue) pass through. Every read and write has the idle
-//! timeout as its deadline.
+//! close. Interim 1xx responses (100 Continue) pass through to HTTP/1.1 clients only (RFC 9110
+//! §15.2). A reused tunnel found closed is retried once only for an idempotent request without
+//! a body (RFC 9112 §9.3.1.1). Every read and write has the idle timeout as its deadline; a
+//! tunnel given up is closed with its end-of-stream chunk ([`close`]).
 
 use std::time::Duration;
 use warren_common::proto::Encode;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warren_common::proto::address::Address;
 use warren_common::proto::http::{BodyLength, Header, RequestHead, ResponseHead};
@@ -30,6 +32,31 @@ pub struct Upstream {
     stream: Outbound,
     /// Bytes read from the origin and not yet forwarded.
     buf: BytesMut,
+}
+
+/// Longest a closed tunnel waits for the remote's end-of-stream chunk (see [`close`]).
+const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
+/// Ends the tunnel in `upstream`, if any, the way a finished exchange should: with its
+/// end-of-stream chunk (a shutdown), then waiting (in the background, at most
+/// [`CLOSE_LINGER`] or the idle timeout) for the remote's own, so that warren-remote logs
+/// the connection as `end=closed` rather than as a tunnel cut without an end-of-stream chunk.
+pub fn close(upstream: &mut Option<Upstream>, idle: Duration) {
+    let Some(mut up) = upstream.take() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let linger = async {
+            up.stream.shutdown().await?;
+            // Unread response bytes do not matter any more: read to the remote's end.
+            let mut sink = [0u8; 4096];
+            while up.stream.read(&mut sink).await? > 0 {}
+            Ok::<(), std::io::Error>(())
+        };
+        if let Ok(Err(e)) = tokio::time::timeout(CLOSE_LINGER.min(idle), linger).await {
+            tracing::debug!("tunnel of a finished HTTP exchange closed uncleanly: {e}");
+        }
+    });
 }
 
 /// An absolute-form request and its parsed target.
@@ -50,8 +77,16 @@ struct Meta {
     is_head: bool,
     /// The client wants its connection kept open after this exchange.
     keep_alive: bool,
-    /// The client's HTTP/1.x minor version (an HTTP/1.0 client is told `keep-alive` explicitly).
+    /// The client's HTTP/1.x minor version (an HTTP/1.0 client is told `keep-alive` explicitly,
+    /// and is never sent a 1xx: RFC 9110 §15.2).
     minor: u8,
+}
+
+/// Whether `method` is idempotent (RFC 9110 §9.2.2: the safe GET, HEAD, OPTIONS and TRACE, plus
+/// PUT and DELETE; methods are case-sensitive, §9.1). Only such a request may be sent again on
+/// a fresh tunnel after a reused one broke (RFC 9112 §9.3.1.1); any other one gets a 502.
+fn idempotent(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
 }
 
 /// What the client connection does after a request.
@@ -122,11 +157,12 @@ pub async fn forward(
     let idle = outbounds.idle();
 
     if upstream.as_ref().is_some_and(|u| u.address != address) {
-        *upstream = None;
+        close(upstream, idle);
     }
-    // A reused tunnel may turn out closed by the origin; a request without a body is then
-    // sent again once on a fresh tunnel.
-    let mut may_retry = body == BodyLength::Fixed(0);
+    // A reused tunnel may turn out closed by the origin; an idempotent request without a body
+    // is then sent again once on a fresh tunnel (RFC 9112 §9.3.1.1: never a POST or PATCH,
+    // which the origin may have acted on before it closed).
+    let mut may_retry = body == BodyLength::Fixed(0) && idempotent(&meta.method);
     loop {
         let reused = upstream.is_some();
         match upstream {
@@ -138,7 +174,7 @@ pub async fn forward(
                 })
                 .await;
                 if sent.is_err() {
-                    *upstream = None;
+                    close(upstream, idle);
                     if may_retry {
                         may_retry = false;
                         continue;
@@ -175,12 +211,12 @@ pub async fn forward(
             } => {
                 tracing::info!(peer = %outbounds.peer(), target = %address, method = %meta.method, status, reused, "HTTP request forwarded");
                 if !keep_upstream {
-                    *upstream = None;
+                    close(upstream, idle);
                 }
                 return if keep_client { Next::KeepAlive } else { Next::Close };
             }
             Exchange::Stale if reused && may_retry => {
-                *upstream = None;
+                close(upstream, idle);
                 may_retry = false;
             }
             Exchange::Stale => {
@@ -243,7 +279,9 @@ async fn exchange(
     }
 }
 
-/// Reads the origin's response (interim ones first) and forwards it to the client.
+/// Reads the origin's response (interim ones first) and forwards it to the client. Interim
+/// responses go to an HTTP/1.1 client only: a proxy MUST NOT forward a 1xx to an HTTP/1.0
+/// client (RFC 9110 §15.2), which gets the final response alone.
 async fn forward_response<R, W>(
     up: &mut R,
     up_buf: &mut BytesMut,
@@ -256,10 +294,13 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut sent_any = false;
+    // A response byte arrived (even an interim response not forwarded): the request reached
+    // the origin, so the exchange is no longer stale and is never retried.
+    let mut got_any = false;
     let mut head = loop {
         let head: ResponseHead = match within(idle, read_head(up, up_buf)).await {
             Ok(head) => head,
-            Err(HttpError::Closed | HttpError::Io(_)) if up_buf.is_empty() && !sent_any => return Exchange::Stale,
+            Err(HttpError::Closed | HttpError::Io(_)) if up_buf.is_empty() && !got_any => return Exchange::Stale,
             Err(HttpError::TimedOut) if !sent_any => {
                 return Exchange::Refuse(504, "Gateway Timeout", "the origin did not answer in time".into())
             }
@@ -271,8 +312,16 @@ where
         if head.status == 101 && !sent_any {
             return Exchange::Refuse(502, "Bad Gateway", "the origin switched protocols unasked".into());
         }
+        got_any = true;
         if head.status >= 200 {
             break head;
+        }
+        if meta.minor == 0 {
+            tracing::debug!(
+                status = head.status,
+                "interim response not forwarded to an HTTP/1.0 client"
+            );
+            continue;
         }
         let mut out = Vec::with_capacity(256);
         head.encode(&mut out);

@@ -1,4 +1,4 @@
-//! The HTTP proxy front end: a client whose first byte was an upper-case letter. One request
+//! The HTTP proxy front end: a client whose first byte was a letter or a line end. One request
 //! head after another (keep-alive) is read under deadlines and sent to its room:
 //!
 //! ```text
@@ -48,10 +48,22 @@ fn authorized(users: &[User], head: &RequestHead) -> bool {
     check_login(users, &username, &password)
 }
 
-/// Serves one HTTP client: request after request until one ends the connection.
-pub async fn serve(mut client: TcpStream, config: &LocalConfig, outbounds: &Outbounds<'_>) {
-    let mut buf = BytesMut::with_capacity(4096);
+/// Serves one HTTP client: request after request until one ends the connection; then the
+/// tunnel of the last forwarded request, if still open, is closed with its end-of-stream chunk.
+pub async fn serve(client: TcpStream, config: &LocalConfig, outbounds: &Outbounds<'_>) {
     let mut upstream: Option<Upstream> = None;
+    serve_requests(client, config, outbounds, &mut upstream).await;
+    forward::close(&mut upstream, outbounds.idle());
+}
+
+/// The request loop of [`serve`]; `upstream` is the tunnel kept open between requests.
+async fn serve_requests(
+    mut client: TcpStream,
+    config: &LocalConfig,
+    outbounds: &Outbounds<'_>,
+    upstream: &mut Option<Upstream>,
+) {
+    let mut buf = BytesMut::with_capacity(4096);
     let mut first = true;
     loop {
         // The first head must arrive within the handshake timeout; later ones (keep-alive)
@@ -111,7 +123,10 @@ pub async fn serve(mut client: TcpStream, config: &LocalConfig, outbounds: &Outb
                 let answer = resource::answer(&head, &path, &config.routing.router, listen);
                 return answer_and_close(&mut client, &answer).await;
             }
-            Target::Tunnel(target) => return connect::serve(client, buf, outbounds, target).await,
+            Target::Tunnel(target) => {
+                forward::close(upstream, outbounds.idle());
+                return connect::serve(client, buf, outbounds, target).await;
+            }
             Target::Forward {
                 address,
                 authority,
@@ -123,7 +138,7 @@ pub async fn serve(mut client: TcpStream, config: &LocalConfig, outbounds: &Outb
                     authority,
                     path,
                 };
-                match forward::forward(&mut client, &mut buf, &mut upstream, outbounds, request).await {
+                match forward::forward(&mut client, &mut buf, upstream, outbounds, request).await {
                     Next::KeepAlive => {}
                     Next::Close => return,
                 }

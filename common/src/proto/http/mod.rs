@@ -14,7 +14,8 @@
 //!                 GET      /path?q                      (origin-form: not a proxy request)
 //! ```
 //!
-//! A bare LF is accepted as a line end. A head larger than [`MAX_HEAD`] bytes, more than
+//! A bare LF is accepted as a line end; up to [`MAX_EMPTY_LINES`] empty lines before the start
+//! line are ignored (RFC 9112 §2.2). A head larger than [`MAX_HEAD`] bytes, more than
 //! [`MAX_HEADERS`] fields, obsolete line folding, whitespace before a colon, or a version other
 //! than 1.0/1.1 is an error, never a longer wait.
 
@@ -30,6 +31,9 @@ use super::{Decode, DecodeError, Encode};
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in one head.
 pub const MAX_HEADERS: usize = 128;
+/// Most empty lines ignored before a start line (RFC 9112 §2.2 asks for at least one); more
+/// is an error (answered 400) rather than a wait for a head that may never come.
+pub const MAX_EMPTY_LINES: usize = 8;
 /// The `BadField` name for a head over [`MAX_HEAD`] bytes or [`MAX_HEADERS`] fields (answered
 /// with 431 rather than 400).
 pub const FIELD_HEAD_SIZE: &str = "header section size";
@@ -139,6 +143,7 @@ fn take_lines(buf: &mut impl Buf) -> Result<Vec<Vec<u8>>, DecodeError> {
     let mut lines = Vec::new();
     let mut start = 0;
     let mut end = None;
+    let mut empty = 0;
     for (i, b) in bytes.iter().enumerate() {
         if *b != b'\n' {
             continue;
@@ -150,7 +155,11 @@ fn take_lines(buf: &mut impl Buf) -> Result<Vec<Vec<u8>>, DecodeError> {
         start = i + 1;
         if line.is_empty() {
             if lines.is_empty() {
-                // RFC 9112 §2.2: ignore empty lines before the start line.
+                // RFC 9112 §2.2: ignore empty lines before the start line, a few of them.
+                empty += 1;
+                if empty > MAX_EMPTY_LINES {
+                    return Err(DecodeError::BadField("empty lines before the start line"));
+                }
                 continue;
             }
             end = Some(start);

@@ -241,3 +241,17 @@ proptest! {
         let _ = parse_authority(&text, Some(80));
     }
 }
+
+/// RFC 9112 §2.2: a few empty lines before the request line are ignored; more are refused.
+#[test]
+fn leading_empty_lines_are_bounded() {
+    let head = request("\r\n\nGET http://a/ HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(head.method, "GET");
+    let most = "\r\n".repeat(MAX_EMPTY_LINES);
+    assert!(request(&format!("{most}GET http://a/ HTTP/1.1\r\n\r\n")).is_ok());
+    let too_many = "\r\n".repeat(MAX_EMPTY_LINES + 1);
+    assert_eq!(
+        request(&format!("{too_many}GET http://a/ HTTP/1.1\r\n\r\n")),
+        Err(DecodeError::BadField("empty lines before the start line"))
+    );
+}
