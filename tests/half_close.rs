@@ -1,0 +1,196 @@
+//! A client that sends its request and first bytes, then half-closes (`shutdown(SHUT_WR)`)
+//! BEFORE warren has answered, still gets its reply and the target's answer: a FIN means only
+//! "no more data from me" (RFC 9293 §3.6). The half-close is passed on to the target after the
+//! bytes, so a target that reads to EOF before answering answers.
+//!
+//! Deterministic order: every test runs on a current-thread runtime, and the client writes its
+//! request, its bytes and its FIN without yielding in between, so warren-local finds the FIN
+//! already there at its first look at the client while opening, long before any answer can
+//! come back from the remote (or BIND's peer, which the test connects only afterwards).
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use warren_common::proto::socks5::ReplyCode;
+use warren_tests::*;
+
+/// Bytes the client sends after its request, before half-closing.
+const SENT: usize = 1000;
+
+/// A target that reads each connection to its EOF, then answers `got N bytes` and closes: it
+/// answers only if the client's half-close is passed on.
+async fn counting_target() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind target");
+    let addr = listener.local_addr().expect("target addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(count_then_answer(stream));
+        }
+    });
+    addr
+}
+
+async fn count_then_answer(mut stream: TcpStream) {
+    let mut got = Vec::new();
+    if stream.read_to_end(&mut got).await.is_ok() {
+        let _ = stream.write_all(format!("got {} bytes", got.len()).as_bytes()).await;
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// Sends `request` and [`SENT`] bytes through `proxy`, half-closes without yielding in between,
+/// and returns everything the client receives until warren closes. `greeting` is written and
+/// its answer read first (SOCKS5's method negotiation).
+async fn half_close_early(proxy: SocketAddr, greeting: Option<(&[u8], &[u8])>, request: &[u8]) -> Vec<u8> {
+    let mut client = TcpStream::connect(proxy).await.expect("connect to local");
+    if let Some((hello, answer)) = greeting {
+        client.write_all(hello).await.expect("greeting");
+        let mut got = vec![0u8; answer.len()];
+        within(20, "method selection", client.read_exact(&mut got))
+            .await
+            .expect("method selection");
+        assert_eq!(got, answer);
+    }
+    let mut out = request.to_vec();
+    out.extend_from_slice(&pattern(SENT));
+    client.write_all(&out).await.expect("request and data");
+    client.shutdown().await.expect("half-close");
+    read_until_closed(&mut client).await
+}
+
+fn ipv4_port(addr: SocketAddr) -> ([u8; 4], [u8; 2]) {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("an IPv4 target")
+    };
+    (v4.ip().octets(), v4.port().to_be_bytes())
+}
+
+fn answer() -> Vec<u8> {
+    format!("got {SENT} bytes").into_bytes()
+}
+
+#[tokio::test]
+async fn socks5_client_that_half_closes_before_the_reply_gets_reply_and_answer() {
+    let target = counting_target().await;
+    let pair = start_pair("", "").await;
+    let (ip, port) = ipv4_port(target);
+    let mut request = vec![5, 1, 0, 1];
+    request.extend_from_slice(&ip);
+    request.extend_from_slice(&port);
+    let got = half_close_early(pair.socks(), Some((&[5, 1, 0], &[5, 0])), &request).await;
+    assert!(got.len() >= 10, "a SOCKS5 reply: {got:?}");
+    assert_eq!(got[..2], [5, ReplyCode::Succeeded as u8], "reply: {got:?}");
+    assert_eq!(got[10..], answer(), "the target's answer after the reply");
+    pair.local.stop().await;
+    pair.remote.stop().await;
+}
+
+#[tokio::test]
+async fn socks4_client_that_half_closes_before_the_reply_gets_reply_and_answer() {
+    let target = counting_target().await;
+    let pair = start_pair("", "").await;
+    let (ip, port) = ipv4_port(target);
+    let mut request = vec![4, 1];
+    request.extend_from_slice(&port);
+    request.extend_from_slice(&ip);
+    request.push(0); // empty USERID
+    let got = half_close_early(pair.socks(), None, &request).await;
+    assert!(got.len() >= 8, "a SOCKS4 reply: {got:?}");
+    assert_eq!(got[..2], [0, 0x5A], "reply: {got:?}");
+    assert_eq!(got[8..], answer(), "the target's answer after the reply");
+    pair.local.stop().await;
+    pair.remote.stop().await;
+}
+
+#[tokio::test]
+async fn http_connect_client_that_half_closes_before_the_reply_gets_reply_and_answer() {
+    let target = counting_target().await;
+    let pair = start_pair("", "").await;
+    let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+    let got = half_close_early(pair.socks(), None, request.as_bytes()).await;
+    let head = b"HTTP/1.1 200 Connection established\r\n\r\n";
+    assert!(got.starts_with(head), "a 200: {:?}", String::from_utf8_lossy(&got));
+    assert_eq!(got[head.len()..], answer(), "the target's answer after the 200");
+    pair.local.stop().await;
+    pair.remote.stop().await;
+}
+
+/// An origin that reads one request head, then answers `hello` (keeping its connection open,
+/// so only the proxy's framing ends the exchange).
+async fn origin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+    let addr = listener.local_addr().expect("origin addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                    .await;
+                let mut rest = Vec::new();
+                let _ = stream.read_to_end(&mut rest).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn http_forward_client_that_half_closes_before_the_response_gets_it() {
+    let site = origin().await;
+    let pair = start_pair("", "").await;
+    let mut client = TcpStream::connect(pair.socks()).await.expect("connect to local");
+    let request = format!("GET http://{site}/x HTTP/1.1\r\nHost: {site}\r\n\r\n");
+    client.write_all(request.as_bytes()).await.expect("request");
+    client.shutdown().await.expect("half-close");
+    let got = read_until_closed(&mut client).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "a 200: {text:?}");
+    assert!(text.ends_with("\r\n\r\nhello"), "the body: {text:?}");
+    pair.local.stop().await;
+    pair.remote.stop().await;
+}
+
+// BIND: the client sends its request, its bytes for the peer and its FIN at once, so the FIN is
+// there while BIND waits for the peer (the test connects the peer only after the first reply).
+// The peer still gets the bytes and EOF, and its answer reaches the client after reply 2.
+#[tokio::test]
+async fn socks5_bind_client_that_half_closes_while_waiting_gets_the_peer() {
+    let pair = start_pair("", "").await;
+    let mut control = TcpStream::connect(pair.socks()).await.expect("connect to local");
+    let mut out = vec![5, 1, 0]; // greeting: no authentication
+    out.extend_from_slice(&[5, 2, 0, 1, 127, 0, 0, 1, 0, 0]); // BIND, expecting 127.0.0.1
+    out.extend_from_slice(&pattern(SENT));
+    control.write_all(&out).await.expect("greeting, BIND and data");
+    control.shutdown().await.expect("half-close");
+    let mut first = [0u8; 12];
+    within(20, "method selection and first reply", control.read_exact(&mut first))
+        .await
+        .expect("first BIND reply (a closed connection here is the bug)");
+    assert_eq!(
+        first[..6],
+        [5, 0, 5, 0, 0, 1],
+        "no auth, then success with an IPv4 address"
+    );
+    let listening = SocketAddr::from((
+        [first[6], first[7], first[8], first[9]],
+        u16::from_be_bytes([first[10], first[11]]),
+    ));
+    let peer = TcpStream::connect(listening).await.expect("peer connects");
+    let answering = tokio::spawn(count_then_answer(peer));
+    let got = read_until_closed(&mut control).await;
+    assert!(got.len() >= 10, "a second reply: {got:?}");
+    assert_eq!(got[..2], [5, ReplyCode::Succeeded as u8], "second reply: {got:?}");
+    assert_eq!(got[10..], answer(), "the peer's answer after the second reply");
+    let _ = answering.await;
+    pair.local.stop().await;
+    pair.remote.stop().await;
+}
