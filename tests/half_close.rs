@@ -12,7 +12,14 @@ use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use warren_common::crypto::{frame_len, random_salt, Key, Purpose, SessionCipher, LEN_BLOCK, SALT_LEN, TAG_LEN};
+use warren_common::proto::address::Address;
+use warren_common::proto::decode_exact;
+use warren_common::proto::header::{RequestHeader, ResponseHeader};
 use warren_common::proto::socks5::ReplyCode;
+use warren_common::proto::status::Status;
+use warren_common::proto::Encode;
+use warren_common::time::unix_now;
 use warren_tests::*;
 
 /// Bytes the client sends after its request, before half-closing.
@@ -23,12 +30,17 @@ const SENT: usize = 1000;
 async fn counting_target() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind target");
     let addr = listener.local_addr().expect("target addr");
+    serve_counting(listener);
+    addr
+}
+
+/// Serves [`count_then_answer`] on every connection `listener` accepts.
+fn serve_counting(listener: TcpListener) {
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(count_then_answer(stream));
         }
     });
-    addr
 }
 
 async fn count_then_answer(mut stream: TcpStream) {
@@ -193,4 +205,89 @@ async fn socks5_bind_client_that_half_closes_while_waiting_gets_the_peer() {
     let _ = answering.await;
     pair.local.stop().await;
     pair.remote.stop().await;
+}
+
+/// Whether a socket on this host is in SYN-SENT towards `port` (/proc/net/tcp, state 02).
+fn syn_sent_to(port: u16) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let port = format!(":{port:04X}");
+    text.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(2).is_some_and(|remote| remote.ends_with(&port)) && fields.get(3) == Some(&"02")
+    })
+}
+
+/// Reads one sealed chunk of the remote's stream and returns its plaintext (empty: the
+/// end-of-stream chunk).
+async fn read_chunk(stream: &mut TcpStream, recv: &mut SessionCipher) -> Vec<u8> {
+    let mut block = [0u8; LEN_BLOCK];
+    stream.read_exact(&mut block).await.expect("a length block");
+    let n = recv.open_length(&mut block).expect("an authentic length block");
+    let mut sealed = vec![0u8; n + TAG_LEN];
+    stream.read_exact(&mut sealed).await.expect("a payload");
+    recv.open_payload(&mut sealed).expect("an authentic payload");
+    sealed.truncate(n);
+    sealed
+}
+
+// The remote side of the same rule: a local that sends its request, bytes and end-of-stream
+// chunk, then FIN, all before the response (as a client's half-close may make it), still gets
+// the response and the target's answer; the target sees the bytes, then EOF. The target is a
+// black hole until the local's FIN is sent, so the remote surely reads it while connecting.
+#[tokio::test]
+async fn remote_answers_a_local_that_ends_its_stream_before_the_response() {
+    let hole = black_hole().await;
+    let target = hole.addr;
+    let key_text = new_key();
+    let remote = start_remote(&key_text, "acl:\n  - allow: \"127.0.0.0/8\"\n").await;
+    let key = Key::from_base64(&key_text).expect("key");
+
+    let salt = random_salt();
+    let mut send = SessionCipher::new(&key, Purpose::TcpRequest, &salt);
+    let mut plaintext = Vec::new();
+    RequestHeader::connect(Address::Ip(target), unix_now()).encode(&mut plaintext);
+    plaintext.extend_from_slice(&pattern(SENT));
+    let mut wire = salt.to_vec();
+    for payload in [plaintext.as_slice(), &[]] {
+        let start = wire.len();
+        wire.resize(start + frame_len(payload.len()), 0);
+        wire[start + LEN_BLOCK..start + LEN_BLOCK + payload.len()].copy_from_slice(payload);
+        send.seal_frame(&mut wire[start..]).expect("seal");
+    }
+    let mut stream = TcpStream::connect(remote.addr).await.expect("connect to the remote");
+    stream.write_all(&wire).await.expect("request, data and end of stream");
+    stream.shutdown().await.expect("half-close");
+    // The hole opens once the remote's SYN is in flight: its retransmission (about 1 s later)
+    // then connects, long after the remote has read the end of stream (microseconds). A remote
+    // that took the FIN for a local that left has given up by then (and closed the tunnel).
+    within(20, "the remote connects towards the target", async {
+        while !syn_sent_to(target.port()) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    serve_counting(hole.open());
+
+    let mut salt_r = [0u8; SALT_LEN];
+    within(20, "the response", stream.read_exact(&mut salt_r))
+        .await
+        .expect("a response (a closed connection here is the bug)");
+    let mut recv = SessionCipher::new(&key, Purpose::TcpResponse, &salt_r);
+    let response: ResponseHeader = decode_exact(&read_chunk(&mut stream, &mut recv).await).expect("a response header");
+    assert_eq!(response.status, Status::Succeeded);
+    let mut got = Vec::new();
+    within(20, "the target's answer", async {
+        loop {
+            let chunk = read_chunk(&mut stream, &mut recv).await;
+            if chunk.is_empty() {
+                break;
+            }
+            got.extend_from_slice(&chunk);
+        }
+    })
+    .await;
+    assert_eq!(got, answer(), "the target's answer, then the end-of-stream chunk");
+    remote.stop().await;
 }

@@ -133,3 +133,38 @@ pub struct AcceptedRequest {
     key: Key,
     recv: SessionCipher,
 }
+
+impl AcceptedRequest {
+    /// Whether `ciphertext` (bytes read after the first chunk, before the response) is whole,
+    /// authentic chunks ending in the end-of-stream chunk (PROTOCOL.md §9): the local
+    /// half-closed and still wants the response. A TCP EOF after anything else (a partial or
+    /// forged chunk, no end-of-stream chunk) is a local that left. The chunks are opened with a
+    /// copy of the receive state; the stream opens them again for the relay.
+    pub fn ends_with_end_of_stream(&self, ciphertext: &[u8]) -> bool {
+        let mut recv = self.recv.copy_for_opening();
+        let mut rest = ciphertext;
+        let mut ended = false;
+        while !rest.is_empty() {
+            // Nothing may follow an end-of-stream chunk.
+            if ended {
+                return false;
+            }
+            let Some((block, after)) = rest.split_first_chunk::<LEN_BLOCK>() else {
+                return false;
+            };
+            let mut block = *block;
+            let Ok(n) = recv.open_length(&mut block) else {
+                return false;
+            };
+            let Some(sealed) = after.get(..n + TAG_LEN) else {
+                return false;
+            };
+            if recv.open_payload(&mut sealed.to_vec()).is_err() {
+                return false;
+            }
+            rest = after.get(n + TAG_LEN..).unwrap_or_default();
+            ended = n == 0;
+        }
+        ended
+    }
+}
