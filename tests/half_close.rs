@@ -128,6 +128,34 @@ async fn http_connect_client_that_half_closes_before_the_reply_gets_reply_and_an
     pair.remote.stop().await;
 }
 
+// Through a chain (local → A → B → target, a key per hop): the half-close waits for both hops'
+// responses, then travels as end-of-stream chunks hop by hop to the target.
+#[tokio::test]
+async fn socks5_client_that_half_closes_before_the_reply_through_a_chain() {
+    let target = counting_target().await;
+    let (key_a, key_b) = (new_key(), new_key());
+    let acl = "acl:\n  - allow: \"127.0.0.0/8\"\n";
+    let (a, b) = (start_remote(&key_a, acl).await, start_remote(&key_b, acl).await);
+    let yaml = format!(
+        "key: \"{}\"\nlocal:\n  remotes:\n    a: {{ address: \"{}\", key: \"{key_a}\" }}\n    b: {{ address: \"{}\", key: \"{key_b}\" }}\n  chains:\n    c: [a, b]\n  default: c\n",
+        new_key(),
+        a.addr,
+        b.addr
+    );
+    let (local, _health) = start_local_yaml(&yaml).await;
+    let (ip, port) = ipv4_port(target);
+    let mut request = vec![5, 1, 0, 1];
+    request.extend_from_slice(&ip);
+    request.extend_from_slice(&port);
+    let got = half_close_early(local.addr, Some((&[5, 1, 0], &[5, 0])), &request).await;
+    assert!(got.len() >= 10, "a SOCKS5 reply: {got:?}");
+    assert_eq!(got[..2], [5, ReplyCode::Succeeded as u8], "reply: {got:?}");
+    assert_eq!(got[10..], answer(), "the target's answer after the reply");
+    local.stop().await;
+    a.stop().await;
+    b.stop().await;
+}
+
 /// An origin that reads one request head, then answers `hello` (keeping its connection open,
 /// so only the proxy's framing ends the exchange).
 async fn origin() -> SocketAddr {
