@@ -98,6 +98,24 @@ async fn socks5_client_that_half_closes_before_the_reply_gets_reply_and_answer()
     pair.remote.stop().await;
 }
 
+// The same with the greeting, the request, the bytes and the FIN all sent at once, before even
+// the method selection.
+#[tokio::test]
+async fn socks5_client_that_sends_everything_at_once_then_half_closes_gets_reply_and_answer() {
+    let target = counting_target().await;
+    let pair = start_pair("", "").await;
+    let (ip, port) = ipv4_port(target);
+    let mut request = vec![5, 1, 0, 5, 1, 0, 1];
+    request.extend_from_slice(&ip);
+    request.extend_from_slice(&port);
+    let got = half_close_early(pair.socks(), None, &request).await;
+    assert!(got.len() >= 12, "method selection and a SOCKS5 reply: {got:?}");
+    assert_eq!(got[..4], [5, 0, 5, ReplyCode::Succeeded as u8], "replies: {got:?}");
+    assert_eq!(got[12..], answer(), "the target's answer after the reply");
+    pair.local.stop().await;
+    pair.remote.stop().await;
+}
+
 #[tokio::test]
 async fn socks4_client_that_half_closes_before_the_reply_gets_reply_and_answer() {
     let target = counting_target().await;
