@@ -14,11 +14,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use warren_common::crypto::{frame_len, random_salt, Key, Purpose, SessionCipher, LEN_BLOCK, SALT_LEN, TAG_LEN};
 use warren_common::proto::address::Address;
-use warren_common::proto::decode_exact;
-use warren_common::proto::header::{RequestHeader, ResponseHeader};
+use warren_common::proto::bind::BindNotice;
+use warren_common::proto::header::{Command, RequestHeader, ResponseHeader};
 use warren_common::proto::socks5::ReplyCode;
 use warren_common::proto::status::Status;
 use warren_common::proto::Encode;
+use warren_common::proto::{decode_exact, decode_prefix};
 use warren_common::time::unix_now;
 use warren_tests::*;
 
@@ -278,23 +279,14 @@ async fn read_chunk(stream: &mut TcpStream, recv: &mut SessionCipher) -> Vec<u8>
     sealed
 }
 
-// The remote side of the same rule: a local that sends its request, bytes and end-of-stream
-// chunk, then FIN, all before the response (as a client's half-close may make it), still gets
-// the response and the target's answer; the target sees the bytes, then EOF. The target is a
-// black hole until the local's FIN is sent, so the remote surely reads it while connecting.
-#[tokio::test]
-async fn remote_answers_a_local_that_ends_its_stream_before_the_response() {
-    let hole = black_hole().await;
-    let target = hole.addr;
-    let key_text = new_key();
-    let remote = start_remote(&key_text, "acl:\n  - allow: \"127.0.0.0/8\"\n").await;
-    let key = Key::from_base64(&key_text).expect("key");
-
+/// What a local whose client half-closed at once may send: its salt, the request with `data`
+/// in the first chunk, and the end-of-stream chunk.
+fn request_then_end(key: &Key, header: &RequestHeader, data: &[u8]) -> Vec<u8> {
     let salt = random_salt();
-    let mut send = SessionCipher::new(&key, Purpose::TcpRequest, &salt);
+    let mut send = SessionCipher::new(key, Purpose::TcpRequest, &salt);
     let mut plaintext = Vec::new();
-    RequestHeader::connect(Address::Ip(target), unix_now()).encode(&mut plaintext);
-    plaintext.extend_from_slice(&pattern(SENT));
+    header.encode(&mut plaintext);
+    plaintext.extend_from_slice(data);
     let mut wire = salt.to_vec();
     for payload in [plaintext.as_slice(), &[]] {
         let start = wire.len();
@@ -302,9 +294,61 @@ async fn remote_answers_a_local_that_ends_its_stream_before_the_response() {
         wire[start + LEN_BLOCK..start + LEN_BLOCK + payload.len()].copy_from_slice(payload);
         send.seal_frame(&mut wire[start..]).expect("seal");
     }
-    let mut stream = TcpStream::connect(remote.addr).await.expect("connect to the remote");
-    stream.write_all(&wire).await.expect("request, data and end of stream");
+    wire
+}
+
+/// Sends [`request_then_end`] to `remote` and half-closes.
+async fn send_then_end(remote: SocketAddr, key: &Key, header: &RequestHeader) -> TcpStream {
+    let mut stream = TcpStream::connect(remote).await.expect("connect to the remote");
+    stream
+        .write_all(&request_then_end(key, header, &pattern(SENT)))
+        .await
+        .expect("request, data and end of stream");
     stream.shutdown().await.expect("half-close");
+    stream
+}
+
+/// Reads the remote's response; returns it and the state that opens the stream after it.
+async fn read_response(stream: &mut TcpStream, key: &Key) -> (ResponseHeader, SessionCipher) {
+    let mut salt_r = [0u8; SALT_LEN];
+    within(20, "the response", stream.read_exact(&mut salt_r))
+        .await
+        .expect("a response (a closed connection here is the bug)");
+    let mut recv = SessionCipher::new(key, Purpose::TcpResponse, &salt_r);
+    let response = decode_exact(&read_chunk(stream, &mut recv).await).expect("a response header");
+    (response, recv)
+}
+
+/// The remote's plaintext up to its end-of-stream chunk.
+async fn read_to_end_of_stream(stream: &mut TcpStream, recv: &mut SessionCipher) -> Vec<u8> {
+    within(20, "the remote's end of stream", async {
+        let mut got = Vec::new();
+        loop {
+            let chunk = read_chunk(stream, recv).await;
+            if chunk.is_empty() {
+                return got;
+            }
+            got.extend_from_slice(&chunk);
+        }
+    })
+    .await
+}
+
+const LOOPBACK_ACL: &str = "acl:\n  - allow: \"127.0.0.0/8\"\n";
+
+// The remote side of the same rule: a local that sends its request, bytes and end-of-stream
+// chunk, then FIN, all before the response (as a client's half-close may make it), still gets
+// the response and the target's answer; the target sees the bytes, then EOF. The target is a
+// black hole until the remote's SYN is in flight, so the remote surely reads the end first.
+#[tokio::test]
+async fn remote_answers_a_local_that_ends_its_stream_before_the_response() {
+    let hole = black_hole().await;
+    let target = hole.addr;
+    let key_text = new_key();
+    let remote = start_remote(&key_text, LOOPBACK_ACL).await;
+    let key = Key::from_base64(&key_text).expect("key");
+    let header = RequestHeader::connect(Address::Ip(target), unix_now());
+    let mut stream = send_then_end(remote.addr, &key, &header).await;
     // The hole opens once the remote's SYN is in flight: its retransmission (about 1 s later)
     // then connects, long after the remote has read the end of stream (microseconds). A remote
     // that took the FIN for a local that left has given up by then (and closed the tunnel).
@@ -315,25 +359,41 @@ async fn remote_answers_a_local_that_ends_its_stream_before_the_response() {
     })
     .await;
     serve_counting(hole.open());
-
-    let mut salt_r = [0u8; SALT_LEN];
-    within(20, "the response", stream.read_exact(&mut salt_r))
-        .await
-        .expect("a response (a closed connection here is the bug)");
-    let mut recv = SessionCipher::new(&key, Purpose::TcpResponse, &salt_r);
-    let response: ResponseHeader = decode_exact(&read_chunk(&mut stream, &mut recv).await).expect("a response header");
+    let (response, mut recv) = read_response(&mut stream, &key).await;
     assert_eq!(response.status, Status::Succeeded);
-    let mut got = Vec::new();
-    within(20, "the target's answer", async {
-        loop {
-            let chunk = read_chunk(&mut stream, &mut recv).await;
-            if chunk.is_empty() {
-                break;
-            }
-            got.extend_from_slice(&chunk);
-        }
-    })
-    .await;
+    let got = read_to_end_of_stream(&mut stream, &mut recv).await;
     assert_eq!(got, answer(), "the target's answer, then the end-of-stream chunk");
+    remote.stop().await;
+}
+
+// BIND on the remote: the end of stream comes with the request, so it is there while the remote
+// waits for the peer (which the test connects only after the response). The peer still gets
+// the bytes, then EOF, and its answer follows the notice (BIND's second reply).
+#[tokio::test]
+async fn remote_bind_answers_a_local_that_ends_its_stream_while_waiting() {
+    let key_text = new_key();
+    let remote = start_remote(&key_text, LOOPBACK_ACL).await;
+    let key = Key::from_base64(&key_text).expect("key");
+    let expected = Address::Ip(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let header = RequestHeader::new(Command::Bind, expected, unix_now());
+    let mut stream = send_then_end(remote.addr, &key, &header).await;
+    let (response, mut recv) = read_response(&mut stream, &key).await;
+    assert_eq!(response.status, Status::Succeeded);
+    let Address::Ip(listening) = response.bound else {
+        panic!("the response names the listening IP: {:?}", response.bound)
+    };
+    let peer = TcpStream::connect(listening)
+        .await
+        .expect("the peer connects (refused: the remote gave up)");
+    let answering = tokio::spawn(count_then_answer(peer));
+    let got = read_to_end_of_stream(&mut stream, &mut recv).await;
+    let (notice, used) = decode_prefix::<BindNotice>(&got).expect("a BIND notice");
+    assert_eq!(notice.status, Status::Succeeded);
+    assert_eq!(
+        got.get(used..),
+        Some(answer().as_slice()),
+        "the peer's answer after the notice"
+    );
+    let _ = answering.await;
     remote.stop().await;
 }
