@@ -7,6 +7,11 @@
 //! request, its bytes and its FIN without yielding in between, so warren-local finds the FIN
 //! already there at its first look at the client while opening, long before any answer can
 //! come back from the remote (or BIND's peer, which the test connects only afterwards).
+//!
+//! The remote's side of the rule (`remote_*`): a raw tunnel client sends its request, data and
+//! end-of-stream chunk, then FIN, before the response; the remote must still answer. There the
+//! target is a black hole until the remote's SYN is in flight (CONNECT), or the peer connects
+//! only after the response (BIND).
 
 use std::net::SocketAddr;
 
