@@ -1,5 +1,5 @@
 //! Failures along the path, over real loopback sockets: a target that never answers a SYN, a
-//! client that leaves while the remote is still connecting, a remote that never answers or is
+//! client that leaves (resets) while the remote is still connecting, a remote that never answers or is
 //! not there, and a remote that stops in the middle of a relay. Each ends in the right SOCKS5
 //! reply or a closed connection within generous bounds, never in a hang or a leaked socket.
 
@@ -81,9 +81,10 @@ async fn unanswered_target_gets_reply_0x06() {
     pair.remote.stop().await;
 }
 
-// A client that leaves while the remote is still connecting makes both ends give up at once:
-// the remote's SYN-SENT socket towards the target and the tunnel connection both disappear,
-// long before the 30 s connect_timeout.
+// A client that leaves (resets) while the remote is still connecting makes both ends give up at
+// once: the remote's SYN-SENT socket towards the target and the tunnel connection both
+// disappear, long before the 30 s connect_timeout. (A FIN alone is a half-close, still answered:
+// see half_close.rs.)
 #[tokio::test(flavor = "multi_thread")]
 async fn client_leaving_during_connect_abandons_the_outbound_attempt() {
     let hole = black_hole().await;
@@ -115,6 +116,9 @@ async fn client_leaving_during_connect_abandons_the_outbound_attempt() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // SO_LINGER 0: the close sends RST, which is how a client abandons; a FIN would only say
+    // "no more data from me" and the local would go on waiting for the connect to answer.
+    client.set_zero_linger().unwrap();
     drop(client);
 
     wait_for_sockets("no SYN-SENT socket towards the black hole", |s| !connecting(s)).await;

@@ -119,6 +119,16 @@ pub struct BlackHole {
     _fillers: Vec<TcpStream>,
 }
 
+impl BlackHole {
+    /// Ends the black hole: the fillers close and the listener is handed back. Once its
+    /// accept loop has taken the fillers off the queue, a connect still in SYN-SENT completes
+    /// at its next SYN retransmission (about 1 s on Linux): a target that surely answers after
+    /// everything the test did before calling this.
+    pub fn open(self) -> TcpListener {
+        self._listener
+    }
+}
+
 /// Makes a [`BlackHole`]; panics if this kernel completes connections beyond a full queue.
 pub async fn black_hole() -> BlackHole {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");

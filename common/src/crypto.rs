@@ -209,6 +209,15 @@ impl SessionCipher {
         Ok(())
     }
 
+    /// A copy of this state for opening ahead: checking chunks that were read before the stream
+    /// that will open them exists. Never seal with a copy: both would use the same nonces.
+    pub(crate) fn copy_for_opening(&self) -> SessionCipher {
+        SessionCipher {
+            aead: self.aead.clone(),
+            counter: self.counter,
+        }
+    }
+
     /// Opens a sealed length block and returns the payload length that follows it.
     pub fn open_length(&mut self, block: &mut [u8; LEN_BLOCK]) -> Result<usize, CryptoError> {
         let (len, tag) = block.split_at_mut(2);

@@ -100,12 +100,18 @@ where
 
     let wait = tokio::time::sleep(config.bind_timeout);
     tokio::pin!(wait);
+    // The end-of-stream chunk (read() == 0 here) is a half-close: the peer still gets the
+    // bytes, then EOF from the relay. Only an error (a truncated or forged stream) is a local
+    // that left.
+    let mut half_closed = false;
     let accepted = loop {
         tokio::select! {
             result = listener.accept() => break result.ok(),
             () = &mut wait => break None,
-            read = tokio::io::AsyncReadExt::read_buf(&mut tunnel, &mut early), if early.len() < EARLY_LIMIT => {
-                if matches!(read, Ok(0) | Err(_)) {
+            read = tokio::io::AsyncReadExt::read_buf(&mut tunnel, &mut early), if !half_closed && early.len() < EARLY_LIMIT => match read {
+                Ok(0) => half_closed = true,
+                Ok(_) => {}
+                Err(_) => {
                     tracing::info!(%peer, %target, "local left while BIND was waiting");
                     return;
                 }

@@ -68,7 +68,7 @@ where
 }
 
 /// Connects (deadline: `connect_timeout`), but gives up at once if the local goes away
-/// meanwhile (`None`). Bytes it sends meanwhile come back with the result, still sealed, for
+/// meanwhile (`None`); a local that half-closed (end-of-stream chunk, then EOF) is answered. Bytes it sends meanwhile come back with the result, still sealed, for
 /// the tunnel to open first.
 async fn open_watching<S>(
     request: &Request,
@@ -88,10 +88,16 @@ where
     // On the heap and dropped before the relay: an array here would sit in every connection's
     // task for its whole life (a future is as large as its largest state).
     let mut chunk = vec![0u8; WATCH_CHUNK];
+    // A local whose client half-closed may send its end-of-stream chunk and FIN before the
+    // response: it still wants the answer (RFC 9293 §3.6), so reading stops and the connect goes
+    // on; the relay passes the half-close on. A bare EOF (no end-of-stream chunk: PROTOCOL.md §9)
+    // or an error is a local that left.
+    let mut half_closed = false;
     let connected = loop {
         tokio::select! {
             result = &mut connect => break result,
-            read = stream.read(&mut chunk), if early.len() + WATCH_CHUNK <= MAX_FRAME => match read {
+            read = stream.read(&mut chunk), if !half_closed && early.len() + WATCH_CHUNK <= MAX_FRAME => match read {
+                Ok(0) if request.ends_with_end_of_stream(&early) => half_closed = true,
                 Ok(0) | Err(_) => return None,
                 Ok(n) => early.extend_from_slice(chunk.get(..n).unwrap_or_default()),
             },

@@ -84,6 +84,12 @@ impl Request {
         self.accepted.raw.as_deref()
     }
 
+    /// Whether `ciphertext` read after the first chunk ends the local's stream: whole chunks,
+    /// the last the end-of-stream chunk (see [`AcceptedRequest::ends_with_end_of_stream`]).
+    pub fn ends_with_end_of_stream(&self, ciphertext: &[u8]) -> bool {
+        self.accepted.ends_with_end_of_stream(ciphertext)
+    }
+
     /// Sends `reply` sealed with the key that authenticated the request; the connection becomes
     /// the encrypted stream for the relay.
     /// `already_read` is ciphertext the command read after the first chunk (it is opened

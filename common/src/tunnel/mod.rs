@@ -133,3 +133,95 @@ pub struct AcceptedRequest {
     key: Key,
     recv: SessionCipher,
 }
+
+impl AcceptedRequest {
+    /// Whether `ciphertext` (bytes read after the first chunk, before the response) is whole,
+    /// authentic chunks ending in the end-of-stream chunk (PROTOCOL.md §9): the local
+    /// half-closed and still wants the response. A TCP EOF after anything else (a partial or
+    /// forged chunk, no end-of-stream chunk) is a local that left. The chunks are opened with a
+    /// copy of the receive state; the stream opens them again for the relay.
+    pub fn ends_with_end_of_stream(&self, ciphertext: &[u8]) -> bool {
+        let mut recv = self.recv.copy_for_opening();
+        let mut rest = ciphertext;
+        let mut ended = false;
+        while !rest.is_empty() {
+            // Nothing may follow an end-of-stream chunk.
+            if ended {
+                return false;
+            }
+            let Some((block, after)) = rest.split_first_chunk::<LEN_BLOCK>() else {
+                return false;
+            };
+            let mut block = *block;
+            let Ok(n) = recv.open_length(&mut block) else {
+                return false;
+            };
+            let Some(sealed) = after.get(..n + TAG_LEN) else {
+                return false;
+            };
+            if recv.open_payload(&mut sealed.to_vec()).is_err() {
+                return false;
+            }
+            rest = after.get(n + TAG_LEN..).unwrap_or_default();
+            ended = n == 0;
+        }
+        ended
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::address::Address;
+    use crate::time::unix_now;
+
+    /// A request read by the remote, and the local's send state to seal what follows it.
+    async fn accepted() -> (AcceptedRequest, SessionCipher) {
+        let key = Key::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").expect("key");
+        let (local, mut remote) = tokio::io::duplex(4096);
+        let header = RequestHeader::connect(Address::UNSPECIFIED, unix_now());
+        let pending = PendingTunnel::send_request(local, &key, &header, b"hi")
+            .await
+            .expect("send");
+        let request = AcceptedRequest::read(&mut remote, &[&key], false).await.expect("read");
+        (request, pending.send)
+    }
+
+    fn chunks(send: &mut SessionCipher, payloads: &[&[u8]]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        for payload in payloads {
+            push_chunk(&mut wire, send, payload).expect("seal");
+        }
+        wire
+    }
+
+    #[tokio::test]
+    async fn only_whole_authentic_chunks_ending_in_end_of_stream_count() {
+        let (request, mut send) = accepted().await;
+        let ended = chunks(&mut send, &[b"data", b""]);
+        assert!(request.ends_with_end_of_stream(&ended));
+        assert!(!request.ends_with_end_of_stream(&[]), "a bare EOF");
+        assert!(
+            !request.ends_with_end_of_stream(&ended[..LEN_BLOCK + 4 + TAG_LEN]),
+            "data, no end"
+        );
+        assert!(
+            !request.ends_with_end_of_stream(&ended[..ended.len() - 1]),
+            "a cut chunk"
+        );
+        let mut forged = ended.clone();
+        if let Some(last) = forged.last_mut() {
+            *last ^= 1;
+        }
+        assert!(!request.ends_with_end_of_stream(&forged), "a forged chunk");
+        let mut after = ended.clone();
+        after.extend_from_slice(&chunks(&mut send, &[b"more"]));
+        assert!(!request.ends_with_end_of_stream(&after), "bytes after the end");
+
+        let (request, mut send) = accepted().await;
+        assert!(
+            request.ends_with_end_of_stream(&chunks(&mut send, &[b""])),
+            "the end alone"
+        );
+    }
+}

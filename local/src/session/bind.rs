@@ -73,6 +73,9 @@ pub async fn bind(
     let mut early = BytesMut::new();
     let wait = tokio::time::sleep(outbounds.idle());
     tokio::pin!(wait);
+    // As while a CONNECT opens: the client's FIN stops reading it, and is passed on to the peer
+    // by the relay after the kept bytes; only an error abandons the wait.
+    let mut half_closed = false;
     let notice = loop {
         match decode_prefix::<BindNotice>(&from_tunnel) {
             Ok((notice, used)) => {
@@ -93,9 +96,13 @@ pub async fn bind(
                 let _ = client.write_all(&reply).await;
                 return;
             },
-            read = client.read_buf(&mut early), if early.len() < EARLY_DATA_LIMIT => if matches!(read, Ok(0) | Err(_)) {
-                tracing::info!(peer = %outbounds.peer(), %expected, "client left while BIND was waiting");
-                return;
+            read = client.read_buf(&mut early), if !half_closed && early.len() < EARLY_DATA_LIMIT => match read {
+                Ok(0) => half_closed = true,
+                Ok(_) => {}
+                Err(_) => {
+                    tracing::info!(peer = %outbounds.peer(), %expected, "client left while BIND was waiting");
+                    return;
+                }
             },
             () = &mut wait => {
                 let reply = replies.encode(BindStage::Second, Status::TtlExpired, &Address::UNSPECIFIED);

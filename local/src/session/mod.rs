@@ -7,10 +7,12 @@
 //! front end (socks5/, socks4.rs, http/connect.rs)
 //!   └─ connect(client, outbounds, request, answer)
 //!        open:   outbound opens (local.connect_timeout); meanwhile the client's bytes are kept
-//!                (up to EARLY_DATA_LIMIT); a client that leaves abandons the attempt at once,
-//!                and the remote then abandons its outbound connect
+//!                (up to EARLY_DATA_LIMIT); a client that half-closes (FIN) is still answered,
+//!                one that resets abandons the attempt at once, and the remote then abandons
+//!                its outbound connect
 //!        answer: answer.granted(bound) or answer.refused(error), written to the client
-//!        relay:  the kept bytes first, then both directions until both close or go idle;
+//!        relay:  the kept bytes first, then both directions until both close or go idle (a
+//!                FIN the client sent while opening goes on as the end-of-stream chunk);
 //!                one "connection finished" line
 //! ```
 //!
@@ -43,7 +45,8 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Why a session opened no outbound.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
-    /// The client closed or failed while the outbound was being opened; nothing to answer.
+    /// The client's connection failed (reset) while the outbound was being opened; nothing to
+    /// answer. A FIN is no failure: see [`open`].
     #[error("client left before the tunnel opened")]
     ClientLeft,
     /// The outbound did not open (blocked, refused, unreachable, timed out; already logged).
@@ -123,8 +126,10 @@ pub async fn connect<A: Answer>(mut client: TcpStream, outbounds: &Outbounds<'_>
 
 /// Opens the outbound to `target` (as routed) carrying `initial` first, within the connect
 /// timeout, reading whatever the client sends meanwhile into `early` (up to
-/// [`EARLY_DATA_LIMIT`] more bytes). Returns the bound address and the open outbound; failures
-/// are logged here.
+/// [`EARLY_DATA_LIMIT`] more bytes). A client that half-closes meanwhile is read no further
+/// and the opening goes on (its next read returns EOF again, for the caller to pass on); only
+/// a read error abandons. Returns the bound address and the open outbound; failures are logged
+/// here.
 pub async fn open(
     client: &mut TcpStream,
     early: &mut BytesMut,
@@ -135,15 +140,20 @@ pub async fn open(
     let open = outbounds.open(RequestHeader::connect(target.clone(), unix_now()), initial);
     tokio::pin!(open);
     let limit = early.len() + EARLY_DATA_LIMIT;
+    // A FIN from the client only says it will send nothing more (RFC 9293 §3.6): it still wants
+    // the reply and the target's answer, so reading stops and the opening goes on; the relay
+    // passes the half-close on after the kept bytes. Only an error (a reset) abandons.
+    let mut half_closed = false;
     let opened = loop {
         tokio::select! {
             result = &mut open => break result,
-            read = client.read_buf(early), if early.len() < limit => match read {
-                Ok(0) | Err(_) => {
+            read = client.read_buf(early), if !half_closed && early.len() < limit => match read {
+                Ok(0) => half_closed = true,
+                Ok(_) => {}
+                Err(_) => {
                     tracing::info!(peer = %outbounds.peer(), %target, "client left before the tunnel opened");
                     return Err(Failure::ClientLeft);
                 }
-                Ok(_) => {}
             },
         }
     };
