@@ -187,7 +187,7 @@ fn campus_intranet_through_reverse_tunnel_in_namespaces() {
     let remote_bin = PathBuf::from(env!("CARGO_BIN_EXE_warren-remote"));
     let local_bin = local_binary();
     let vps_idx = lab.spawn("vps", &remote_bin, &["-c", &vps_cfg, "--log-level", "info"]);
-    lab.spawn("campus", &remote_bin, &["-c", &campus_cfg]);
+    let agent_idx = lab.spawn("campus", &remote_bin, &["-c", &campus_cfg]);
     lab.spawn("home", &local_bin, &["-c", &laptop_cfg]);
     lab.spawn("home", &local_bin, &["-c", &laptop_tcp_cfg]);
 
@@ -229,9 +229,18 @@ fn campus_intranet_through_reverse_tunnel_in_namespaces() {
     assert!(std::fs::read(&out).unwrap() == body);
     println!("heal after VPS restart: {:.2} s", heal.as_secs_f64());
 
-    // The campus link is cut (no FIN, no RST: packets just stop) for longer than the heartbeat's
-    // 5 s. A fetch during the outage fails rather than hangs; once the link is back the agent
-    // has redialled or redials, and the fetch works again with nobody touching a machine.
+    // The campus link is cut (no FIN, no RST: packets just stop) for longer than the heartbeat
+    // allows (12 s of silence, beats 1-3 s apart). A fetch during the outage fails rather than
+    // hangs; both ends must notice the dead session by its heartbeat alone, and once the link is
+    // back the agent registers again (TCP alone would have carried the old session on, as it did
+    // with a 7 s cut) and the fetch works with nobody touching a machine.
+    let registrations = |lab: &Lab| lab.log(agent_idx).matches("agent registered").count();
+    let before_cut = registrations(&lab);
+    assert!(
+        before_cut >= 1,
+        "the agent logged its registration: {}",
+        lab.log(agent_idx)
+    );
     lab.ns_ip("vps", "link set vw down");
     let cut = Instant::now();
     let started = Instant::now();
@@ -252,13 +261,18 @@ fn campus_intranet_through_reverse_tunnel_in_namespaces() {
         started.elapsed() < Duration::from_secs(30),
         "a fetch over the cut link hung until curl gave up"
     );
-    while cut.elapsed() < Duration::from_secs(7) {
+    while cut.elapsed() < Duration::from_secs(17) {
         std::thread::sleep(Duration::from_millis(100));
     }
     lab.ns_ip("vps", "link set vw up");
     let restored = Instant::now();
     std::fs::remove_file(&out).ok();
     fetch_until(&lab, url, &out, Duration::from_secs(30)).expect("fetch after the link came back");
+    assert!(
+        registrations(&lab) > before_cut,
+        "the agent did not register again after a 17 s silent cut (the heartbeat should end the session): {}",
+        lab.log(agent_idx)
+    );
     assert!(std::fs::read(&out).unwrap() == body);
     println!(
         "heal after a {:.1} s cut of the campus link: {:.2} s after it came back",
