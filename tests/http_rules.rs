@@ -203,7 +203,7 @@ async fn empty_lines_and_lower_case_methods_are_answered() {
     );
 }
 
-/// Every log line of this test binary (all levels of `warren_remote`), and a wake-up per line.
+/// Every log line of this test binary (see [`capture_logs`]), and a wake-up per line.
 struct Captured {
     lines: Mutex<Vec<String>>,
     added: Notify,
@@ -241,7 +241,20 @@ impl Drop for Line {
     }
 }
 
-/// Waits for a remote log line that contains every one of `words`.
+/// Sends this test binary's log lines (the remote's at info, the local's at debug) to
+/// [`captured`]; the first caller installs it.
+fn capture_logs() {
+    static ONCE: AtomicUsize = AtomicUsize::new(0);
+    if ONCE.fetch_add(1, Ordering::Relaxed) == 0 {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warren_remote=info,warren_local=debug")
+            .with_ansi(false)
+            .with_writer(|| Line(Vec::new()))
+            .try_init();
+    }
+}
+
+/// Waits for a log line that contains every one of `words`.
 async fn log_line(words: &[&str]) -> String {
     within(20, "the remote logs the connection", async {
         loop {
@@ -269,14 +282,7 @@ async fn log_line(words: &[&str]) -> String {
 /// the remote logged as `end=error: tunnel closed without an end-of-stream chunk`.
 #[tokio::test]
 async fn a_finished_exchange_ends_its_tunnel_cleanly() {
-    static ONCE: AtomicUsize = AtomicUsize::new(0);
-    if ONCE.fetch_add(1, Ordering::Relaxed) == 0 {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("warren_remote=info")
-            .with_ansi(false)
-            .with_writer(|| Line(Vec::new()))
-            .try_init();
-    }
+    capture_logs();
     let pair = start_pair("", "").await;
     let (origin, _) = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
     let mut client = TcpStream::connect(pair.local.addr).await.unwrap();
@@ -293,4 +299,26 @@ async fn a_finished_exchange_ends_its_tunnel_cleanly() {
     let target = format!("target={origin}");
     let line = log_line(&["connection finished", &target]).await;
     assert!(line.contains("end=closed"), "{line}");
+}
+
+/// A request-target with userinfo is refused (400), and the password in it never reaches a log
+/// line, even at debug level: the target is logged with `***@` in its place.
+#[tokio::test]
+async fn a_refused_target_keeps_its_password_out_of_the_log() {
+    capture_logs();
+    let pair = start_pair("", "").await;
+    let mut client = TcpStream::connect(pair.local.addr).await.unwrap();
+    client
+        .write_all(b"GET http://user:hunter2@127.0.0.1:9/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = BytesMut::new();
+    let head: ResponseHead = within(20, "the response", read_message(&mut client, &mut buf))
+        .await
+        .unwrap();
+    assert_eq!(head.status, 400);
+    let line = log_line(&["HTTP request refused", "***@127.0.0.1:9"]).await;
+    assert!(!line.contains("hunter2"), "{line}");
+    let all = captured().lines.lock().unwrap().join("");
+    assert!(!all.contains("hunter2"), "the password reached the log");
 }

@@ -26,7 +26,7 @@ mod wire;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 use warren_common::config::{LocalConfig, User};
-use warren_common::proto::http::{basic_credentials, RequestHead, Target, FIELD_HEAD_SIZE};
+use warren_common::proto::http::{basic_credentials, redact_userinfo, RequestHead, Target, FIELD_HEAD_SIZE};
 use warren_common::proto::DecodeError;
 
 use self::forward::{Next, Upstream};
@@ -99,7 +99,9 @@ async fn serve_requests(
         let target = match head.parse_target() {
             Ok(target) => target,
             Err(e) => {
-                tracing::debug!(method = %head.method, target = %head.target, "HTTP request refused: {e}");
+                // A target with userinfo is refused; its password must not reach the log.
+                let shown = redact_userinfo(&head.target);
+                tracing::debug!(method = %head.method, target = %shown, "HTTP request refused: {e}");
                 let answer = canned(400, "Bad Request", &format!("unsupported request target: {e}"), &[]);
                 answer_and_close(&mut client, &answer).await;
                 return;

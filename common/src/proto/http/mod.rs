@@ -23,7 +23,7 @@ pub mod target;
 
 use bytes::{Buf, BufMut};
 
-pub use target::{basic_credentials, parse_authority, Target};
+pub use target::{basic_credentials, parse_authority, redact_userinfo, Target};
 
 use super::{Decode, DecodeError, Encode};
 

@@ -107,3 +107,38 @@ pub fn basic_credentials(value: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     let colon = decoded.iter().position(|b| *b == b':')?;
     Some((decoded[..colon].to_vec(), decoded[colon + 1..].to_vec()))
 }
+
+/// `target` (a request-target as received) with any userinfo (`user:password@`, RFC 3986
+/// §3.2.1) in its authority replaced by `***@`, for logs: warren refuses such targets (400), and
+/// the password must not reach a log line on the way.
+pub fn redact_userinfo(target: &str) -> std::borrow::Cow<'_, str> {
+    let after_scheme = target.find("://").map_or(0, |i| i + 3);
+    let rest = target.get(after_scheme..).unwrap_or("");
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest.get(..authority_end).and_then(|authority| authority.rfind('@')) {
+        Some(at) => {
+            let (head, tail) = (target.get(..after_scheme).unwrap_or(""), rest.get(at..).unwrap_or(""));
+            std::borrow::Cow::Owned(format!("{head}***{tail}"))
+        }
+        None => std::borrow::Cow::Borrowed(target),
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_userinfo;
+
+    #[test]
+    fn userinfo_never_survives_redaction() {
+        for (given, shown) in [
+            ("http://user:hunter2@host/x", "http://***@host/x"),
+            ("http://a@b@host:8080/?q=@", "http://***@host:8080/?q=@"),
+            ("user:hunter2@host:443", "***@host:443"),
+            ("http://host/path@x", "http://host/path@x"),
+            ("/just/a/path", "/just/a/path"),
+            ("http://ünï:cödé@h/", "http://***@h/"),
+        ] {
+            assert_eq!(redact_userinfo(given), shown, "{given}");
+        }
+    }
+}
