@@ -360,11 +360,18 @@ pub async fn socks5_connect(
 /// Runs curl with `args` (off the async runtime) and returns its output. Panics with a clear
 /// message if curl is not installed: .ci/run installs it.
 pub async fn curl(args: &[&str]) -> Output {
+    curl_env(&[], args).await
+}
+
+/// [`curl`] with extra environment variables. Every proxy variable of the test's own
+/// environment is cleared first: the tests say which proxy curl uses, and a proxy (or a
+/// `no_proxy` naming 127.0.0.1) from outside would send it elsewhere, or past warren straight
+/// to the target.
+pub async fn curl_env(env: &[(&str, String)], args: &[&str]) -> Output {
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         let mut cmd = std::process::Command::new("curl");
-        // The tests say which proxy curl uses: a proxy (or a no_proxy naming 127.0.0.1) from the
-        // environment would send it elsewhere, or past warren straight to the target.
         for var in [
             "http_proxy",
             "HTTP_PROXY",
@@ -379,6 +386,7 @@ pub async fn curl(args: &[&str]) -> Output {
         }
         cmd.args(["--silent", "--show-error", "--max-time", "30"])
             .args(&args)
+            .envs(env)
             .output()
             .expect("curl must be installed (apt-get install -y curl)")
     })
@@ -481,6 +489,28 @@ pub async fn socks5_request(
     }
     let reply: Reply = read_message(&mut stream, &mut buf).await?;
     Ok((stream, reply, buf))
+}
+
+/// A SOCKS5 UDP ASSOCIATE through `proxy` announcing DST 0.0.0.0:0 (RFC 1928 §7): the control
+/// connection (the association lives while it is open) and the relay address from the reply.
+/// Fails the test unless the reply is success with an IP address.
+pub async fn udp_associate(proxy: SocketAddr) -> (TcpStream, SocketAddr) {
+    let (control, reply, _) = within(
+        20,
+        "UDP ASSOCIATE reply",
+        socks5_request(proxy, Command::UdpAssociate, &Address::UNSPECIFIED),
+    )
+    .await
+    .expect("UDP ASSOCIATE");
+    assert_eq!(
+        reply.code,
+        warren_common::proto::socks5::ReplyCode::Succeeded,
+        "UDP ASSOCIATE"
+    );
+    let Address::Ip(relay) = reply.bound else {
+        panic!("the relay address is an IP: {:?}", reply.bound)
+    };
+    (control, relay)
 }
 
 /// A UDP echo server on `bind`: sends every datagram back to its sender.

@@ -190,33 +190,6 @@ async fn read_response(stream: &mut TcpStream, buf: &mut BytesMut, method: &str)
     .await
 }
 
-/// Runs curl with `args` and extra environment variables (proxy variables cleared first).
-async fn curl_env(env: &[(&str, String)], args: &[&str]) -> std::process::Output {
-    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let mut cmd = std::process::Command::new("curl");
-        for var in [
-            "http_proxy",
-            "https_proxy",
-            "HTTPS_PROXY",
-            "all_proxy",
-            "ALL_PROXY",
-            "no_proxy",
-            "NO_PROXY",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.args(["--silent", "--show-error", "--max-time", "30"])
-            .args(&args)
-            .envs(env)
-            .output()
-            .expect("curl must be installed (apt-get install -y curl)")
-    })
-    .await
-    .expect("curl task")
-}
-
 // curl -x http://… fetches 1 MiB byte-exact with an absolute-form GET.
 #[tokio::test(flavor = "multi_thread")]
 async fn curl_absolute_form_fetches_byte_exact() {

@@ -16,7 +16,6 @@ use warren_common::crypto::{
 use warren_common::proto::address::Address;
 use warren_common::proto::decode_exact;
 use warren_common::proto::header::RequestHeader;
-use warren_common::proto::socks5::{Command, ReplyCode};
 use warren_common::proto::udp::{PacketPlaintext, Socks5Datagram};
 use warren_common::proto::Encode;
 use warren_common::time::unix_now;
@@ -129,17 +128,7 @@ async fn the_remote_closes_an_associations_socket_when_its_control_connection_cl
     let pair = start_pair("", "udp_transport: udp").await;
     let target = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let target_addr = target.local_addr().unwrap();
-    let (control, reply, _) = within(
-        20,
-        "UDP ASSOCIATE reply",
-        socks5_request(pair.socks(), Command::UdpAssociate, &Address::UNSPECIFIED),
-    )
-    .await
-    .expect("UDP ASSOCIATE");
-    assert_eq!(reply.code, ReplyCode::Succeeded);
-    let Address::Ip(relay) = reply.bound else {
-        panic!("{:?}", reply.bound)
-    };
+    let (control, relay) = udp_associate(pair.socks()).await;
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut out = Vec::new();
     Socks5Datagram {

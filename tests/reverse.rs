@@ -198,17 +198,7 @@ async fn udp_and_bind_reach_the_intranet_through_the_agent() {
 
     for transport in ["tcp", "udp"] {
         let local = vps_local(&key, vps.addr, transport).await;
-        let (_control, reply, _) = within(
-            20,
-            "UDP ASSOCIATE",
-            socks5_request(local.addr, Command::UdpAssociate, &Address::UNSPECIFIED),
-        )
-        .await
-        .expect("associate");
-        assert_eq!(reply.code, ReplyCode::Succeeded);
-        let Address::Ip(relay) = reply.bound else {
-            panic!("relay {:?}", reply.bound)
-        };
+        let (_control, relay) = udp_associate(local.addr).await;
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let mut echoed = 0;
         for i in 0..100u8 {

@@ -29,17 +29,7 @@ struct Association {
 /// UDP socket on 127.0.0.1.
 async fn associate(transport: &str) -> Association {
     let pair = start_pair("", &format!("udp_transport: {transport}")).await;
-    let (control, reply, _) = within(
-        20,
-        "UDP ASSOCIATE reply",
-        socks5_request(pair.socks(), Command::UdpAssociate, &Address::UNSPECIFIED),
-    )
-    .await
-    .expect("UDP ASSOCIATE");
-    assert_eq!(reply.code, ReplyCode::Succeeded);
-    let Address::Ip(relay) = reply.bound else {
-        panic!("relay address is an IP: {:?}", reply.bound)
-    };
+    let (control, relay) = udp_associate(pair.socks()).await;
     assert_eq!(relay.ip().to_string(), "127.0.0.1", "bound on the TCP listener's IP");
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     Association {

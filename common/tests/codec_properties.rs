@@ -49,18 +49,6 @@ where
     Ok(())
 }
 
-const STATUSES: [Status; 9] = [
-    Status::Succeeded,
-    Status::GeneralFailure,
-    Status::NotAllowed,
-    Status::NetworkUnreachable,
-    Status::HostUnreachable,
-    Status::ConnectionRefused,
-    Status::TtlExpired,
-    Status::CommandNotSupported,
-    Status::AddressTypeNotSupported,
-];
-
 proptest! {
     #[test]
     fn tunnel_request_headers(command in 0..4usize, timestamp in any::<u64>(), target in address(),
@@ -74,7 +62,7 @@ proptest! {
     #[test]
     fn tunnel_response_headers(salt in any::<[u8; 32]>(), status in 0..9usize, timestamp in any::<u64>(),
                                bound in address(), padding in 0..=MAX_PADDING as u16) {
-        let mut header = ResponseHeader::new(salt, STATUSES[status], timestamp, bound);
+        let mut header = ResponseHeader::new(salt, Status::ALL[status], timestamp, bound);
         header.padding_len = padding;
         round_trips_and_prefixes_need_more(&header)?;
     }
