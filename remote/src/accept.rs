@@ -83,28 +83,30 @@ enum Refusal {
     Over,
 }
 
-/// The keys a request on a connection from `origin` may be sealed with, and who holds each:
-/// the shared key first, then every listed agent's own key (on our listener) or our own agent
-/// key (on a stream of our agent link, opened by the public remote).
-fn keys(origin: Origin, shared: &Shared) -> (Vec<&Key>, Vec<Party>) {
+/// The keys a request on a connection from `origin` may be sealed with: the shared key first,
+/// then every listed agent's own key (on our listener) or our own agent key (on a stream of our
+/// agent link, opened by the public remote). [`party`] names the holder of the one that matched.
+fn keys(origin: Origin, shared: &Shared) -> Vec<&Key> {
     let config = &shared.config;
     let mut keys = vec![&config.key];
-    let mut parties = vec![Party::Client];
     match origin {
-        Origin::Tcp { .. } => {
-            for agent in &config.agents {
-                keys.push(&agent.key);
-                parties.push(Party::Agent(agent.name.clone()));
-            }
-        }
-        Origin::Agent { .. } => {
-            if let Some(agent) = &config.agent {
-                keys.push(&agent.key);
-                parties.push(Party::PublicRemote);
-            }
-        }
+        Origin::Tcp { .. } => keys.extend(config.agents.iter().map(|a| &a.key)),
+        Origin::Agent { .. } => keys.extend(config.agent.iter().map(|a| &a.key)),
     }
-    (keys, parties)
+    keys
+}
+
+/// Who holds the key at `index` of [`keys`] for the same `origin`.
+fn party(index: usize, origin: Origin, shared: &Shared) -> Party {
+    match (index.checked_sub(1), origin) {
+        (None, _) => Party::Client,
+        (Some(i), Origin::Tcp { .. }) => shared
+            .config
+            .agents
+            .get(i)
+            .map_or(Party::Client, |a| Party::Agent(a.name.clone())),
+        (Some(_), Origin::Agent { .. }) => Party::PublicRemote,
+    }
 }
 
 /// Reads and authenticates the request, then checks its timestamp, its salt and that its key
@@ -119,7 +121,7 @@ where
     S: AsyncRead + Unpin,
 {
     let peer = origin.peer();
-    let (keys, parties) = keys(origin, shared);
+    let keys = keys(origin, shared);
     let read = AcceptedRequest::read(stream, &keys, shared.forwards);
     let request = match tokio::time::timeout_at(deadline, read).await {
         Ok(Ok(request)) => request,
@@ -167,7 +169,7 @@ where
             return Err(Refusal::Silent);
         }
     }
-    let party = parties.get(request.key_index).cloned().unwrap_or(Party::Client);
+    let party = party(request.key_index, origin, shared);
     let registers = request.header.command == Command::Agent;
     match &party {
         // Only an agent's own key may register, and only under its own name: the shared key is
