@@ -96,22 +96,30 @@ fn malformed_heads() {
         request("GET / HTTP/2.0\r\n\r\n"),
         Err(DecodeError::BadField("HTTP-version"))
     );
+    // Two spaces: the version is then " HTTP/1.1" (RFC 9112 §3 lets a server refuse it).
     assert_eq!(
         request("GET /  HTTP/1.1\r\n\r\n"),
+        Err(DecodeError::BadField("HTTP-version"))
+    );
+    assert_eq!(
+        request("G(T / HTTP/1.1\r\n\r\n"),
         Err(DecodeError::BadField("request-line"))
     );
-    assert_eq!(request("G(T / HTTP/1.1\r\n\r\n"), Err(DecodeError::BadField("method")));
+    assert_eq!(
+        request("GET /é HTTP/1.1\r\n\r\n"),
+        Err(DecodeError::BadField("request-target"))
+    );
     assert_eq!(
         request("GET / HTTP/1.1\r\nHost : x\r\n\r\n"),
         Err(DecodeError::BadField("field-name"))
     );
     assert_eq!(
         request("GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n"),
-        Err(DecodeError::BadField("obsolete line folding"))
+        Err(DecodeError::BadField("field-name"))
     );
     assert_eq!(
         request("GET / HTTP/1.1\r\nNoColon\r\n\r\n"),
-        Err(DecodeError::BadField("field-line"))
+        Err(DecodeError::BadField("field-name"))
     );
     assert_eq!(
         request("GET / HTTP/1.1\r\nA: b\x01\r\n\r\n"),
@@ -130,6 +138,33 @@ fn malformed_heads() {
     assert_eq!(
         request("\r\nGET / HTTP/1.0\nA: b\n\n").unwrap().headers.get("a"),
         Some(&b"b"[..])
+    );
+    let empties = |n: usize| format!("{}GET / HTTP/1.1\r\n\r\n", "\r\n".repeat(n));
+    assert!(request(&empties(MAX_EMPTY_LINES)).is_ok());
+    assert_eq!(
+        request(&empties(MAX_EMPTY_LINES + 1)),
+        Err(DecodeError::BadField("empty lines before the start line"))
+    );
+    assert_eq!(request("\r\n\r"), Err(DecodeError::Incomplete));
+}
+
+#[test]
+fn response_heads_are_repaired_where_rfc_9112_allows() {
+    let response = |text: &str| decode_exact::<ResponseHead>(text.as_bytes());
+    // §5.1: whitespace before the colon is removed; §5.2: obs-fold becomes spaces.
+    let head = response("HTTP/1.1 200 OK\r\nX-A : one\r\nX-B: two\r\n three\r\n\r\n").unwrap();
+    assert_eq!(head.headers.get("x-a"), Some(&b"one"[..]));
+    assert_eq!(head.headers.get("x-b"), Some(&b"two   three"[..]));
+    for bad in [
+        "HTTP/1.1 099 x\r\n\r\n",
+        "HTTP/1.1 600 x\r\n\r\n",
+        "HTTP/1.1 2000 x\r\n\r\n",
+    ] {
+        assert_eq!(response(bad), Err(DecodeError::BadField("status-code")), "{bad:?}");
+    }
+    assert_eq!(
+        response("HTTP/1.1 200 OK\r\nA: b\x00c\r\n\r\n"),
+        Err(DecodeError::BadField("field-value"))
     );
 }
 
