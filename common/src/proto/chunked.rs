@@ -9,8 +9,8 @@
 //! chunk-size     1*HEXDIG  (at most 16 digits)
 //! ```
 //!
-//! A size or trailer line longer than [`MAX_LINE`] bytes, a size that is not hex, or chunk data
-//! not followed by CRLF is an error. A bare LF is accepted as a line end.
+//! A size or trailer line longer than [`MAX_LINE`] bytes, a size that is not plain hex (see
+//! `parse_size`), or chunk data not followed by CRLF is an error. A bare LF is accepted as a line end.
 
 use super::DecodeError;
 
@@ -124,15 +124,30 @@ impl ChunkedTracker {
     }
 }
 
-/// The hex size before any `;extension`, with optional whitespace around it.
+/// The hex size before any `;extension`. Whitespace may follow the digits (the BWS before `;`)
+/// but never precede them, and an extension holds no control byte but HTAB: parsers that
+/// disagree on a chunk size are how bodies get smuggled (RFC 9112 §11.2), so only the plain
+/// form passes. httparse's `parse_chunk_size` is not used: it reads an empty size line as `0`
+/// (a last chunk where other parsers see an error) and lets any byte into an extension.
 fn parse_size(line: &[u8]) -> Result<u64, DecodeError> {
+    const BAD: DecodeError = DecodeError::BadField("chunk-size");
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let digits = line.split(|b| *b == b';').next().unwrap_or_default().trim_ascii();
+    let (digits, extensions) = match line.iter().position(|b| *b == b';') {
+        Some(at) => line.split_at(at),
+        None => (line, &[][..]),
+    };
+    let digits = digits.trim_ascii_end();
     if digits.is_empty() || digits.len() > 16 || !digits.iter().all(u8::is_ascii_hexdigit) {
-        return Err(DecodeError::BadField("chunk-size"));
+        return Err(BAD);
     }
-    let text = std::str::from_utf8(digits).map_err(|_| DecodeError::BadField("chunk-size"))?;
-    u64::from_str_radix(text, 16).map_err(|_| DecodeError::BadField("chunk-size"))
+    if extensions
+        .iter()
+        .any(|b| (b.is_ascii_control() && *b != b'\t') || *b == 0x7f)
+    {
+        return Err(DecodeError::BadField("chunk-ext"));
+    }
+    let text = std::str::from_utf8(digits).map_err(|_| BAD)?;
+    u64::from_str_radix(text, 16).map_err(|_| BAD)
 }
 
 #[cfg(test)]
@@ -180,6 +195,21 @@ mod tests {
             ChunkedTracker::new().advance(b"2\r\nabc"),
             Err(DecodeError::BadField("chunk-data CRLF"))
         );
+        // Smuggling shapes: a size some parsers read differently is refused.
+        for line in [&b" 5\r\n"[..], b"\t5\r\n", b"+5\r\n", b"0x5\r\n", b"5 5\r\n", b"-0\r\n"] {
+            assert_eq!(
+                ChunkedTracker::new().advance(line),
+                Err(DecodeError::BadField("chunk-size")),
+                "{line:?}"
+            );
+        }
+        assert_eq!(
+            ChunkedTracker::new().advance(b"5;a=\x00\r\n"),
+            Err(DecodeError::BadField("chunk-ext"))
+        );
+        let mut t = ChunkedTracker::new();
+        assert_eq!(t.advance(b"5 ;a=b\t;c\r\nhello\r\n0\r\n\r\n"), Ok(23));
+        assert!(t.is_done());
         let long = vec![b'1'; MAX_LINE + 1];
         assert_eq!(
             ChunkedTracker::new().advance(&long),
