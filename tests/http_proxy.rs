@@ -27,6 +27,19 @@ fn canned(status_line: &str, message: &str, extra: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A response as text without its `Date` line (warren's own answers carry one: RFC 9110
+/// §6.6.1), to compare with [`canned`].
+fn without_date(response: &[u8]) -> String {
+    let text = String::from_utf8_lossy(response);
+    match text.find("\r\nDate: ") {
+        Some(at) => {
+            let end = text[at + 2..].find("\r\n").map_or(text.len(), |e| at + 2 + e + 2);
+            format!("{}{}", &text[..at + 2], &text[end..])
+        }
+        None => text.into_owned(),
+    }
+}
+
 /// The status line of a response.
 fn status_line(response: &[u8]) -> String {
     let end = response.windows(2).position(|w| w == b"\r\n").unwrap_or(response.len());
@@ -349,7 +362,10 @@ async fn keep_alive_two_requests_share_one_connection() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "curl: {stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "GET /a #1GET /b #2", "{stderr}");
-    let host = format!("host=127.0.0.1:{} fields=Host,User-Agent,Accept", origin.addr.port());
+    let host = format!(
+        "host=127.0.0.1:{} fields=Host,User-Agent,Accept,Via",
+        origin.addr.port()
+    );
     let seen: Vec<(usize, String)> = origin.requests().into_iter().map(|(c, l, _)| (c, l)).collect();
     assert_eq!(
         seen,
@@ -387,7 +403,10 @@ async fn keep_alive_across_different_hosts() {
     assert_eq!(one.requests().len(), 2);
     assert_eq!(two.requests().len(), 1);
     // Host comes from the URL; hop-by-hop fields (and those Connection names) are not forwarded.
-    let expected = format!("GET /x HTTP/1.1 host=127.0.0.1:{} fields=Host,Accept", one.addr.port());
+    let expected = format!(
+        "GET /x HTTP/1.1 host=127.0.0.1:{} fields=Host,Accept,Via",
+        one.addr.port()
+    );
     assert_eq!(one.requests()[0].1, expected);
 }
 
@@ -403,37 +422,41 @@ async fn response_framing_and_request_bodies_on_one_connection() {
     let mut buf = BytesMut::new();
     let chunked_body = b"5\r\nhello\r\n1;ext=1\r\n \r\n6\r\nchunks\r\n0\r\nX-Sum: 12\r\n\r\n";
     let big = pattern(200 * 1024);
-    let mut posted = format!("POST {base}/echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n", big.len()).into_bytes();
+    let mut posted = format!(
+        "POST {base}/echo HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    )
+    .into_bytes();
     posted.extend_from_slice(&big);
     let steps: Vec<(&str, Vec<u8>, u16, Vec<u8>)> = vec![
         (
             "GET",
-            format!("GET {base}/chunked HTTP/1.1\r\n\r\n").into_bytes(),
+            format!("GET {base}/chunked HTTP/1.1\r\nHost: h\r\n\r\n").into_bytes(),
             200,
             chunked_body.to_vec(),
         ),
         (
             "HEAD",
-            format!("HEAD {base}/head HTTP/1.1\r\n\r\n").into_bytes(),
+            format!("HEAD {base}/head HTTP/1.1\r\nHost: h\r\n\r\n").into_bytes(),
             200,
             vec![],
         ),
         (
             "GET",
-            format!("GET {base}/204 HTTP/1.1\r\n\r\n").into_bytes(),
+            format!("GET {base}/204 HTTP/1.1\r\nHost: h\r\n\r\n").into_bytes(),
             204,
             vec![],
         ),
         (
             "GET",
-            format!("GET {base}/304 HTTP/1.1\r\n\r\n").into_bytes(),
+            format!("GET {base}/304 HTTP/1.1\r\nHost: h\r\n\r\n").into_bytes(),
             304,
             vec![],
         ),
         ("POST", posted, 200, big.clone()),
         (
             "POST",
-            format!("POST {base}/echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+            format!("POST {base}/echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
                 .into_bytes(),
             200,
             b"3\r\nabc\r\n0\r\n\r\n".to_vec(),
@@ -452,7 +475,7 @@ async fn response_framing_and_request_bodies_on_one_connection() {
     );
     assert!(requests[4].2 == big, "Content-Length request body reached the origin");
     stream
-        .write_all(format!("GET {base}/close HTTP/1.1\r\n\r\n").as_bytes())
+        .write_all(format!("GET {base}/close HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let (head, got) = read_response(&mut stream, &mut buf, "GET").await;
@@ -492,23 +515,19 @@ async fn basic_proxy_login() {
         challenge,
     );
     for request in [
-        format!("CONNECT {} HTTP/1.1\r\n\r\n", target.addr),
-        format!("GET http://{}/ HTTP/1.1\r\n\r\n", target.addr),
+        format!("CONNECT {} HTTP/1.1\r\nHost: h\r\n\r\n", target.addr),
+        format!("GET http://{}/ HTTP/1.1\r\nHost: h\r\n\r\n", target.addr),
         format!(
-            "GET http://{}/ HTTP/1.1\r\nProxy-Authorization: Basic YWxpY2U6d3Jvbmc=\r\n\r\n",
+            "GET http://{}/ HTTP/1.1\r\nHost: h\r\nProxy-Authorization: Basic YWxpY2U6d3Jvbmc=\r\n\r\n",
             target.addr
         ),
         format!(
-            "GET http://{}/ HTTP/1.1\r\nProxy-Authorization: Bearer abc\r\n\r\n",
+            "GET http://{}/ HTTP/1.1\r\nHost: h\r\nProxy-Authorization: Bearer abc\r\n\r\n",
             target.addr
         ),
     ] {
         let answer = send_raw(pair.socks(), request.as_bytes()).await;
-        assert_eq!(
-            String::from_utf8_lossy(&answer),
-            String::from_utf8_lossy(&expected),
-            "{request}"
-        );
+        assert_eq!(without_date(&answer), String::from_utf8_lossy(&expected), "{request}");
     }
     assert_eq!(
         target.connections().await,
@@ -557,7 +576,7 @@ async fn failures_map_to_403_502_504() {
         ] {
             let answer = send_raw(proxy, request.as_bytes()).await;
             assert_eq!(
-                String::from_utf8_lossy(&answer),
+                without_date(&answer),
                 String::from_utf8_lossy(&canned(status, message, "")),
                 "{request}"
             );
@@ -573,13 +592,13 @@ async fn unreachable_remote_gets_502() {
         .local_addr()
         .unwrap();
     let local = start_local(&new_key(), closed, "").await;
-    let answer = send_raw(local.addr, b"GET http://127.0.0.1:9/ HTTP/1.1\r\n\r\n").await;
+    let answer = send_raw(local.addr, b"GET http://127.0.0.1:9/ HTTP/1.1\r\nHost: h\r\n\r\n").await;
     assert_eq!(status_line(&answer), "HTTP/1.1 502 Bad Gateway");
 }
 
 /// The proxy still forwards a request after a refused one.
 async fn assert_still_serves(proxy: SocketAddr, site: SocketAddr) {
-    let request = format!("GET http://{site}/ HTTP/1.1\r\nConnection: close\r\n\r\n");
+    let request = format!("GET http://{site}/ HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
     let answer = send_raw(proxy, request.as_bytes()).await;
     assert_eq!(status_line(&answer), "HTTP/1.1 200 OK", "a request after a refused one");
     assert!(answer.ends_with(b"still serving"));
@@ -594,29 +613,37 @@ async fn malformed_requests_get_400_or_431() {
     let site = http_server("127.0.0.1:0", b"still serving".to_vec()).await;
     let pair = start_pair("", "").await;
     let huge = format!(
-        "GET http://{site}/ HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "GET http://{site}/ HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\n\r\n",
         "a".repeat(70 * 1024)
     );
     let cases = [
         ("GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(), "400 Bad Request"),
         ("GET\r\n\r\n".to_owned(), "400 Bad Request"),
         (format!("GET http://{site}/ HTTP/2.0\r\n\r\n"), "400 Bad Request"),
-        (format!("GET https://{site}/ HTTP/1.1\r\n\r\n"), "400 Bad Request"),
-        ("CONNECT 127.0.0.1 HTTP/1.1\r\n\r\n".to_owned(), "400 Bad Request"),
+        (
+            format!("GET https://{site}/ HTTP/1.1\r\nHost: h\r\n\r\n"),
+            "400 Bad Request",
+        ),
+        (
+            "CONNECT 127.0.0.1 HTTP/1.1\r\nHost: h\r\n\r\n".to_owned(),
+            "400 Bad Request",
+        ),
         (
             format!("GET http://{site}/ HTTP/1.1\r\nHost : x\r\n\r\n"),
             "400 Bad Request",
         ),
         (
-            format!("GET http://{site}/ HTTP/1.1\r\nA: b\r\n  c\r\n\r\n"),
+            format!("GET http://{site}/ HTTP/1.1\r\nHost: h\r\nA: b\r\n  c\r\n\r\n"),
             "400 Bad Request",
         ),
         (
-            format!("POST http://{site}/ HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            format!(
+                "POST http://{site}/ HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ),
             "400 Bad Request",
         ),
         (
-            format!("POST http://{site}/ HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"),
+            format!("POST http://{site}/ HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"),
             "400 Bad Request",
         ),
         (huge, "431 Request Header Fields Too Large"),
@@ -629,10 +656,10 @@ async fn malformed_requests_get_400_or_431() {
     }
     // The exact bytes of one: a path on the proxy itself that it does not serve (it serves
     // /proxy.pac: tests/routing.rs).
-    let answer = send_raw(pair.socks(), b"GET /index.html HTTP/1.1\r\n\r\n").await;
+    let answer = send_raw(pair.socks(), b"GET /index.html HTTP/1.1\r\nHost: h\r\n\r\n").await;
     let message = "this is a proxy: ask for an absolute URL (GET http://host/path) or use CONNECT";
     assert_eq!(
-        String::from_utf8_lossy(&answer),
+        without_date(&answer),
         String::from_utf8_lossy(&canned("400 Bad Request", message, ""))
     );
 }
@@ -656,7 +683,7 @@ async fn truncated_and_stalled_heads() {
     assert_still_serves(pair.socks(), site).await;
     let expected = canned("408 Request Timeout", "the request head did not arrive in time", "");
     assert_eq!(
-        String::from_utf8_lossy(&read_until_closed(&mut stalled).await),
+        without_date(&read_until_closed(&mut stalled).await),
         String::from_utf8_lossy(&expected)
     );
 }
@@ -684,12 +711,15 @@ async fn ipv6_targets_for_connect_and_absolute_form() {
     within(10, "echo", stream.read_exact(&mut got)).await.unwrap();
     assert_eq!(&got, b"over IPv6");
 
-    let request = format!("GET http://{}/v6 HTTP/1.1\r\nConnection: close\r\n\r\n", origin.addr);
+    let request = format!(
+        "GET http://{}/v6 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        origin.addr
+    );
     let answer = send_raw(pair.socks(), request.as_bytes()).await;
     assert_eq!(status_line(&answer), "HTTP/1.1 200 OK");
     assert!(answer.ends_with(b"GET /v6 #1"));
     assert_eq!(
         origin.requests()[0].1,
-        format!("GET /v6 HTTP/1.1 host={} fields=Host", origin.addr)
+        format!("GET /v6 HTTP/1.1 host={} fields=Host,Via", origin.addr)
     );
 }

@@ -84,7 +84,7 @@ async fn interim_responses_reach_http_1_1_clients_only() {
 
     let new = send_raw(
         pair.local.addr,
-        format!("GET http://{origin}/hints HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET http://{origin}/hints HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .await;
     let new = String::from_utf8_lossy(&new);

@@ -12,6 +12,7 @@
 //! a body (RFC 9112 §9.3.1.1). Every read and write has the idle timeout as its deadline; a
 //! tunnel given up is closed with its end-of-stream chunk ([`close`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use warren_common::proto::Encode;
 
@@ -19,9 +20,10 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warren_common::proto::address::Address;
-use warren_common::proto::http::{BodyLength, Header, RequestHead, ResponseHead};
+use warren_common::proto::http::{BodyLength, RequestHead, ResponseHead};
 
 use super::response::{canned, refusal};
+use super::rules;
 use super::wire::{copy_body, read_head, within, write_all, HttpError};
 use crate::outbound::{Outbound, Outbounds};
 use crate::session::{self, answer_and_close, Failure};
@@ -127,31 +129,26 @@ pub async fn forward(
         authority,
         path,
     } = request;
-    let body = match head.body_length() {
+    let body = match rules::check(&head) {
         Ok(body) => body,
-        Err(e) => {
-            tracing::debug!("HTTP request refused: {e}");
-            answer_and_close(client, &canned(400, "Bad Request", &e.to_string(), &[])).await;
+        Err(refusal) => {
+            tracing::debug!("HTTP request refused: {}", refusal.2);
+            answer_and_close(client, &rules::refusal(&refusal)).await;
             return Next::Close;
         }
     };
+    if let Some(answer) = rules::own_answer(&head) {
+        tracing::info!(peer = %outbounds.peer(), method = %head.method, "HTTP request answered by the proxy (Max-Forwards: 0)");
+        answer_and_close(client, &answer).await;
+        return Next::Close;
+    }
     let meta = Meta {
         method: head.method.clone(),
         is_head: head.method == "HEAD",
         keep_alive: head.keep_alive(),
         minor: head.minor,
     };
-    let mut out = head;
-    out.target = path;
-    out.headers.remove_hop_by_hop();
-    out.headers.remove("host");
-    out.headers.0.insert(
-        0,
-        Header {
-            name: "Host".into(),
-            value: authority.into_bytes(),
-        },
-    );
+    let out = rules::to_origin(head, authority, path, body);
     let mut wire = Vec::with_capacity(1024);
     out.encode(&mut wire);
     let idle = outbounds.idle();
@@ -249,8 +246,10 @@ async fn exchange(
 ) -> Exchange {
     let (mut client_read, mut client_write) = client.split();
     let (mut up_read, mut up_write) = tokio::io::split(&mut up.stream);
+    // Whether a response byte went to the client: until then a bad request body is answered.
+    let answered = AtomicBool::new(false);
     let request = copy_body(&mut client_read, buf, &mut up_write, body, idle);
-    let response = forward_response(&mut up_read, &mut up.buf, &mut client_write, meta, idle);
+    let response = forward_response(&mut up_read, &mut up.buf, &mut client_write, meta, idle, &answered);
     tokio::pin!(request, response);
     let mut request_done = false;
     loop {
@@ -260,6 +259,10 @@ async fn exchange(
             biased;
             sent = &mut request, if !request_done => match sent {
                 Ok(_) => request_done = true,
+                // RFC 9112 §7.1: a chunked body that does not parse is the client's error.
+                Err(HttpError::Malformed(e)) if !answered.load(Ordering::Relaxed) => {
+                    return Exchange::Refuse(400, "Bad Request", format!("malformed request body: {e}"));
+                }
                 Err(e) => {
                     tracing::debug!("request body not forwarded: {e}");
                     return Exchange::Broken;
@@ -288,6 +291,7 @@ async fn forward_response<R, W>(
     client: &mut W,
     meta: &Meta,
     idle: Duration,
+    answered: &AtomicBool,
 ) -> Exchange
 where
     R: AsyncRead + Unpin,
@@ -325,6 +329,7 @@ where
         }
         let mut out = Vec::with_capacity(256);
         head.encode(&mut out);
+        answered.store(true, Ordering::Relaxed);
         if within(idle, write_all(client, &out)).await.is_err() {
             return Exchange::Broken;
         }
@@ -338,15 +343,10 @@ where
     let keep_upstream = head.keep_alive() && framing != BodyLength::ToClose;
     let keep_client = meta.keep_alive && framing != BodyLength::ToClose;
     let status = head.status;
-    head.headers.remove_hop_by_hop();
-    if !keep_client {
-        head.headers.push("Connection", "close");
-    } else if meta.minor == 0 {
-        head.headers.push("Connection", "keep-alive");
-    }
-    head.minor = 1;
+    rules::to_client(&mut head, keep_client, meta.minor);
     let mut out = Vec::with_capacity(1024);
     head.encode(&mut out);
+    answered.store(true, Ordering::Relaxed);
     if within(idle, write_all(client, &out)).await.is_err() {
         return Exchange::Broken;
     }

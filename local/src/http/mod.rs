@@ -5,12 +5,18 @@
 //! CONNECT host:port          → connect.rs   the session opens, answers 200, relays (ends the loop)
 //! GET http://host/path …     → forward.rs   forwarded with keep-alive, then the next head
 //! GET /proxy.pac             → resource.rs  served by the proxy itself (then close)
+//! OPTIONS *                  → rules.rs     answered by the proxy itself (then close)
 //! ```
+//!
+//! rules.rs holds what RFC 9110/9112 ask of an intermediary (Host, framing, Max-Forwards, Via,
+//! hop-by-hop fields); docs/HTTP.md is the table of those rules and their tests.
 //!
 //! Refusals (written with a lingering close, see `session::answer_and_close`):
 //!
 //! ```text
-//! 400 malformed request, or a path the proxy does not serve
+//! 400 malformed request, no or several Host fields, ambiguous framing, or a path the proxy
+//!     does not serve
+//! 414 request line over 64 KiB
 //! 407 local.users is set and Proxy-Authorization: Basic is missing or wrong
 //! 408 the request head did not arrive within local.handshake_timeout
 //! 431 request head over 64 KiB or 128 fields
@@ -21,12 +27,15 @@ mod connect;
 mod forward;
 mod resource;
 mod response;
+mod rules;
 mod wire;
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 use warren_common::config::{LocalConfig, User};
-use warren_common::proto::http::{basic_credentials, redact_userinfo, RequestHead, Target, FIELD_HEAD_SIZE};
+use warren_common::proto::http::{
+    basic_credentials, redact_userinfo, RequestHead, Target, FIELD_HEAD_SIZE, FIELD_TARGET_SIZE,
+};
 use warren_common::proto::DecodeError;
 
 use self::forward::{Next, Upstream};
@@ -79,6 +88,7 @@ async fn serve_requests(
                 tracing::debug!("HTTP request refused: {e}");
                 let (status, reason) = match e {
                     DecodeError::BadField(FIELD_HEAD_SIZE) => (431, "Request Header Fields Too Large"),
+                    DecodeError::BadField(FIELD_TARGET_SIZE) => (414, "URI Too Long"),
                     _ => (400, "Bad Request"),
                 };
                 answer_and_close(&mut client, &canned(status, reason, &e.to_string(), &[])).await;
@@ -96,6 +106,11 @@ async fn serve_requests(
             }
         };
         first = false;
+        if let Err(refusal) = rules::check_host(&head) {
+            tracing::debug!(method = %head.method, "HTTP request refused: {}", refusal.2);
+            answer_and_close(&mut client, &rules::refusal(&refusal)).await;
+            return;
+        }
         let target = match head.parse_target() {
             Ok(target) => target,
             Err(e) => {
@@ -120,6 +135,7 @@ async fn serve_requests(
             return;
         }
         match target {
+            Target::Asterisk => return answer_and_close(&mut client, &rules::options_asterisk()).await,
             Target::Origin(path) => {
                 let listen = client.local_addr().unwrap_or(config.listen);
                 let answer = resource::answer(&head, &path, &config.routing.router, listen);

@@ -30,6 +30,9 @@ pub fn answer(head: &RequestHead, path: &str, router: &Router<LocalAction>, list
         return canned(400, "Bad Request", message, &[]);
     };
     let mut response = ResponseHead::new(200, "OK");
+    response
+        .headers
+        .push("Date", httpdate::fmt_http_date(std::time::SystemTime::now()));
     response.headers.push("Content-Type", content_type);
     response.headers.push("Content-Length", body.len().to_string());
     response.headers.push("Connection", "close");

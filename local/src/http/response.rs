@@ -14,11 +14,14 @@ use warren_common::proto::Encode;
 
 use crate::outbound::OpenError;
 
-/// A complete response warren-local makes itself: `status reason`, a one-line plain-text body,
-/// and `Connection: close`, plus `extra` header fields.
+/// A complete response warren-local makes itself: `status reason`, `Date` (RFC 9110 §6.6.1: a
+/// server with a clock sends it), a one-line plain-text body, and `Connection: close`, plus
+/// `extra` header fields.
 pub fn canned(status: u16, reason: &str, message: &str, extra: &[(&str, &str)]) -> Vec<u8> {
     let body = format!("{status} {reason}: {message}\n");
     let mut head = ResponseHead::new(status, reason);
+    head.headers
+        .push("Date", httpdate::fmt_http_date(std::time::SystemTime::now()));
     head.headers.push("Content-Type", "text/plain; charset=utf-8");
     head.headers.push("Content-Length", body.len().to_string());
     head.headers.push("Connection", "close");

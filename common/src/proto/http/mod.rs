@@ -41,6 +41,9 @@ pub const MAX_EMPTY_LINES: usize = 8;
 /// The `BadField` name for a head over [`MAX_HEAD`] bytes or [`MAX_HEADERS`] fields (answered
 /// with 431 rather than 400).
 pub const FIELD_HEAD_SIZE: &str = "header section size";
+/// The `BadField` name for a request line that does not end within [`MAX_HEAD`] bytes
+/// (answered 414: RFC 9112 §3 asks a server to answer a target too long to parse so).
+pub const FIELD_TARGET_SIZE: &str = "request-target size";
 
 /// Hop-by-hop fields a proxy removes before forwarding (besides those `Connection` names).
 /// `Transfer-Encoding` stays: warren forwards bodies with their framing unchanged.
@@ -226,7 +229,11 @@ impl Decode for RequestHead {
         let (skipped, window) = head_window(buf.chunk())?;
         let mut slots: FieldSlots<'_> = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut slots);
-        let used = head_length(request.parse(window), window)?;
+        let verdict = request.parse(window);
+        if window.len() >= MAX_HEAD && !window.contains(&b'\n') {
+            return Err(DecodeError::BadField(FIELD_TARGET_SIZE));
+        }
+        let used = head_length(verdict, window)?;
         let (Some(method), Some(target)) = (request.method, request.path) else {
             return Err(DecodeError::BadField("request-line"));
         };
@@ -263,15 +270,18 @@ impl Encode for ResponseHead {
 
 impl RequestHead {
     /// The request body's framing. Both `Transfer-Encoding` and `Content-Length`, a transfer
-    /// coding that does not end in chunked, or conflicting lengths are errors (answered 400).
+    /// coding list that does not end in a single chunked, or conflicting lengths are errors
+    /// (answered 400).
     pub fn body_length(&self) -> Result<BodyLength, DecodeError> {
         let codings = self.headers.tokens("transfer-encoding");
         if !codings.is_empty() {
             if self.headers.get("content-length").is_some() {
                 return Err(DecodeError::BadField("Content-Length with Transfer-Encoding"));
             }
+            // RFC 9112 §6.1: chunked is applied once, and last.
+            let chunked = codings.iter().filter(|c| *c == "chunked").count();
             return match codings.last().map(String::as_str) {
-                Some("chunked") => Ok(BodyLength::Chunked),
+                Some("chunked") if chunked == 1 => Ok(BodyLength::Chunked),
                 _ => Err(DecodeError::BadField("Transfer-Encoding")),
             };
         }
@@ -364,10 +374,14 @@ impl ResponseHead {
         }
         let codings = self.headers.tokens("transfer-encoding");
         if !codings.is_empty() {
-            return Ok(match codings.last().map(String::as_str) {
-                Some("chunked") => BodyLength::Chunked,
-                _ => BodyLength::ToClose,
-            });
+            // RFC 9112 §6.3: chunked last means chunked framing; a coding list without it is
+            // read to the close; chunked anywhere else, or twice, is an error (502).
+            let chunked = codings.iter().filter(|c| *c == "chunked").count();
+            return match (codings.last().map(String::as_str), chunked) {
+                (Some("chunked"), 1) => Ok(BodyLength::Chunked),
+                (_, 0) => Ok(BodyLength::ToClose),
+                _ => Err(DecodeError::BadField("Transfer-Encoding")),
+            };
         }
         Ok(content_length(&self.headers)?.map_or(BodyLength::ToClose, BodyLength::Fixed))
     }

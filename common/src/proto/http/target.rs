@@ -24,6 +24,8 @@ pub enum Target {
     },
     /// `/path`: a request for the proxy itself.
     Origin(String),
+    /// `OPTIONS *` (asterisk-form, RFC 9112 §3.2.4): a question about the proxy itself.
+    Asterisk,
 }
 
 /// Parses `host[:port]` (IPv6 in brackets) into an address; `default_port` when the port is
@@ -63,10 +65,14 @@ pub fn parse_authority(text: &str, default_port: Option<u16>) -> Result<Address,
 }
 
 impl RequestHead {
-    /// What the request-target asks for. Other forms (`*`, `https://…`, `user@host`) are errors.
+    /// What the request-target asks for. Other forms (`*` with another method, `https://…`,
+    /// `user@host`, authority-form without CONNECT) are errors.
     pub fn parse_target(&self) -> Result<Target, DecodeError> {
         if self.method == "CONNECT" {
             return Ok(Target::Tunnel(parse_authority(&self.target, None)?));
+        }
+        if self.method == "OPTIONS" && self.target == "*" {
+            return Ok(Target::Asterisk);
         }
         if self.target.starts_with('/') {
             return Ok(Target::Origin(self.target.clone()));
