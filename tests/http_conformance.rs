@@ -334,7 +334,8 @@ async fn pipelined_requests_are_answered_in_order() {
 
 /// RFC 9112 §5.1/§5.2: a response with whitespace before a colon or obs-fold is repaired before
 /// it is forwarded; RFC 9110 §15: a status outside 100–599, conflicting lengths (RFC 9112 §6.3)
-/// or chunked applied twice is a 502 to the client, never forwarded.
+/// or chunked applied twice is a 502 to the client, never forwarded; so is a 101 the client
+/// never asked for (RFC 9110 §15.2.2: `Upgrade` is hop-by-hop and warren never forwards it).
 #[tokio::test]
 async fn response_heads_are_repaired_or_refused() {
     let pair = start_pair("", "").await;
@@ -347,6 +348,7 @@ async fn response_heads_are_repaired_or_refused() {
         "/600" => b"HTTP/1.1 600 Odd\r\nContent-Length: 0\r\n\r\n".to_vec(),
         "/lengths" => answer("200 OK", "Content-Length: 2\r\nContent-Length: 3\r\n", "abc"),
         "/twice" => answer("200 OK", "Transfer-Encoding: chunked, chunked\r\n", "0\r\n\r\n"),
+        "/101" => answer("101 Switching Protocols", "Upgrade: other\r\nConnection: upgrade\r\n", ""),
         _ => answer("404 Not Found", "Content-Length: 0\r\n", ""),
     })
     .await;
@@ -357,7 +359,7 @@ async fn response_heads_are_repaired_or_refused() {
         "{head}"
     );
     assert_eq!(body, b"ok");
-    for path in ["/600", "/lengths", "/twice"] {
+    for path in ["/600", "/lengths", "/twice", "/101"] {
         let (head, _) = split_response(&send_raw(pair.socks(), get(path).as_bytes()).await);
         assert!(head.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{path}: {head}");
     }
