@@ -2,7 +2,7 @@
 //! `chacha20poly1305` seal/open of the same bytes, so the framing's overhead over the cipher is
 //! visible; and the SOCKS5 request parser. Run with `cargo bench -p warren-common`.
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use warren_common::crypto::{frame_len, Key, Purpose, SessionCipher, LEN_BLOCK, MAX_PAYLOAD};
@@ -19,13 +19,13 @@ fn cipher(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(size as u64));
         let mut buf = vec![0x5au8; size];
         g.bench_with_input(BenchmarkId::new("seal", size), &size, |b, _| {
-            b.iter(|| black_box(aead.encrypt_in_place_detached(&nonce, &[], &mut buf).unwrap()))
+            b.iter(|| black_box(aead.encrypt_inout_detached(&nonce, &[], buf.as_mut_slice().into()).unwrap()))
         });
-        let tag: Tag = aead.encrypt_in_place_detached(&nonce, &[], &mut buf).unwrap();
+        let tag: Tag = aead.encrypt_inout_detached(&nonce, &[], buf.as_mut_slice().into()).unwrap();
         g.bench_with_input(BenchmarkId::new("open", size), &size, |b, _| {
             b.iter_batched_ref(
                 || buf.clone(),
-                |sealed| aead.decrypt_in_place_detached(&nonce, &[], sealed, &tag).unwrap(),
+                |sealed| aead.decrypt_inout_detached(&nonce, &[], sealed.as_mut_slice().into(), &tag).unwrap(),
                 criterion::BatchSize::SmallInput,
             )
         });

@@ -23,7 +23,7 @@
 //! Sealing and opening happen in place on a caller's buffer: no allocation per chunk.
 
 use base64::Engine as _;
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
 use hkdf::Hkdf;
 use rand::RngCore;
@@ -181,14 +181,15 @@ impl SessionCipher {
     fn seal(&mut self, data: &mut [u8]) -> Result<Tag, CryptoError> {
         let nonce = self.next_nonce()?;
         self.aead
-            .encrypt_in_place_detached(&nonce, &[], data)
+            .encrypt_inout_detached(&nonce, &[], data.into())
             .map_err(|_| CryptoError::Authentication)
     }
 
     fn open(&mut self, data: &mut [u8], tag: &[u8]) -> Result<(), CryptoError> {
         let nonce = self.next_nonce()?;
+        let tag = Tag::try_from(tag).map_err(|_| CryptoError::Authentication)?;
         self.aead
-            .decrypt_in_place_detached(&nonce, &[], data, Tag::from_slice(tag))
+            .decrypt_inout_detached(&nonce, &[], data.into(), &tag)
             .map_err(|_| CryptoError::Authentication)
     }
 
