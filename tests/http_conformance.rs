@@ -348,7 +348,11 @@ async fn response_heads_are_repaired_or_refused() {
         "/600" => b"HTTP/1.1 600 Odd\r\nContent-Length: 0\r\n\r\n".to_vec(),
         "/lengths" => answer("200 OK", "Content-Length: 2\r\nContent-Length: 3\r\n", "abc"),
         "/twice" => answer("200 OK", "Transfer-Encoding: chunked, chunked\r\n", "0\r\n\r\n"),
-        "/101" => answer("101 Switching Protocols", "Upgrade: other\r\nConnection: upgrade\r\n", ""),
+        "/101" => answer(
+            "101 Switching Protocols",
+            "Upgrade: other\r\nConnection: upgrade\r\n",
+            "",
+        ),
         _ => answer("404 Not Found", "Content-Length: 0\r\n", ""),
     })
     .await;

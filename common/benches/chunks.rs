@@ -19,13 +19,23 @@ fn cipher(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(size as u64));
         let mut buf = vec![0x5au8; size];
         g.bench_with_input(BenchmarkId::new("seal", size), &size, |b, _| {
-            b.iter(|| black_box(aead.encrypt_inout_detached(&nonce, &[], buf.as_mut_slice().into()).unwrap()))
+            b.iter(|| {
+                black_box(
+                    aead.encrypt_inout_detached(&nonce, &[], buf.as_mut_slice().into())
+                        .unwrap(),
+                )
+            })
         });
-        let tag: Tag = aead.encrypt_inout_detached(&nonce, &[], buf.as_mut_slice().into()).unwrap();
+        let tag: Tag = aead
+            .encrypt_inout_detached(&nonce, &[], buf.as_mut_slice().into())
+            .unwrap();
         g.bench_with_input(BenchmarkId::new("open", size), &size, |b, _| {
             b.iter_batched_ref(
                 || buf.clone(),
-                |sealed| aead.decrypt_inout_detached(&nonce, &[], sealed.as_mut_slice().into(), &tag).unwrap(),
+                |sealed| {
+                    aead.decrypt_inout_detached(&nonce, &[], sealed.as_mut_slice().into(), &tag)
+                        .unwrap()
+                },
                 criterion::BatchSize::SmallInput,
             )
         });

@@ -56,9 +56,11 @@ pub async fn serve(listener: TcpListener, config: LocalConfig, health: Arc<Healt
     );
     let config = Arc::new(config);
     let limits = config.limits;
+    let warm = health.clone();
     warren_common::server::serve(listener, shutdown, limits, move |stream, peer| {
         let (config, health) = (config.clone(), health.clone());
         async move { accept::handle(stream, peer, config, health).await }
     })
     .await;
+    warm.warm.close_all();
 }

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -42,6 +43,12 @@ pub struct RawLocal {
     pub default: Option<RawDefault>,
     /// Seconds between health checks of remotes in failover lists.
     pub health_interval: Option<f64>,
+    /// TCP connections per remote kept open ahead of requests (0: none).
+    pub warm_connections: Option<usize>,
+    /// Longest a warm connection waits for a request, in seconds.
+    pub warm_lifetime: Option<f64>,
+    /// Seconds without a request after which no more warm connections are opened.
+    pub warm_linger: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +77,36 @@ pub struct LocalConfig {
     pub routing: LocalRouting,
 }
 
+/// Connections to each remote opened before a request needs them, so that a request waits for
+/// one round trip (its tunnel handshake) instead of two (TCP's, then the tunnel's). See
+/// `warren_local`'s `outbound/warm.rs` for the policy and docs/PROTOCOL.md §11 for why the
+/// lifetime stays below the remote's handshake deadline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WarmSettings {
+    /// Warm connections kept per remote (`local.warm_connections`, default 2, at most 16; 0
+    /// turns warming off).
+    pub per_remote: usize,
+    /// Longest a warm connection waits for a request (`local.warm_lifetime`, default 5 s); each
+    /// one is given a random lifetime between half of it and all of it.
+    pub lifetime: Duration,
+    /// How long after the last request warm connections are still replaced
+    /// (`local.warm_linger`, default 30 s): an idle laptop opens nothing.
+    pub linger: Duration,
+}
+
+impl Default for WarmSettings {
+    fn default() -> Self {
+        WarmSettings {
+            per_remote: 2,
+            lifetime: Duration::from_secs(5),
+            linger: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Largest `local.warm_connections`.
+pub const MAX_WARM_CONNECTIONS: usize = 16;
+
 /// How the local carries a UDP association's datagrams to the remote (`local.udp_transport`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UdpTransport {
@@ -94,7 +131,8 @@ impl LocalConfig {
             routes: local.routes.as_deref(),
             default: local.default.as_ref(),
         };
-        let routing = build(fields, &key, health_interval)?;
+        let mut routing = build(fields, &key, health_interval)?;
+        routing.warm = warm_settings(local)?;
         let remote = match (&local.remote, &routing.router.default) {
             (Some(address), _) => address.clone(),
             (None, LocalAction::Proxy(list)) => list.iter().map(|v| v.name()).collect::<Vec<_>>().join(", "),
@@ -134,4 +172,25 @@ impl LocalConfig {
             routing,
         })
     }
+}
+
+/// `local.warm_connections`, `local.warm_lifetime` and `local.warm_linger`.
+fn warm_settings(local: &RawLocal) -> Result<WarmSettings, ConfigError> {
+    let default = WarmSettings::default();
+    let per_remote = local.warm_connections.unwrap_or(default.per_remote);
+    if per_remote > MAX_WARM_CONNECTIONS {
+        return Err(invalid(
+            "local.warm_connections",
+            format!("{per_remote} is more than {MAX_WARM_CONNECTIONS}"),
+        ));
+    }
+    Ok(WarmSettings {
+        per_remote,
+        lifetime: seconds(
+            "local.warm_lifetime",
+            local.warm_lifetime,
+            default.lifetime.as_secs_f64(),
+        )?,
+        linger: seconds("local.warm_linger", local.warm_linger, default.linger.as_secs_f64())?,
+    })
 }

@@ -171,6 +171,8 @@ pub struct LocalRouting {
     pub router: Router<LocalAction>,
     /// Seconds between health checks of remotes listed in a failover route.
     pub health_interval: Duration,
+    /// Connections to each remote opened ahead of requests (`local.warm_*`).
+    pub warm: super::local::WarmSettings,
 }
 
 impl LocalRouting {
@@ -387,6 +389,7 @@ pub(crate) fn build(
         },
     };
     Ok(LocalRouting {
+        warm: super::local::WarmSettings::default(),
         remotes,
         chains,
         router: Router { rules, default },

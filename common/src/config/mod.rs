@@ -34,7 +34,7 @@ mod tests;
 
 pub use error::ConfigError;
 pub use limits::{default_max_connections, Timeouts};
-pub use local::{LocalConfig, RawLocal, RawUser, UdpTransport};
+pub use local::{LocalConfig, RawLocal, RawUser, UdpTransport, WarmSettings, MAX_WARM_CONNECTIONS};
 pub use remote::{AgentSettings, RawAgent, RawRemote, RawRemoteRoute, RawRule, RemoteConfig};
 pub use secret::{Secret, User};
 

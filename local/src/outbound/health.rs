@@ -5,7 +5,7 @@
 //!
 //! This is the local's runtime state, kept here rather than in the configuration (which stays
 //! plain data): [`Health`] holds one flag per checked remote, by name (remote names are unique
-//! in `local.remotes`).
+//! in `local.remotes`), and the remotes' warm connections (warm.rs).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,12 +16,16 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use warren_common::config::local_routes::{Endpoint, LocalRouting};
 
+use super::warm::Warm;
+
 /// Whether each checked remote answered its last health check. A remote counts as up until a
 /// check says otherwise, and a remote that is never checked (it is in no failover list) is
 /// always up.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Health {
     up: HashMap<String, AtomicBool>,
+    /// The remotes' warm connections (warm.rs): the other state the local keeps per remote.
+    pub(crate) warm: Warm,
 }
 
 impl Health {
@@ -32,7 +36,10 @@ impl Health {
             .iter()
             .map(|remote| (remote.name.clone(), AtomicBool::new(true)))
             .collect();
-        Arc::new(Health { up })
+        Arc::new(Health {
+            up,
+            warm: Warm::new(routing.warm),
+        })
     }
 
     /// Whether the remote named `remote` answered its last check (true if it is not checked).
@@ -100,6 +107,7 @@ mod tests {
     fn unchecked_remotes_are_up_and_changes_are_reported_once() {
         let health = Health {
             up: HashMap::from([("a".to_owned(), AtomicBool::new(true))]),
+            warm: Warm::new(Default::default()),
         };
         assert!(health.is_up("a") && health.is_up("never-checked"));
         assert!(health.set("a", false), "up → down is a change");

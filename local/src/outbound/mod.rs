@@ -7,7 +7,8 @@
 //!   block   → refused: SOCKS5 0x02, SOCKS4 0x5B, HTTP 403
 //!   direct  → Happy Eyeballs from the local itself               → Outbound::Direct
 //!   proxy   → each way out in order, those marked down last (health.rs):
-//!               remote → TCP + tunnel handshake (tunnel.rs)       → Outbound::Tunnel
+//!               remote → a warm TCP connection (warm.rs) or a new one,
+//!                        + tunnel handshake (tunnel.rs)           → Outbound::Tunnel
 //!               chain  → hop 1 tunnel, CONNECT hop 2, hop 2's handshake inside it, …,
 //!                        optionally a SOCKS5 client handshake last (chain.rs, upstream.rs)
 //!                                                                 → Outbound::Nested
@@ -23,6 +24,7 @@ mod chain;
 pub mod health;
 mod tunnel;
 mod upstream;
+mod warm;
 
 use std::io;
 use std::net::SocketAddr;
@@ -40,6 +42,7 @@ use warren_common::proto::address::Address;
 use warren_common::proto::header::{Command, RequestHeader};
 use warren_common::proto::status::Status;
 use warren_common::stream::EncryptedStream;
+use warren_common::tunnel::HandshakeError;
 
 use self::chain::Stream;
 pub use self::health::Health;
@@ -142,7 +145,7 @@ impl<'a> Outbounds<'a> {
                 let order: Vec<&Via> = up.into_iter().chain(down).collect();
                 let mut last = None;
                 for (i, via) in order.iter().enumerate() {
-                    match timeout_at(deadline, open_via(via, header, initial)).await {
+                    match timeout_at(deadline, open_via(via, header, initial, self.health)).await {
                         Ok(Ok(opened)) => {
                             if list.len() > 1 {
                                 tracing::info!(peer = %self.peer, target = %header.target, via = via.name(), "served by {}", via.name());
@@ -226,11 +229,26 @@ async fn direct(header: &RequestHeader, initial: &[u8]) -> Result<(Address, Outb
     Ok((bound, Outbound::Direct(stream)))
 }
 
-async fn open_via(via: &Via, header: &RequestHeader, initial: &[u8]) -> Result<(Address, Outbound), OpenError> {
+async fn open_via(
+    via: &Via,
+    header: &RequestHeader,
+    initial: &[u8],
+    health: &Health,
+) -> Result<(Address, Outbound), OpenError> {
     match via {
         Via::Remote(remote) => {
-            let stream = tunnel::dial(remote).await?;
-            let (status, bound, tunnel) = tunnel::handshake(stream, remote, header, initial).await?;
+            let (status, bound, tunnel) = match health.warm.take(remote) {
+                Some(warm) => match tunnel::handshake(warm, remote, header, initial).await {
+                    // The remote closed the warm connection as the request went out, before
+                    // reading it (warm.rs): dial afresh, once.
+                    Err(OpenError::Handshake(_, HandshakeError::Closed | HandshakeError::Io(_))) => {
+                        tracing::debug!(remote = %remote.name, "warm connection was closed; dialling afresh");
+                        tunnel::handshake(tunnel::dial(remote).await?, remote, header, initial).await?
+                    }
+                    other => other?,
+                },
+                None => tunnel::handshake(tunnel::dial(remote).await?, remote, header, initial).await?,
+            };
             if status != Status::Succeeded {
                 return Err(OpenError::Refused(remote.name.clone(), status));
             }
