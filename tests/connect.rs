@@ -1,6 +1,6 @@
 //! CONNECT through the tunnel with real clients: curl and a raw SOCKS5 client.
 
-use warren_common::proto::address::Address;
+use warren_common::proto::address::{Address, DomainName};
 use warren_common::proto::socks5::ReplyCode;
 use warren_tests::*;
 
@@ -75,9 +75,13 @@ async fn thirty_two_mib_each_way_byte_exact() {
 async fn unresolvable_name_gets_reply_0x04() {
     let pair = start_pair("", "").await;
     let name = format!("{}.test", "a".repeat(64));
-    let (_s, reply) = socks5_connect(pair.socks(), &Address::Domain(name, 80), None)
-        .await
-        .unwrap();
+    let (_s, reply) = socks5_connect(
+        pair.socks(),
+        &Address::Domain(DomainName::new(&name).expect("a name"), 80),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(reply.code, ReplyCode::HostUnreachable);
     assert_eq!(reply.bound, Address::UNSPECIFIED);
 }

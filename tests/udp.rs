@@ -10,7 +10,7 @@ use std::time::Duration;
 use warren_common::proto::Encode;
 
 use tokio::net::{TcpStream, UdpSocket};
-use warren_common::proto::address::Address;
+use warren_common::proto::address::{Address, DomainName};
 use warren_common::proto::decode_exact;
 use warren_common::proto::socks5::{Command, ReplyCode};
 use warren_common::proto::udp::Socks5Datagram;
@@ -254,7 +254,7 @@ async fn denied_and_unresolvable_targets_are_dropped_and_the_association_keeps_w
         for target in [
             Address::Ip("10.0.0.1:7".parse().unwrap()),
             Address::domain("blocked.test", 7).unwrap(),
-            Address::Domain(unresolvable, 7),
+            Address::Domain(DomainName::new(&unresolvable).expect("a name"), 7),
         ] {
             client.send_to(&datagram(&target, b"no"), relay).await.unwrap();
         }
@@ -369,7 +369,7 @@ async fn each_datagram_is_routed_by_the_local_and_the_remote_routes() {
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         for target in [
             Address::Ip(blocked),
-            Address::Domain("0x7f.0.0.5".into(), blocked.port()),
+            Address::Domain(DomainName::new("0x7f.0.0.5").expect("a name"), blocked.port()),
             Address::Ip(via_agent),
         ] {
             client.send_to(&datagram(&target, b"no"), relay).await.unwrap();
