@@ -23,6 +23,9 @@ use warren_common::proto::{decode_prefix, Decode, DecodeError};
 
 #[path = "campus_bed.rs"]
 pub mod campus_bed;
+#[path = "ports.rs"]
+pub mod ports;
+pub use ports::{closed_port, unanswered_port, ClosedPort, Unanswered};
 
 /// A running server: its address, and the means to stop it.
 pub struct Server {
