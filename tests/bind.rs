@@ -1,6 +1,7 @@
 //! SOCKS5 BIND through the tunnel: the listening socket opens on the remote, the first reply
-//! names it, the second names the peer that connected; mismatched peers (and, for DST.ADDR 0.0.0.0, peers the ACL denies), timeouts, ACL and
-//! malformed requests are refused while the servers keep serving.
+//! names it, the second names the peer that connected (DST.ADDR 0.0.0.0: any peer the ACL
+//! allows); mismatched or ACL-denied peers, timeouts, ACL and malformed requests are refused
+//! while the servers keep serving.
 
 use std::net::SocketAddr;
 
