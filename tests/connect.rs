@@ -31,11 +31,9 @@ async fn curl_fetches_a_body_byte_exact() {
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_target_gets_reply_0x05_with_a_complete_reply() {
     let pair = start_pair("", "").await;
-    // A port nothing listens on: bind, learn the port, close.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port nothing listens on, held that way (bound, never listening) for the whole test.
+    let closed_port = closed_port(); // held closed (bound, never listening) for the whole test
+    let closed = closed_port.addr;
     let (_s, reply) = socks5_connect(pair.socks(), &Address::Ip(closed), None).await.unwrap();
     assert_eq!(reply.code, ReplyCode::ConnectionRefused);
     assert_eq!(reply.bound, Address::UNSPECIFIED);

@@ -154,10 +154,8 @@ async fn broken_remote() -> SocketAddr {
 async fn failover_skips_a_down_remote_a_broken_one_and_a_cut_chain() {
     let key = new_key();
     let live = remote_from(&key, "127.0.0.3").await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead_port = closed_port(); // held closed (bound, never listening) for the whole test
+    let dead = dead_port.addr;
     let broken = broken_remote().await;
     let yaml = format!(
         r#"key: "{key}"
