@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use warren_common::crypto::{Key, Purpose, SessionCipher, LEN_BLOCK, SALT_LEN, TAG_LEN};
-use warren_common::proto::address::Address;
+use warren_common::proto::address::{Address, DomainName};
 use warren_common::proto::header::{Command, RequestHeader};
 use warren_common::proto::socks5::ReplyCode;
 use warren_common::proto::status::Status;
@@ -25,7 +25,11 @@ use warren_tests::*;
 async fn register(vps: SocketAddr, key: &str, name: &str) -> Result<Status, HandshakeError> {
     let key = Key::from_base64(key).expect("key");
     let tcp = TcpStream::connect(vps).await.expect("connect to the VPS");
-    let header = RequestHeader::new(Command::Agent, Address::Domain(name.into(), 0), unix_now());
+    let header = RequestHeader::new(
+        Command::Agent,
+        Address::Domain(DomainName::new(name).expect("a name"), 0),
+        unix_now(),
+    );
     let pending = PendingTunnel::send_request(tcp, &key, &header, &[]).await?;
     let (response, _tunnel) = within(60, "the VPS answers or closes", pending.read_response()).await?;
     Ok(response.status)

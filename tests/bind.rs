@@ -1,6 +1,7 @@
 //! SOCKS5 BIND through the tunnel: the listening socket opens on the remote, the first reply
-//! names it, the second names the peer that connected; mismatched peers, timeouts, ACL and
-//! malformed requests are refused while the servers keep serving.
+//! names it, the second names the peer that connected (DST.ADDR 0.0.0.0: any peer the ACL
+//! allows); mismatched or ACL-denied peers, timeouts, ACL and malformed requests are refused
+//! while the servers keep serving.
 
 use std::net::SocketAddr;
 
@@ -223,4 +224,46 @@ async fn remote_listening_on_an_unspecified_address_announces_the_tunnel_ip() {
     let _peer = connect_from([127, 0, 0, 1], listening).await;
     assert_eq!(second_reply(&mut control, &mut buf).await.code, ReplyCode::Succeeded);
     shutdown.cancel();
+}
+
+/// README: with DST.ADDR 0.0.0.0 "any peer the ACL allows" may connect. A peer from 127.0.0.2
+/// (not the client's IP, not the remote's) is announced in the second reply and relayed.
+#[tokio::test]
+async fn bind_for_0_0_0_0_accepts_a_peer_from_any_allowed_ip() {
+    let pair = start_pair("", "").await;
+    let any = Address::Ip(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let (mut control, first, mut buf) = bind(pair.socks(), &any).await;
+    assert_eq!(first.code, ReplyCode::Succeeded);
+    let Address::Ip(listening) = first.bound else { panic!() };
+    let mut peer = connect_from([127, 0, 0, 2], listening).await;
+    let second = second_reply(&mut control, &mut buf).await;
+    assert_eq!(second.code, ReplyCode::Succeeded);
+    assert_eq!(second.bound, Address::Ip(peer.local_addr().unwrap()));
+    peer.write_all(b"from .2").await.unwrap();
+    let mut got = [0u8; 7];
+    within(20, "client reads", control.read_exact(&mut got)).await.unwrap();
+    assert_eq!(&got, b"from .2");
+}
+
+/// README: for DST.ADDR 0.0.0.0 the ACL still decides. A peer the remote's ACL denies gets
+/// exactly what a mismatched peer gets: a second reply 0x02 naming it, then both close.
+#[tokio::test]
+async fn bind_for_0_0_0_0_refuses_a_peer_the_acl_denies() {
+    let pair = start_pair("acl:\n  - deny: \"127.0.0.2\"\n  - allow: \"127.0.0.0/8\"", "").await;
+    let any = Address::Ip(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let (mut control, first, mut buf) = bind(pair.socks(), &any).await;
+    assert_eq!(first.code, ReplyCode::Succeeded);
+    let Address::Ip(listening) = first.bound else { panic!() };
+    let mut denied = connect_from([127, 0, 0, 2], listening).await;
+    let second = second_reply(&mut control, &mut buf).await;
+    assert_eq!(second.code, ReplyCode::NotAllowed);
+    assert_eq!(second.bound, Address::Ip(denied.local_addr().unwrap()));
+    assert!(
+        read_to_end(&mut control).await.is_empty(),
+        "control closed after the refusal"
+    );
+    assert!(
+        read_to_end(&mut denied).await.is_empty(),
+        "the denied peer gets nothing"
+    );
 }

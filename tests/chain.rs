@@ -142,24 +142,29 @@ async fn a_target_refused_at_the_last_hop_keeps_its_reply_code() {
     let a = hop(&key_a, "127.0.0.3").await;
     let b = hop(&key_b, "127.0.0.2").await;
     let local = chained_local(&[("a", a.addr, &key_a), ("b", b.addr, &key_b)], "[a, b]", "").await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed_port = closed_port(); // held closed (bound, never listening) for the whole test
+    let closed = closed_port.addr;
     let (_s, reply) = within(20, "reply", socks5_connect(local.addr, &Address::Ip(closed), None))
         .await
         .unwrap();
     assert_eq!(reply.code, ReplyCode::ConnectionRefused);
 }
 
+/// The datagrams leave from the last hop: the first hop's ACL denies the echo server's address
+/// (127.0.0.5), so an echo can only come back if hop b sent the datagram (a UDP packet to hop
+/// a, or a relay on it, is dropped there).
 #[tokio::test]
 async fn udp_through_a_chain_rides_inside_it() {
     let (key_a, key_b) = (new_key(), new_key());
-    let a = hop(&key_a, "127.0.0.3").await;
+    let a = start_remote(
+        &key_a,
+        "acl:\n  - deny: \"127.0.0.5\"\n  - allow: \"127.0.0.0/8\"\noutbound_source: \"127.0.0.3\"",
+    )
+    .await;
     let b = hop(&key_b, "127.0.0.2").await;
     // udp_transport is left at `udp`: a chain carries datagrams inside its stream anyway.
     let local = chained_local(&[("a", a.addr, &key_a), ("b", b.addr, &key_b)], "[a, b]", "").await;
-    let echo = udp_echo_server("127.0.0.1:0").await;
+    let echo = udp_echo_server("127.0.0.5:0").await;
     let (_control, reply, _) = within(
         20,
         "UDP ASSOCIATE reply",
@@ -187,11 +192,19 @@ async fn udp_through_a_chain_rides_inside_it() {
     assert_eq!(back.address, Address::Ip(echo));
 }
 
+/// Hop b listens on 127.0.0.2 (hop a on 127.0.0.1), and a remote opens BIND listeners on its
+/// listen IP: the announced address proves which hop listens.
 #[tokio::test]
 async fn bind_through_a_chain_listens_on_the_last_hop() {
     let (key_a, key_b) = (new_key(), new_key());
     let a = hop(&key_a, "127.0.0.3").await;
-    let b = hop(&key_b, "127.0.0.2").await;
+    let b = start_remote_on(
+        "127.0.0.2",
+        &key_b,
+        "acl:\n  - allow: \"127.0.0.0/8\"",
+        warren_common::time::unix_now(),
+    )
+    .await;
     let local = chained_local(&[("a", a.addr, &key_a), ("b", b.addr, &key_b)], "[a, b]", "").await;
     let any = Address::Ip(SocketAddr::from(([127, 0, 0, 1], 0)));
     let (mut control, first, mut buf) = within(20, "first BIND reply", socks5_request(local.addr, Command::Bind, &any))
@@ -201,6 +214,7 @@ async fn bind_through_a_chain_listens_on_the_last_hop() {
     let Address::Ip(listening) = first.bound else {
         panic!("an IP: {:?}", first.bound)
     };
+    assert_eq!(listening.ip().to_string(), "127.0.0.2", "the last hop listens");
     assert_ne!(listening.port(), 0);
     let mut peer = TcpStream::connect(listening).await.unwrap();
     let second: Reply = within(20, "second BIND reply", read_message(&mut control, &mut buf))
@@ -292,14 +306,16 @@ async fn chain_ending_in_an_upstream_socks5_server() {
     assert!(got == body);
 
     // Its refusal reaches the client unchanged.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed_port = closed_port(); // held closed (bound, never listening) for the whole test
+    let closed = closed_port.addr;
     let (_s, reply) = within(20, "reply", socks5_connect(local.addr, &Address::Ip(closed), None))
         .await
         .unwrap();
-    assert_ne!(reply.code, ReplyCode::Succeeded);
+    assert_eq!(
+        reply.code,
+        ReplyCode::ConnectionRefused,
+        "microsocks maps ECONNREFUSED to 0x05"
+    );
 
     // BIND and UDP are not asked of an upstream SOCKS5 server: 0x07 from the local.
     let any = Address::Ip(SocketAddr::from(([127, 0, 0, 1], 0)));

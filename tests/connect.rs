@@ -1,6 +1,6 @@
 //! CONNECT through the tunnel with real clients: curl and a raw SOCKS5 client.
 
-use warren_common::proto::address::Address;
+use warren_common::proto::address::{Address, DomainName};
 use warren_common::proto::socks5::ReplyCode;
 use warren_tests::*;
 
@@ -31,11 +31,9 @@ async fn curl_fetches_a_body_byte_exact() {
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_target_gets_reply_0x05_with_a_complete_reply() {
     let pair = start_pair("", "").await;
-    // A port nothing listens on: bind, learn the port, close.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port nothing listens on, held that way (bound, never listening) for the whole test.
+    let closed_port = closed_port(); // held closed (bound, never listening) for the whole test
+    let closed = closed_port.addr;
     let (_s, reply) = socks5_connect(pair.socks(), &Address::Ip(closed), None).await.unwrap();
     assert_eq!(reply.code, ReplyCode::ConnectionRefused);
     assert_eq!(reply.bound, Address::UNSPECIFIED);
@@ -75,9 +73,13 @@ async fn thirty_two_mib_each_way_byte_exact() {
 async fn unresolvable_name_gets_reply_0x04() {
     let pair = start_pair("", "").await;
     let name = format!("{}.test", "a".repeat(64));
-    let (_s, reply) = socks5_connect(pair.socks(), &Address::Domain(name, 80), None)
-        .await
-        .unwrap();
+    let (_s, reply) = socks5_connect(
+        pair.socks(),
+        &Address::Domain(DomainName::new(&name).expect("a name"), 80),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(reply.code, ReplyCode::HostUnreachable);
     assert_eq!(reply.bound, Address::UNSPECIFIED);
 }

@@ -152,10 +152,8 @@ async fn silent_remote_gets_reply_0x01() {
 // connection is refused, not after its (here 30 s) connect_timeout.
 #[tokio::test(flavor = "multi_thread")]
 async fn unreachable_remote_gets_reply_0x01_without_waiting() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed_port = closed_port(); // held closed (bound, never listening) for the whole test
+    let closed = closed_port.addr;
     let local = start_local(&new_key(), closed, "connect_timeout: 30").await;
     let target = echo_server("127.0.0.1:0").await;
     assert_eq!(connect_code(local.addr, target).await, ReplyCode::GeneralFailure);

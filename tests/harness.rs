@@ -23,6 +23,9 @@ use warren_common::proto::{decode_prefix, Decode, DecodeError};
 
 #[path = "campus_bed.rs"]
 pub mod campus_bed;
+#[path = "ports.rs"]
+pub mod ports;
+pub use ports::{closed_port, unanswered_port, ClosedPort, Unanswered};
 
 /// A running server: its address, and the means to stop it.
 pub struct Server {
@@ -177,9 +180,15 @@ pub async fn start_remote(key: &str, extra: &str) -> Server {
 /// refuses requests and UDP packets stamped earlier (PROTOCOL.md §10). A later second stands for
 /// a restart without waiting for the clock; an earlier one for a remote that has been up a while.
 pub async fn start_remote_since(key: &str, extra: &str, started: u64) -> Server {
-    let yaml = format!("key: \"{key}\"\nremote:\n  listen: \"127.0.0.1:0\"\n{}", indent(extra));
+    start_remote_on("127.0.0.1", key, extra, started).await
+}
+
+/// [`start_remote_since`] listening on `ip` (an address on lo, e.g. "127.0.0.2"): its BIND
+/// listeners open there too, so a test can tell which remote a BIND reached.
+pub async fn start_remote_on(ip: &str, key: &str, extra: &str, started: u64) -> Server {
+    let yaml = format!("key: \"{key}\"\nremote:\n  listen: \"{ip}:0\"\n{}", indent(extra));
     let config = RemoteConfig::try_from(&parse(&yaml)).expect("valid remote config");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind remote");
+    let listener = TcpListener::bind((ip, 0)).await.expect("bind remote");
     let addr = listener.local_addr().expect("remote addr");
     let shutdown = CancellationToken::new();
     watch_panics();

@@ -543,10 +543,8 @@ async fn failures_map_to_403_502_504() {
     let denied = start_pair("acl:\n  - deny: \"127.0.0.2\"\n  - allow: \"127.0.0.0/8\"", "").await;
     let pair = start_pair("connect_timeout: 1", "").await;
     let hole = black_hole().await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed_port = closed_port(); // held closed (bound, never listening) for the whole test
+    let closed = closed_port.addr;
     let unresolvable = format!("{}.test:80", "a".repeat(64));
     let cases = [
         (
@@ -587,10 +585,8 @@ async fn failures_map_to_403_502_504() {
 // A remote that is not there: 502 at once.
 #[tokio::test]
 async fn unreachable_remote_gets_502() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed_port = closed_port(); // held closed (bound, never listening) for the whole test
+    let closed = closed_port.addr;
     let local = start_local(&new_key(), closed, "").await;
     let answer = send_raw(local.addr, b"GET http://127.0.0.1:9/ HTTP/1.1\r\nHost: h\r\n\r\n").await;
     assert_eq!(status_line(&answer), "HTTP/1.1 502 Bad Gateway");

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use tokio::net::{TcpStream, UdpSocket};
 use warren_common::crypto::Key;
-use warren_common::proto::address::Address;
+use warren_common::proto::address::{Address, DomainName};
 use warren_common::proto::decode_exact;
 use warren_common::proto::header::RequestHeader;
 use warren_common::proto::socks5::{Command, ReplyCode};
@@ -62,7 +62,7 @@ async fn intranet_through_the_agent_and_healed_after_a_vps_restart() {
     // other than warren-local may send it): it goes via the agent, not out to the VPS's ACL.
     let key = Key::from_base64(&c.key).expect("key");
     let tcp = TcpStream::connect(c.vps.addr).await.expect("connect to the VPS");
-    let name = Address::Domain("0x7f.0.0.3".into(), c.intranet.addr.port());
+    let name = Address::Domain(DomainName::new("0x7f.0.0.3").expect("a name"), c.intranet.addr.port());
     let header = RequestHeader::connect(name, unix_now());
     let pending = PendingTunnel::send_request(tcp, &key, &header, b"ping")
         .await

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use warren_common::proto::address::Address;
+use warren_common::proto::address::{Address, DomainName};
 use warren_common::proto::socks5::ReplyCode;
 use warren_local::Health;
 use warren_tests::*;
@@ -86,8 +86,16 @@ local:
     );
     let (local, _) = start_local_yaml(&yaml).await;
 
-    echo_via(local.addr, Address::Domain("localhost".into(), direct.addr.port())).await;
-    echo_via(local.addr, Address::Domain("localhost".into(), proxied.addr.port())).await;
+    echo_via(
+        local.addr,
+        Address::Domain(DomainName::new("localhost").expect("a name"), direct.addr.port()),
+    )
+    .await;
+    echo_via(
+        local.addr,
+        Address::Domain(DomainName::new("localhost").expect("a name"), proxied.addr.port()),
+    )
+    .await;
     assert_eq!(
         ips(&direct.peers().await),
         ["127.0.0.1"],
@@ -146,10 +154,8 @@ async fn broken_remote() -> SocketAddr {
 async fn failover_skips_a_down_remote_a_broken_one_and_a_cut_chain() {
     let key = new_key();
     let live = remote_from(&key, "127.0.0.3").await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead_port = closed_port(); // held closed (bound, never listening) for the whole test
+    let dead = dead_port.addr;
     let broken = broken_remote().await;
     let yaml = format!(
         r#"key: "{key}"
@@ -319,7 +325,7 @@ local:
         "2130706437",
         "::ffff:127.0.0.5",
     ] {
-        let name = Address::Domain(spelling.into(), port);
+        let name = Address::Domain(DomainName::new(spelling).expect("a name"), port);
         let (_s, reply) = within(20, "SOCKS5 CONNECT", socks5_connect(local.addr, &name, None))
             .await
             .unwrap();
@@ -343,6 +349,10 @@ local:
     assert_eq!(blocked.connections().await, 0, "the blocked target saw a connection");
 
     // An allowed address spelled as a name still goes where it says.
-    echo_via(local.addr, Address::Domain("0x7f.1".into(), allowed.addr.port())).await;
+    echo_via(
+        local.addr,
+        Address::Domain(DomainName::new("0x7f.1").expect("a name"), allowed.addr.port()),
+    )
+    .await;
     assert_eq!(ips(&allowed.peers().await), ["127.0.0.1"]);
 }

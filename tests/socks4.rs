@@ -51,15 +51,6 @@ async fn assert_still_serves(proxy: SocketAddr, echo: SocketAddr) {
     assert_eq!(&got, b"still serving");
 }
 
-/// A port on 127.0.0.1 that nothing listens on.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 // curl --socks4 (the client resolves, sends an IPv4 address) fetches 1 MiB byte-exact.
 #[tokio::test(flavor = "multi_thread")]
 async fn curl_socks4_fetches_byte_exact() {
@@ -127,7 +118,8 @@ async fn socks4a_name_is_resolved_by_the_remote() {
 async fn socks4_refused_connect_gets_0x5b() {
     let echo = echo_server("127.0.0.1:0").await;
     let pair = start_pair("", "").await;
-    let target = Address::Ip(SocketAddr::from(([127, 0, 0, 1], closed_port())));
+    let closed = closed_port(); // held closed (bound, never listening) for the whole test
+    let target = Address::Ip(closed.addr);
     assert_eq!(
         send_raw(pair.socks(), &request(Command::Connect, target, b"")).await,
         REJECTED

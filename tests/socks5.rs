@@ -254,11 +254,8 @@ async fn truncated_greeting_then_close_is_survived() {
 async fn socks4_client_gets_socks4_rejection() {
     let echo = echo_server("127.0.0.1:0").await;
     let pair = start_pair("", "").await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed_port = closed_port(); // held closed (bound, never listening) for the whole test
+    let closed = closed_port.addr.port();
     let [hi, lo] = closed.to_be_bytes();
     let socks4_connect = [0x04, 0x01, hi, lo, 127, 0, 0, 1, 0x00];
     let answer = send_raw(pair.socks(), &socks4_connect).await;

@@ -90,12 +90,12 @@ pub async fn resolve(target: &Address) -> Result<Vec<SocketAddr>, DialError> {
             Ok(addrs) => {
                 let addrs: Vec<SocketAddr> = addrs.collect();
                 if addrs.is_empty() {
-                    Err(DialError::NoAddress(name.clone()))
+                    Err(DialError::NoAddress(name.to_string()))
                 } else {
                     Ok(interleave(addrs))
                 }
             }
-            Err(e) => Err(DialError::Resolve(name.clone(), e)),
+            Err(e) => Err(DialError::Resolve(name.to_string(), e)),
         },
     }
 }

@@ -150,7 +150,7 @@ mod tests {
         Address::Ip(s.parse().unwrap())
     }
     fn dom(n: &str, p: u16) -> Address {
-        Address::Domain(n.to_string(), p)
+        Address::domain(n, p).unwrap()
     }
 
     #[test]

@@ -27,7 +27,8 @@ fn address() -> impl Strategy<Value = Address> {
                 .map_or(std::net::IpAddr::V6(ip), std::net::IpAddr::V4);
             Address::Ip(SocketAddr::new(ip, port))
         }),
-        ("[a-z]{1,20}(\\.[a-z]{1,12}){0,4}", any::<u16>()).prop_map(|(name, port)| Address::Domain(name, port)),
+        ("[a-z]{1,20}(\\.[a-z]{1,12}){0,4}", any::<u16>())
+            .prop_map(|(name, port)| Address::domain(&name, port).unwrap()),
     ]
 }
 

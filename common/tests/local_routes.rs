@@ -22,7 +22,7 @@ fn err(body: &str) -> String {
 }
 
 fn dom(name: &str) -> Address {
-    Address::Domain(name.into(), 80)
+    Address::domain(name, 80).unwrap()
 }
 
 fn names(action: &LocalAction) -> String {
@@ -61,7 +61,7 @@ fn full_shape_routes_and_keys() {
     assert_eq!(names(r.router.route(&dom("x.ads.example"))), "block");
     assert_eq!(names(r.router.route(&dom("mail.example"))), "deep");
     assert_eq!(
-        names(r.router.route(&Address::Domain("mx.example".into(), 25))),
+        names(r.router.route(&Address::domain("mx.example", 25).unwrap())),
         "block"
     );
     assert_eq!(names(r.router.route(&dom("lib.example.edu"))), "campus-socks");

@@ -174,7 +174,8 @@ where
     match &party {
         // Only an agent's own key may register, and only under its own name: the shared key is
         // on every laptop, and one agent's key must not let it take another's name.
-        Party::Agent(name) if registers && request.header.target == Address::Domain(name.clone(), 0) => {}
+        Party::Agent(name)
+            if registers && matches!(&request.header.target, Address::Domain(n, 0) if n.as_str() == name.as_str()) => {}
         Party::Agent(name) => {
             tracing::warn!(%peer, agent = %name, "request with agent {name:?}'s key that is not its registration: ignored");
             return Err(Refusal::Silent);

@@ -72,7 +72,7 @@ fn parse_host_port(text: &str) -> Option<Address> {
     let domain_ok = !host.is_empty()
         && host.len() <= 255
         && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
-    domain_ok.then(|| Address::from_host(host, port))
+    domain_ok.then(|| Address::from_host(host, port).ok()).flatten()
 }
 
 /// A looser `host:port` check (any non-empty host text, a port from 1 to 65535), for an
@@ -128,7 +128,7 @@ mod tests {
     #[test]
     fn host_port_spellings() {
         let ip = |s: &str| Some(Address::Ip(s.parse().unwrap()));
-        let dom = |s: &str, p| Some(Address::Domain(s.into(), p));
+        let dom = |s: &str, p| Address::domain(s, p).ok();
         assert_eq!(parse_host_port("vps.example.net:8388"), dom("vps.example.net", 8388));
         assert_eq!(parse_host_port("h:1"), dom("h", 1));
         assert_eq!(parse_host_port("a_b~c-d:080"), dom("a_b~c-d", 80));

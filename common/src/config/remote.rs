@@ -13,6 +13,7 @@ use super::limits::{handshake_limits, limits, Timeouts};
 use super::parse::{host_port_ok, one_to_255_bytes, parse_matcher, seconds, socket_addr, RawPort};
 use crate::acl::{Acl, Rule, Verdict};
 use crate::crypto::Key;
+use crate::proto::address::DomainName;
 use crate::route::{self, RemoteAction, Router};
 use crate::server::{HandshakeLimits, ServerLimits};
 
@@ -175,6 +176,8 @@ fn acl(remote: &RawRemote) -> Result<Acl, ConfigError> {
 
 fn agent_name(field: &str, name: &str) -> Result<String, ConfigError> {
     one_to_255_bytes(field, name)?;
+    // The name goes on the wire as a SOCKS5-encoded domain (the Agent request's target).
+    DomainName::new(name).map_err(|_| invalid(field, "must be a name without spaces or control characters"))?;
     Ok(name.to_string())
 }
 

@@ -163,7 +163,18 @@ fn agent_keys_are_checked() {
     ))
     .starts_with("remote.agent.key: is also remote.agents.lab.key"));
     let agent = section(&format!("  agent: {{ server: 'vps:8388', name: campus, key: '{a}' }}")).unwrap();
-    assert_eq!(agent.agent.map(|s| s.key.to_base64()), Some(a));
+    assert_eq!(agent.agent.map(|s| s.key.to_base64()), Some(a.clone()));
+    // The name goes on the wire as a SOCKS5 domain: 1..=255 bytes, no spaces or control
+    // characters (a name the remote's decoder would refuse could never register).
+    assert!(
+        e(&format!("  agent: {{ server: 'vps:8388', name: 'a b', key: '{a}' }}"))
+            .starts_with("remote.agent.name: must be a name without spaces")
+    );
+    let long = "n".repeat(256);
+    assert!(
+        e(&format!("  agent: {{ server: 'vps:8388', name: {long}, key: '{a}' }}"))
+            .starts_with("remote.agent.name: must be 1 to 255 bytes")
+    );
 }
 
 #[test]

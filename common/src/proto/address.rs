@@ -26,8 +26,51 @@ pub const ATYP_IPV6: u8 = 0x04;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Address {
     Ip(SocketAddr),
-    /// A domain name (1..=255 bytes) and port; resolved by the remote, never by the local.
-    Domain(String, u16),
+    /// A domain name and port; resolved by the remote, never by the local.
+    Domain(DomainName, u16),
+}
+
+/// A name the wire can carry: 1..=255 bytes of UTF-8 without control characters or spaces
+/// ([`DomainRule::Wire`]). The field is private, so a name that does not fit the one-byte
+/// length of RFC 1928 §5 cannot be built at all, and [`Address::encode`] never truncates.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DomainName(String);
+
+impl DomainName {
+    /// Checks `name` against [`DomainRule::Wire`]; a name over 255 bytes is
+    /// [`DecodeError::BadDomain`].
+    pub fn new(name: &str) -> Result<DomainName, DecodeError> {
+        check_domain(name.as_bytes(), DomainRule::Wire).map(|name| DomainName(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for DomainName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for DomainName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for DomainName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl fmt::Display for DomainName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 impl Address {
@@ -45,19 +88,19 @@ impl Address {
     /// Builds a domain address, checking the same rules as the decoder; a name that is an IP
     /// literal in any spelling becomes that IP (see [`Address::from_host`]).
     pub fn domain(name: &str, port: u16) -> Result<Address, DecodeError> {
-        check_domain(name.as_bytes(), DomainRule::Wire)?;
-        Ok(Address::from_host(name, port))
+        Address::from_host(name, port)
     }
 
     /// The address for a host that arrived as text (SOCKS5 ATYP 0x03, SOCKS4a, an HTTP
     /// authority, a config value): [`ip_literal`] decides whether it is an IP in some
     /// spelling, so routes and the ACL see `127.1`, `0x7f.0.0.1` and `::ffff:127.0.0.1` as
     /// the 127.0.0.1 the resolver would make of them; anything else stays a name. An IP's
-    /// IPv4-mapped IPv6 form becomes the IPv4 address.
-    pub fn from_host(host: &str, port: u16) -> Address {
+    /// IPv4-mapped IPv6 form becomes the IPv4 address. A name the wire cannot carry (over
+    /// 255 bytes, control characters: [`DomainName::new`]) is an error, never truncated.
+    pub fn from_host(host: &str, port: u16) -> Result<Address, DecodeError> {
         match ip_literal(host.as_bytes()) {
-            Some(ip) => Address::Ip(SocketAddr::new(ip, port)),
-            None => Address::Domain(host.to_owned(), port),
+            Some(ip) => Ok(Address::Ip(SocketAddr::new(ip, port))),
+            None => Ok(Address::Domain(DomainName::new(host)?, port)),
         }
     }
 }
@@ -204,11 +247,12 @@ impl Encode for Address {
                 buf.put_u16(sa.port());
             }
             Address::Domain(name, port) => {
-                // Constructors guarantee 1..=255 bytes; the decoder enforces it on input.
+                // DomainName::new is the only constructor and admits 1..=255 bytes, so the
+                // length always fits its byte and the whole name is written.
                 let len = u8::try_from(name.len()).unwrap_or(u8::MAX);
                 buf.put_u8(ATYP_DOMAIN);
                 buf.put_u8(len);
-                buf.put_slice(&name.as_bytes()[..usize::from(len)]);
+                buf.put_slice(name.as_bytes());
                 buf.put_u16(*port);
             }
         }
@@ -238,7 +282,7 @@ impl Decode for Address {
                 let mut name = vec![0u8; len];
                 buf.copy_to_slice(&mut name);
                 let name = check_domain(&name, DomainRule::Wire)?;
-                Ok(Address::from_host(name, buf.get_u16()))
+                Address::from_host(name, buf.get_u16())
             }
             other => Err(DecodeError::BadAddressType(other)),
         }
@@ -276,7 +320,7 @@ mod tests {
         let v6: Address = decode_exact(&v6).unwrap();
         assert_eq!(v6, Address::Ip("[::1]:80".parse().unwrap()));
         let d: Address = decode_exact(b"\x03\x0bexample.com\x01\xbb").unwrap();
-        assert_eq!(d, Address::Domain("example.com".into(), 443));
+        assert_eq!(d, Address::domain("example.com", 443).unwrap());
     }
 
     #[test]
@@ -347,11 +391,11 @@ mod tests {
         assert_eq!(ip_literal(&[0xff, b'1']), None, "not UTF-8");
         assert_eq!(
             Address::from_host("127.1", 80),
-            Address::Ip("127.0.0.1:80".parse().unwrap())
+            Ok(Address::Ip("127.0.0.1:80".parse().unwrap()))
         );
         assert_eq!(
-            Address::from_host("a.example", 80),
-            Address::Domain("a.example".into(), 80)
+            Address::from_host("a.example", 80).map(|a| a.to_string()),
+            Ok("a.example:80".to_owned())
         );
         let mut wire = vec![ATYP_DOMAIN, 9];
         wire.extend_from_slice(b"127.0.0.5\x00\x50");
@@ -405,6 +449,20 @@ mod tests {
         assert!(ok(&long[..253], Labels));
     }
 
+    #[test]
+    fn names_over_255_bytes_cannot_be_built() {
+        let name = "a".repeat(255);
+        let addr = Address::domain(&name, 80).unwrap();
+        let mut buf = Vec::new();
+        addr.encode(&mut buf);
+        assert_eq!(buf.len(), addr.encoded_len());
+        assert_eq!(decode_exact::<Address>(&buf), Ok(addr));
+        let long = "a".repeat(256);
+        assert_eq!(DomainName::new(&long), Err(DecodeError::BadDomain));
+        assert_eq!(Address::domain(&long, 80), Err(DecodeError::BadDomain));
+        assert_eq!(Address::from_host(&long, 80), Err(DecodeError::BadDomain));
+    }
+
     fn any_address() -> impl Strategy<Value = Address> {
         prop_oneof![
             (any::<IpAddr>(), any::<u16>()).prop_map(|(ip, port)| Address::Ip(SocketAddr::new(ip, port))),
@@ -413,7 +471,7 @@ mod tests {
                     n.as_bytes()
                 )
                 .is_none())
-                .prop_map(|(n, p)| Address::Domain(n, p)),
+                .prop_map(|(n, p)| Address::domain(&n, p).unwrap()),
         ]
     }
 

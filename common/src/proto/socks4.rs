@@ -72,7 +72,7 @@ impl Decode for Request {
         let userid = read_nul_terminated(buf, "USERID")?;
         let target = if ip[..3] == [0, 0, 0] && ip[3] != 0 {
             let name = read_nul_terminated(buf, "DOMAIN")?;
-            Address::from_host(check_domain(&name, DomainRule::Wire)?, port)
+            Address::from_host(check_domain(&name, DomainRule::Wire)?, port)?
         } else {
             Address::Ip(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port)))
         };
@@ -204,7 +204,7 @@ mod tests {
     fn socks4a_domain_and_bind() {
         let req: Request = decode_exact(b"\x04\x02\x01\xbb\x00\x00\x00\x07\x00example.com\x00").unwrap();
         assert_eq!(req.command, Command::Bind);
-        assert_eq!(req.target, Address::Domain("example.com".into(), 443));
+        assert_eq!(req.target, Address::domain("example.com", 443).unwrap());
         assert!(req.userid.is_empty());
         // 0.0.0.0 is an IPv4 address, not the SOCKS4a marker.
         let req: Request = decode_exact(b"\x04\x01\x00\x50\x00\x00\x00\x00\x00").unwrap();
@@ -293,7 +293,7 @@ mod tests {
                     n.as_bytes()
                 )
                 .is_none())
-                .prop_map(|(n, p)| Address::Domain(n, p)),
+                .prop_map(|(n, p)| Address::domain(&n, p).unwrap()),
         ];
         let command = prop_oneof![Just(Command::Connect), Just(Command::Bind)];
         (command, target, proptest::collection::vec(1u8..=255, 0..=255)).prop_map(|(command, target, userid)| Request {

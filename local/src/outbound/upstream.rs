@@ -126,7 +126,7 @@ mod tests {
             username: "u".into(),
             password: Secret::new("pw"),
         };
-        let target = Address::Domain("intranet.test".into(), 80);
+        let target = Address::domain("intranet.test", 80).unwrap();
         let script = tokio::spawn(async move {
             let mut got = [0u8; 4];
             server.read_exact(&mut got).await.unwrap();

@@ -12,7 +12,7 @@ use rand::Rng;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use warren_common::config::{AgentSettings, RemoteConfig};
-use warren_common::proto::address::Address;
+use warren_common::proto::address::{Address, DomainName};
 use warren_common::proto::header::{Command, RequestHeader};
 use warren_common::proto::status::Status;
 use warren_common::time::unix_now;
@@ -76,7 +76,8 @@ where
             .await
             .map_err(|e| e.to_string())?;
         warren_common::net::tune(&tcp);
-        let target = Address::Domain(settings.name.clone(), 0);
+        // The config checked the name against the wire rule; an error here is still an answer.
+        let target = Address::Domain(DomainName::new(&settings.name).map_err(|e| e.to_string())?, 0);
         let header = RequestHeader::new(Command::Agent, target, unix_now());
         let pending = PendingTunnel::send_request(tcp, &settings.key, &header, &[])
             .await

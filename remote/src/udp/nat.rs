@@ -80,7 +80,7 @@ impl Nat {
     /// Where a datagram for `target` goes out, if the ACL allows it (None: drop it).
     async fn destination(&mut self, target: &Address, config: &RemoteConfig) -> Option<SocketAddr> {
         if let Address::Domain(name, port) = target {
-            if let Some(found) = self.names.get(&(name.clone(), *port)) {
+            if let Some(found) = self.names.get(&(name.to_string(), *port)) {
                 return *found;
             }
         }
@@ -93,7 +93,7 @@ impl Nat {
             if self.names.len() >= NAME_CACHE {
                 self.names.clear();
             }
-            self.names.insert((name.clone(), *port), found);
+            self.names.insert((name.to_string(), *port), found);
         }
         found
     }

@@ -61,7 +61,7 @@ pub fn parse_authority(text: &str, default_port: Option<u16>) -> Result<Address,
         return Ok(Address::Ip(SocketAddr::new(IpAddr::V4(ip), port)));
     }
     let host = check_domain(host.as_bytes(), DomainRule::UriHost)?;
-    Ok(Address::from_host(host, port))
+    Address::from_host(host, port)
 }
 
 impl RequestHead {

@@ -22,7 +22,7 @@ fn absolute_form_request() {
     assert_eq!(
         head.parse_target(),
         Ok(Target::Forward {
-            address: Address::Domain("Example.com".into(), 8080),
+            address: Address::domain("Example.com", 8080).unwrap(),
             authority: "Example.com:8080".into(),
             path: "/a/b?c=1".into(),
         })
@@ -61,7 +61,7 @@ fn targets() {
     );
     assert_eq!(
         target("localhost:1"),
-        Ok(Target::Tunnel(Address::Domain("localhost".into(), 1)))
+        Ok(Target::Tunnel(Address::domain("localhost", 1).unwrap()))
     );
     assert_eq!(target("/proxy.pac"), Ok(Target::Origin("/proxy.pac".into())));
     let Ok(Target::Forward { address, path, .. }) = target("http://[::1]?q") else {
