@@ -209,9 +209,9 @@ async fn malformed_socks4_requests_get_0x5b() {
     let echo = echo_server("127.0.0.1:0").await;
     let pair = start_pair("", "").await;
     let mut long_userid = vec![0x04, 0x01, 0x00, 0x50, 127, 0, 0, 1];
-    long_userid.extend(std::iter::repeat(b'u').take(300));
+    long_userid.extend(std::iter::repeat_n(b'u', 300));
     let mut long_name = vec![0x04, 0x01, 0x00, 0x50, 0, 0, 0, 1, 0x00];
-    long_name.extend(std::iter::repeat(b'n').take(300));
+    long_name.extend(std::iter::repeat_n(b'n', 300));
     let cases: [(&str, Vec<u8>); 5] = [
         ("unknown command 3", vec![0x04, 0x03, 0x00, 0x50, 127, 0, 0, 1, 0x00]),
         ("USERID over 255 bytes", long_userid),

@@ -157,7 +157,7 @@ pub async fn happy_eyeballs(addrs: Vec<SocketAddr>, source: Option<IpAddr>) -> i
             Some(result) = running.next(), if !running.is_empty() => match result {
                 Ok(stream) => return Ok(stream),
                 Err(e) => {
-                    if best_error.as_ref().map_or(true, |b| ConnectFailure::of(&e) > ConnectFailure::of(b)) {
+                    if best_error.as_ref().is_none_or(|b| ConnectFailure::of(&e) > ConnectFailure::of(b)) {
                         best_error = Some(e);
                     }
                     // A failure starts the next attempt at once instead of waiting out the delay.

@@ -257,13 +257,13 @@ mod tests {
         );
         // 256 bytes without a NUL: too long, whatever follows.
         let mut long = b"\x04\x01\x00\x50\x7f\x00\x00\x01".to_vec();
-        long.extend(std::iter::repeat(b'u').take(256));
+        long.extend(std::iter::repeat_n(b'u', 256));
         assert_eq!(
             decode_prefix::<Request>(&long).map(|_| ()),
             Err(DecodeError::BadField("USERID"))
         );
         let mut long = b"\x04\x01\x00\x50\x00\x00\x00\x01\x00".to_vec();
-        long.extend(std::iter::repeat(b'd').take(256));
+        long.extend(std::iter::repeat_n(b'd', 256));
         assert_eq!(
             decode_prefix::<Request>(&long).map(|_| ()),
             Err(DecodeError::BadField("DOMAIN"))

@@ -44,7 +44,7 @@ impl Health {
 
     /// Whether the remote named `remote` answered its last check (true if it is not checked).
     pub fn is_up(&self, remote: &str) -> bool {
-        self.up.get(remote).map_or(true, |flag| flag.load(Ordering::Relaxed))
+        self.up.get(remote).is_none_or(|flag| flag.load(Ordering::Relaxed))
     }
 
     /// Records a check's result; true when it changed the state.

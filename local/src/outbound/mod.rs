@@ -84,7 +84,7 @@ impl<'a> Outbounds<'a> {
 
     /// Whether `via`'s first remote answered its last health check.
     pub fn is_up(&self, via: &Via) -> bool {
-        via.first_remote().map_or(true, |e| self.health.is_up(&e.name))
+        via.first_remote().is_none_or(|e| self.health.is_up(&e.name))
     }
 
     /// How long an open outbound may stay silent in both directions (the relay's limit).
