@@ -208,3 +208,29 @@ fn handshake_caps_default_and_errors_name_the_field() {
     .starts_with("remote.max_handshakes_per_ip:"));
     assert!(err(remote(&format!("key: '{KEY}'\nremote: {{max_handshakes: -1}}"))).contains("max_handshakes"));
 }
+
+#[test]
+fn warm_settings_default_and_errors_name_the_field() {
+    let warm = local(&format!("key: '{KEY}'\nlocal: {{remote: 'h:1'}}"))
+        .unwrap()
+        .routing
+        .warm;
+    assert_eq!(warm, WarmSettings::default());
+    assert_eq!(
+        (warm.per_remote, warm.lifetime.as_secs(), warm.linger.as_secs()),
+        (2, 5, 30)
+    );
+    let off = local(&format!("key: '{KEY}'\nlocal: {{remote: 'h:1', warm_connections: 0}}")).unwrap();
+    assert_eq!(off.routing.warm.per_remote, 0);
+    for (field, value) in [
+        ("warm_connections", "17"),
+        ("warm_connections", "-1"),
+        ("warm_lifetime", "0"),
+        ("warm_linger", "-3"),
+    ] {
+        let text = err(local(&format!(
+            "key: '{KEY}'\nlocal: {{remote: 'h:1', {field}: {value}}}"
+        )));
+        assert!(text.contains(&format!("local.{field}")), "{field}: {value}: {text}");
+    }
+}
