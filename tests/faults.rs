@@ -88,7 +88,8 @@ async fn unanswered_target_gets_reply_0x06() {
 #[tokio::test(flavor = "multi_thread")]
 async fn client_leaving_during_connect_abandons_the_outbound_attempt() {
     let hole = black_hole().await;
-    let pair = start_pair("connect_timeout: 30", "").await;
+    // No warm connections: the test counts the local's open connections to the remote.
+    let pair = start_pair("connect_timeout: 30", "warm_connections: 0").await;
     let (hole_port, remote_port) = (hole.addr.port(), pair.remote.addr.port());
 
     let mut client = TcpStream::connect(pair.socks()).await.unwrap();
