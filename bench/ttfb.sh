@@ -6,7 +6,8 @@
 #   bench/ttfb.sh --no-build --rounds 5  # existing target/release binaries
 #   bench/ttfb.sh --smoke                # CI: 1 round of 3 fetches and a 3-connection page, 10 ms RTT
 #
-# Options: --rtt-ms N (default 40), --mbit N (default 200), --rounds N (default 3), --fetches N
+# Options: --rtt-ms N (default 40), --mbit N (default 200), --loss-percent P (random loss each
+# way, default 0; the issue's lossy profile is 0.5), --rounds N (default 3), --fetches N
 # (sequential fetches per system and round, default 50), --page N (connections of the page,
 # default 30), --no-build, --smoke.
 #
@@ -24,11 +25,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
-rtt=40 mbit=200 rounds=3 fetches=50 page=30 build=1
+rtt=40 mbit=200 loss=0 rounds=3 fetches=50 page=30 build=1
 while [ $# -gt 0 ]; do
   case $1 in
     --rtt-ms) rtt=${2:?}; shift 2 ;;
     --mbit) mbit=${2:?}; shift 2 ;;
+    --loss-percent) loss=${2:?}; shift 2 ;;
     --rounds) rounds=${2:?}; shift 2 ;;
     --fetches) fetches=${2:?}; shift 2 ;;
     --page) page=${2:?}; shift 2 ;;
@@ -41,6 +43,7 @@ done
 for n in "$rtt" "$mbit" "$rounds" "$fetches" "$page"; do
   [[ $n =~ ^[1-9][0-9]{0,4}$ ]] || { echo "ttfb.sh: $n is not a whole number from 1 to 99999" >&2; exit 2; }
 done
+[[ $loss =~ ^[0-9]{1,2}(\.[0-9]+)?$ ]] || { echo "ttfb.sh: --loss-percent $loss is not a percentage below 100" >&2; exit 2; }
 
 log() { printf '[ttfb %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -122,7 +125,7 @@ for n in home vps; do
   in_ns "$n" ip link set lo up
 done
 start link - "$bin/wanlink" --ns-a "$p-home" --dev-a "${p}a" --ns-b "$p-vps" --dev-b "${p}b" \
-  --delay-ms "$(awk -v r="$rtt" 'BEGIN { print r / 2 }')" --rate-mbit "$mbit"
+  --delay-ms "$(awk -v r="$rtt" 'BEGIN { print r / 2 }')" --rate-mbit "$mbit" --loss-percent "$loss"
 for i in $(seq 1 50); do
   in_ns vps ip link show "${p}b" >/dev/null 2>&1 && break
   alive link || die "wanlink exited (log $work/link.log)"
@@ -223,9 +226,9 @@ for r in $(seq 1 "$rounds"); do
   done
 done
 
-python3 - "$results" "$rtt" "$mbit" "$fetches" "$page" "$ping_ms" <<'PY'
+python3 - "$results" "$rtt" "$mbit" "$fetches" "$page" "$ping_ms" "$loss" <<'PY'
 import statistics, sys
-path, rtt, mbit, fetches, page, ping = sys.argv[1:]
+path, rtt, mbit, fetches, page, ping, loss = sys.argv[1:]
 ttfb, pages, order = {}, {}, []
 for line in open(path):
     r, s, kind, v = line.split()
@@ -236,7 +239,7 @@ def pct(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 base = "ss-rust" if "ss-rust" in ttfb else "direct"
-print(f"{rtt} ms RTT (ping {ping} ms), {mbit} Mbit/s; {fetches} sequential 1 KiB fetches and one {page}-connection "
+print(f"{rtt} ms RTT (ping {ping} ms), {mbit} Mbit/s, {loss} % loss each way; {fetches} sequential 1 KiB fetches and one {page}-connection "
       f"page per system per round; ratios to {base}")
 print()
 print("| system | first byte p50 ms | p90 ms | ratio p50 | page ms (median) | ratio |")

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use rand::Rng;
 
 /// Command line of `wanlink`.
 #[derive(Parser, Debug)]
@@ -56,6 +57,10 @@ struct Args {
     /// Drop-tail buffer of each direction, in 1500-byte packets' worth of bytes.
     #[arg(long, default_value_t = 1000)]
     limit: usize,
+    /// Random loss of each direction, in percent of packets, each drawn on its own (netem's
+    /// `loss random`), before the queue.
+    #[arg(long, default_value_t = 0.0)]
+    loss_percent: f64,
 }
 
 /// `_IOW('T', 202, int)` from <linux/if_tun.h>.
@@ -101,7 +106,8 @@ fn transient(e: &io::Error) -> bool {
 
 /// One direction: reads packets from `from`, queues them behind the emulated bottleneck and
 /// writes each into `to` when it has crossed the link. Runs until a read or write fails.
-fn direction(mut from: File, mut to: File, delay: Duration, bytes_per_sec: f64, limit_bytes: f64) {
+fn direction(mut from: File, mut to: File, delay: Duration, bytes_per_sec: f64, limit_bytes: f64, loss: f64) {
+    let mut rng = rand::thread_rng();
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
     let writer = thread::spawn(move || {
         for (due, pkt) in rx {
@@ -131,6 +137,9 @@ fn direction(mut from: File, mut to: File, delay: Duration, bytes_per_sec: f64, 
             }
             Err(_) => break,
         };
+        if loss > 0.0 && rng.gen_bool(loss) {
+            continue; // random loss
+        }
         let now = Instant::now();
         let backlog = link_free.saturating_duration_since(now).as_secs_f64() * bytes_per_sec;
         if backlog + n as f64 > limit_bytes {
@@ -155,6 +164,10 @@ fn main() -> Result<()> {
     if !(args.rate_mbit > 0.0 && args.rate_mbit <= 100_000.0) {
         bail!("--rate-mbit must be above 0 and at most 100000");
     }
+    if !(0.0..100.0).contains(&args.loss_percent) {
+        bail!("--loss-percent must be from 0 to below 100");
+    }
+    let loss = args.loss_percent / 100.0;
     // Sleeps end within microseconds rather than the default 50 µs timer slack.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
@@ -165,11 +178,11 @@ fn main() -> Result<()> {
     let limit = args.limit as f64 * 1500.0;
     let (a2, b2) = (a.try_clone()?, b.try_clone()?);
     eprintln!(
-        "wanlink: {}/{} <-> {}/{}: {} ms one way, {} Mbit/s, {} packets of buffer",
-        args.ns_a, args.dev_a, args.ns_b, args.dev_b, args.delay_ms, args.rate_mbit, args.limit
+        "wanlink: {}/{} <-> {}/{}: {} ms one way, {} Mbit/s, {} packets of buffer, {} % loss",
+        args.ns_a, args.dev_a, args.ns_b, args.dev_b, args.delay_ms, args.rate_mbit, args.limit, args.loss_percent
     );
-    let ab = thread::spawn(move || direction(a, b2, delay, rate, limit));
-    direction(b, a2, delay, rate, limit);
+    let ab = thread::spawn(move || direction(a, b2, delay, rate, limit, loss));
+    direction(b, a2, delay, rate, limit, loss);
     let _ = ab.join();
     Ok(())
 }
