@@ -141,7 +141,21 @@ in_ns home ip route add 10.77.4.1/32 via 10.77.1.2
 
 mkdir "$work/site"
 head -c 1024 /dev/urandom >"$work/site/1k"
-start site vps python3 -m http.server 8080 --bind 10.77.4.1 --directory "$work/site"
+# python's http.server listens with a backlog of 5, which drops SYNs of a 30-connection page:
+# the same server with a backlog of 1024.
+cat >"$work/site.py" <<'PY'
+import functools, http.server, sys
+
+class Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 1024
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+Server((sys.argv[1], int(sys.argv[2])), functools.partial(Quiet, directory=sys.argv[3])).serve_forever()
+PY
+start site vps python3 "$work/site.py" 10.77.4.1 8080 "$work/site"
 wait_listen vps 8080 site
 
 key=$("$bin/warren-remote" genkey)
