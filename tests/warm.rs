@@ -28,6 +28,9 @@ struct Conn {
 struct Relay {
     conns: Mutex<Vec<Conn>>,
     changed: Notify,
+    /// Tells every connection that has carried nothing yet to close (a remote giving up on
+    /// silent connections, or a restart).
+    cut_idle: tokio::sync::watch::Sender<bool>,
 }
 
 impl Relay {
@@ -96,7 +99,23 @@ async fn relay(upstream: SocketAddr) -> (SocketAddr, Arc<Relay>) {
                     let _ = tokio::io::copy(&mut up_read, &mut down_write).await;
                     let _ = down_write.shutdown().await;
                 };
-                tokio::join!(to_remote, to_local);
+                let mut cut = state.cut_idle.subscribe();
+                let idle_cut = async {
+                    loop {
+                        if cut.changed().await.is_err() {
+                            return std::future::pending().await;
+                        }
+                        let idle = state.conns.lock().unwrap().get(index).is_some_and(|c| c.sent == 0);
+                        if *cut.borrow() && idle {
+                            return;
+                        }
+                    }
+                };
+                // A cut drops both sockets: the local sees its warm connection closed.
+                tokio::select! {
+                    _ = async { tokio::join!(to_remote, to_local) } => {}
+                    () = idle_cut => {}
+                }
             });
         }
     });
@@ -251,4 +270,31 @@ async fn unused_warm_connections_close_empty_and_stop_after_the_linger_time() {
     assert!(conns.iter().filter(|c| c.sent == 0).all(|c| c.closed), "{conns:?}");
     // A request after the linger time still works (and starts warming again).
     echo_once(local.addr, echo).await;
+}
+
+/// Warm connections the remote side closed while they waited are noticed when a request comes:
+/// the request goes over a fresh connection and succeeds.
+#[tokio::test]
+async fn a_warm_connection_closed_by_the_far_side_is_not_used() {
+    let key = new_key();
+    let remote = start_remote(&key, "acl:\n  - allow: \"127.0.0.0/8\"").await;
+    let (relay_addr, relay) = relay(remote.addr).await;
+    let local = start_local(
+        &key,
+        relay_addr,
+        "warm_connections: 2\nwarm_lifetime: 60\nwarm_linger: 600",
+    )
+    .await;
+    let echo = echo_server("127.0.0.1:0").await;
+    echo_once(local.addr, echo).await;
+    let warmed = relay.wait_for("two warm connections", |c| c.len() >= 3).await.len();
+    relay.cut_idle.send_replace(true);
+    echo_once(local.addr, echo).await;
+    let conns = relay.snapshot();
+    let carried: Vec<usize> = (0..conns.len()).filter(|i| conns[*i].sent > 0).collect();
+    assert_eq!(carried.len(), 2, "{conns:?}");
+    assert!(
+        carried[1] >= warmed,
+        "the request rode a connection the far side had closed: {conns:?}"
+    );
 }
