@@ -119,6 +119,10 @@ fn sealed(bytes: &[u8]) {
     }
     let clean = accept(&wire);
     check_clean(&clean, key_index, first, chunks);
+    if decode_prefix::<RequestHeader>(first).is_err() {
+        // A request that does not decode ends the connection: nothing after it is read.
+        decisive = Some(SALT_LEN + frame_len(first.len()));
+    }
     if flags & 2 != 0 {
         let at = usize::from(flip_at) * wire.len() / 256;
         if let Some(byte) = wire.get_mut(at) {
