@@ -14,6 +14,8 @@ pub mod config;
 pub mod crypto;
 pub mod dial;
 pub mod framed;
+#[doc(hidden)]
+pub mod fuzzing; // the cargo-fuzz targets' bodies, shared with the stable corpus replay
 pub mod logging;
 pub mod net;
 pub mod pac;

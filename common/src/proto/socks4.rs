@@ -70,7 +70,7 @@ impl Decode for Request {
         let mut ip = [0u8; 4];
         buf.copy_to_slice(&mut ip);
         let userid = read_nul_terminated(buf, "USERID")?;
-        let target = if ip[..3] == [0, 0, 0] && ip[3] != 0 {
+        let target = if is_socks4a_marker(ip) {
             let name = read_nul_terminated(buf, "DOMAIN")?;
             Address::from_host(check_domain(&name, DomainRule::Wire)?, port)?
         } else {
@@ -91,29 +91,43 @@ impl Encode for Request {
         buf.put_u8(VERSION);
         buf.put_u8(self.command as u8);
         buf.put_u16(self.target.port());
-        match &self.target {
-            Address::Ip(SocketAddr::V4(sa)) => buf.put_slice(&sa.ip().octets()),
-            Address::Ip(SocketAddr::V6(_)) => buf.put_slice(&[0, 0, 0, 0]),
-            Address::Domain(..) => buf.put_slice(&[0, 0, 0, 1]),
+        let name = socks4a_name(&self.target);
+        match (&self.target, &name) {
+            (Address::Ip(SocketAddr::V4(sa)), None) => buf.put_slice(&sa.ip().octets()),
+            _ => buf.put_slice(&[0, 0, 0, 1]),
         }
         buf.put_slice(&self.userid);
         buf.put_u8(0);
-        if let Address::Domain(name, _) = &self.target {
+        if let Some(name) = name {
             buf.put_slice(name.as_bytes());
             buf.put_u8(0);
         }
     }
 
     fn encoded_len(&self) -> usize {
-        let name = match &self.target {
-            Address::Domain(name, _) => name.len() + 1,
-            Address::Ip(_) => 0,
-        };
+        let name = socks4a_name(&self.target).map_or(0, |name| name.len() + 1);
         8 + self.userid.len() + 1 + name
     }
 }
 
-/// Reply codes (CD in a reply).
+/// The SOCKS4a name a target travels as, or `None` for a plain DSTIP. Besides names, an IPv6
+/// target and an IPv4 one in the marker range 0.0.0.1–0.0.0.255 cannot be a DSTIP (the latter
+/// would read as "a name follows"), so they go as their literal text, which the decoder turns
+/// back into the same IP (found by `cargo fuzz run socks`).
+fn socks4a_name(target: &Address) -> Option<std::borrow::Cow<'_, str>> {
+    match target {
+        Address::Domain(name, _) => Some(name.as_str().into()),
+        Address::Ip(SocketAddr::V4(sa)) if is_socks4a_marker(sa.ip().octets()) => Some(sa.ip().to_string().into()),
+        Address::Ip(SocketAddr::V4(_)) => None,
+        Address::Ip(SocketAddr::V6(sa)) => Some(sa.ip().to_string().into()),
+    }
+}
+
+/// Whether a DSTIP is SOCKS4a's "0.0.0.x, x != 0": the real target is the name after USERID.
+fn is_socks4a_marker(ip: [u8; 4]) -> bool {
+    ip[..3] == [0, 0, 0] && ip[3] != 0
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum ReplyCode {
@@ -209,6 +223,26 @@ mod tests {
         // 0.0.0.0 is an IPv4 address, not the SOCKS4a marker.
         let req: Request = decode_exact(b"\x04\x01\x00\x50\x00\x00\x00\x00\x00").unwrap();
         assert_eq!(req.target, Address::Ip("0.0.0.0:80".parse().unwrap()));
+    }
+
+    #[test]
+    fn ip_targets_in_the_socks4a_marker_range_round_trip() {
+        // Found by `cargo fuzz run socks`: 0.0.0.x (x != 0) is the SOCKS4a marker, so such a
+        // target, and an IPv6 one, cannot be a plain DSTIP; both decode from SOCKS4a names.
+        // The fuzzer's input: a SOCKS4a name that is an IP literal in the marker range.
+        let decoded: Request = decode_exact(b"\x04\x01\x00\x50\x00\x00\x00\x01\x00\x30.0.0.2\x00").unwrap();
+        assert_eq!(decoded.target, Address::Ip("0.0.0.2:80".parse().unwrap()));
+        for target in [decoded.target, Address::Ip("[2001:db8::1]:80".parse().unwrap())] {
+            let req = Request {
+                command: Command::Connect,
+                target,
+                userid: b"fred".to_vec(),
+            };
+            let mut buf = Vec::new();
+            req.encode(&mut buf);
+            assert_eq!(buf.len(), req.encoded_len());
+            assert_eq!(decode_exact::<Request>(&buf), Ok(req));
+        }
     }
 
     #[test]

@@ -1,0 +1,62 @@
+//! Fuzz target `udp`: every UDP message (`proto/udp.rs`) on both transports: the SOCKS5 UDP
+//! header applications send, the datagram frame of UDP-over-TCP (a stream of frames, as
+//! `remote/src/udp/tcp.rs` reads it), and the plaintext of an encrypted UDP packet, plus the
+//! packet opened under a fixed key. The first byte picks the message.
+
+use crate::crypto::{open_packet, seal_packet, Key, Purpose, SALT_LEN};
+use crate::proto::udp::{DatagramFrame, Packet, PacketPlaintext, Socks5Datagram};
+use crate::proto::{decode_exact, decode_prefix};
+
+use super::{round_trip, selector};
+
+/// Decodes one UDP message chosen by `data[0]` from the rest; checks round trips.
+pub fn udp(data: &[u8]) {
+    let Some((which, bytes)) = selector(data) else {
+        return;
+    };
+    match which % 5 {
+        // A datagram fills its container: no prefix property, the data is the rest.
+        0 => drop(round_trip::<Socks5Datagram>(bytes, false)),
+        1 => frames(bytes),
+        2 => drop(round_trip::<PacketPlaintext>(bytes, false)),
+        3 => drop(round_trip::<Packet>(bytes, false)),
+        _ => packet(bytes),
+    }
+}
+
+/// A UDP-over-TCP stream: frames one after another until the bytes run out or one is invalid.
+fn frames(mut bytes: &[u8]) {
+    loop {
+        match decode_prefix::<DatagramFrame>(bytes) {
+            Ok((frame, used)) => {
+                let mut wire = Vec::new();
+                assert_eq!(frame.encode(&mut wire), Some(()), "a decoded frame fits its LEN");
+                assert_eq!(decode_exact::<DatagramFrame>(&wire), Ok(frame));
+                bytes = bytes.get(used..).unwrap_or_default();
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// The fixed key every encrypted-packet input is opened under.
+fn key() -> Key {
+    Key::from_bytes([7; 32])
+}
+
+/// `bytes` as a whole packet on the wire (salt, sealed plaintext, tag) under a fixed key; and,
+/// so the fuzzer reaches the decoder behind the AEAD, `bytes` as a plaintext sealed here and
+/// opened again.
+fn packet(bytes: &[u8]) {
+    for purpose in [Purpose::UdpToRemote, Purpose::UdpToLocal] {
+        if let Ok((_, plaintext)) = open_packet(&key(), purpose, bytes) {
+            let _ = decode_exact::<Packet>(&plaintext);
+        }
+        let Ok(sealed) = seal_packet(&key(), purpose, &[1; SALT_LEN], bytes) else {
+            continue;
+        };
+        let (salt, plaintext) = open_packet(&key(), purpose, &sealed).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((salt, plaintext.as_slice()), ([1; SALT_LEN], bytes));
+        let _ = round_trip::<Packet>(&plaintext, false);
+    }
+}

@@ -1,0 +1,4 @@
+//! Fuzz target `bind`: the body is `warren_common::fuzzing::bind` (shared with the stable replay).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| warren_common::fuzzing::bind(data));
