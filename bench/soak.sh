@@ -8,7 +8,8 @@
 #
 # Options: --minutes N (default 60), --streams N (default 200), --kib N (pushed per stream and
 # round, default 256), --no-build. Listens on 127.0.0.1:18398 (remote) and 18399 (local). Not part of CI (it runs for an hour); prints a table of
-# RSS (MiB) and fds at minutes 1, 5, 15, 30 and the end, and the growth from minute 5 to the end.
+# RSS (MiB) and fds at minutes 1, 5, 15, 30 and the end, the growth from minute 5 to the end and
+# the second half's range; samples are taken between rounds, when no stream is open.
 # Every wait is bounded; processes and the temporary directory are removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -112,6 +113,8 @@ done
 sample "$minutes.00" >>"$work/samples.tsv"
 
 echo "soak: $minutes min, $streams concurrent streams, $rounds rounds, $failed failed rounds"
+cp "$work/samples.tsv" /tmp/soak-samples.tsv
+echo "every sample (minute, local RSS KiB, local fds, remote RSS KiB, remote fds): /tmp/soak-samples.tsv"
 python3 - "$work/samples.tsv" <<'PY'
 import sys
 rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
@@ -125,7 +128,10 @@ for m in sorted({1, 5, 15, 30, rows[-1][0]}):
     r = at(m)
     print(f"| {r[0]:.0f} | {r[1] / 1024:.1f} | {r[2]:.0f} | {r[3] / 1024:.1f} | {r[4]:.0f} |")
 a, b = at(5), rows[-1]
+late = [r for r in rows if r[0] >= rows[-1][0] / 2]
 print()
+print(f"second half, min-max: local RSS {min(r[1] for r in late) / 1024:.1f}-{max(r[1] for r in late) / 1024:.1f} MiB, "
+      f"remote RSS {min(r[3] for r in late) / 1024:.1f}-{max(r[3] for r in late) / 1024:.1f} MiB")
 print(f"from minute {a[0]:.0f} to the end: local RSS {(b[1] - a[1]) / 1024:+.1f} MiB, fds {b[2] - a[2]:+.0f}; "
       f"remote RSS {(b[3] - a[3]) / 1024:+.1f} MiB, fds {b[4] - a[4]:+.0f}")
 PY
