@@ -23,8 +23,11 @@ use warren_common::proto::{decode_prefix, Decode, DecodeError};
 
 #[path = "campus_bed.rs"]
 pub mod campus_bed;
+#[path = "logs.rs"]
+pub mod logs;
 #[path = "ports.rs"]
 pub mod ports;
+pub use logs::{all_lines, capture_logs, log_line};
 pub use ports::{closed_port, unanswered_port, ClosedPort, Unanswered};
 
 /// A running server: its address, and the means to stop it.

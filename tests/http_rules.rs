@@ -4,15 +4,12 @@
 //! and lower-case methods, and a finished exchange's tunnel closed cleanly (the remote's log
 //! says `end=closed`).
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
 use warren_common::proto::http::{RequestHead, ResponseHead};
 use warren_tests::*;
 
@@ -203,80 +200,6 @@ async fn empty_lines_and_lower_case_methods_are_answered() {
     );
 }
 
-/// Every log line of this test binary (see [`capture_logs`]), and a wake-up per line.
-struct Captured {
-    lines: Mutex<Vec<String>>,
-    added: Notify,
-}
-
-fn captured() -> &'static Captured {
-    static CAPTURED: OnceLock<Captured> = OnceLock::new();
-    CAPTURED.get_or_init(|| Captured {
-        lines: Mutex::default(),
-        added: Notify::new(),
-    })
-}
-
-/// One log event being written; it joins [`captured`] when the subscriber drops it.
-struct Line(Vec<u8>);
-
-impl Write for Line {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for Line {
-    fn drop(&mut self) {
-        let all = captured();
-        all.lines
-            .lock()
-            .unwrap()
-            .push(String::from_utf8_lossy(&self.0).into_owned());
-        all.added.notify_waiters();
-    }
-}
-
-/// Sends this test binary's log lines (the remote's at info, the local's at debug) to
-/// [`captured`]; the first caller installs it.
-fn capture_logs() {
-    static ONCE: AtomicUsize = AtomicUsize::new(0);
-    if ONCE.fetch_add(1, Ordering::Relaxed) == 0 {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("warren_remote=info,warren_local=debug")
-            .with_ansi(false)
-            .with_writer(|| Line(Vec::new()))
-            .try_init();
-    }
-}
-
-/// Waits for a log line that contains every one of `words`.
-async fn log_line(words: &[&str]) -> String {
-    within(20, "the remote logs the connection", async {
-        loop {
-            let all = captured();
-            let added = all.added.notified();
-            tokio::pin!(added);
-            added.as_mut().enable();
-            if let Some(line) = all
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| words.iter().all(|w| l.contains(w)))
-            {
-                return line.clone();
-            }
-            added.await;
-        }
-    })
-    .await
-}
-
 /// Item 5: a plain-HTTP request that went well is logged by the remote as a normal close. The
 /// local used to drop the tunnel without its end-of-stream chunk when the client left, which
 /// the remote logged as `end=error: tunnel closed without an end-of-stream chunk`.
@@ -319,6 +242,6 @@ async fn a_refused_target_keeps_its_password_out_of_the_log() {
     assert_eq!(head.status, 400);
     let line = log_line(&["HTTP request refused", "***@127.0.0.1:9"]).await;
     assert!(!line.contains("hunter2"), "{line}");
-    let all = captured().lines.lock().unwrap().join("");
+    let all = all_lines();
     assert!(!all.contains("hunter2"), "the password reached the log");
 }

@@ -3,10 +3,8 @@
 //! ones carried bytes, so a test can tell a request that rode a connection opened before it from
 //! one that paid for its own TCP handshake.
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -122,6 +120,33 @@ async fn relay(upstream: SocketAddr) -> (SocketAddr, Arc<Relay>) {
     (addr, relay)
 }
 
+/// A remote that allows loopback targets, the counting relay in front of it, a local with
+/// `local_extra` pointed at the relay, and an echo server to reach.
+struct Bed {
+    _remote: Server,
+    relay_addr: SocketAddr,
+    relay: Arc<Relay>,
+    local: Server,
+    echo: SocketAddr,
+}
+
+impl Bed {
+    async fn start(local_extra: &str) -> Bed {
+        let key = new_key();
+        let remote = start_remote(&key, "acl:\n  - allow: \"127.0.0.0/8\"").await;
+        let (relay_addr, relay) = relay(remote.addr).await;
+        let local = start_local(&key, relay_addr, local_extra).await;
+        let echo = echo_server("127.0.0.1:0").await;
+        Bed {
+            _remote: remote,
+            relay_addr,
+            relay,
+            local,
+            echo,
+        }
+    }
+}
+
 /// One SOCKS5 CONNECT to the echo server through `proxy`, checked end to end.
 async fn echo_once(proxy: SocketAddr, echo: SocketAddr) {
     let (mut stream, reply) = socks5_connect(proxy, &Address::Ip(echo), None).await.unwrap();
@@ -136,16 +161,8 @@ async fn echo_once(proxy: SocketAddr, echo: SocketAddr) {
 /// request rides one of those, opened before it was made, and the pool is topped up again.
 #[tokio::test]
 async fn a_request_rides_a_connection_opened_before_it() {
-    let key = new_key();
-    let remote = start_remote(&key, "acl:\n  - allow: \"127.0.0.0/8\"").await;
-    let (relay_addr, relay) = relay(remote.addr).await;
-    let local = start_local(
-        &key,
-        relay_addr,
-        "warm_connections: 2\nwarm_lifetime: 60\nwarm_linger: 600",
-    )
-    .await;
-    let echo = echo_server("127.0.0.1:0").await;
+    let bed = Bed::start("warm_connections: 2\nwarm_lifetime: 60\nwarm_linger: 600").await;
+    let (relay, local, echo, _relay_addr) = (&bed.relay, &bed.local, bed.echo, bed.relay_addr);
 
     echo_once(local.addr, echo).await;
     let before = relay.wait_for("two warm connections", |c| c.len() >= 3).await;
@@ -167,11 +184,8 @@ async fn a_request_rides_a_connection_opened_before_it() {
 /// opened.
 #[tokio::test]
 async fn warm_connections_zero_opens_one_connection_per_request() {
-    let key = new_key();
-    let remote = start_remote(&key, "acl:\n  - allow: \"127.0.0.0/8\"").await;
-    let (relay_addr, relay) = relay(remote.addr).await;
-    let local = start_local(&key, relay_addr, "warm_connections: 0").await;
-    let echo = echo_server("127.0.0.1:0").await;
+    let bed = Bed::start("warm_connections: 0").await;
+    let (relay, local, echo, _relay_addr) = (&bed.relay, &bed.local, bed.echo, bed.relay_addr);
     for _ in 0..3 {
         echo_once(local.addr, echo).await;
     }
@@ -180,62 +194,14 @@ async fn warm_connections_zero_opens_one_connection_per_request() {
     assert!(conns.iter().all(|c| c.sent > 0));
 }
 
-/// A wake-up for every captured log line.
-fn logged() -> &'static Notify {
-    static LOGGED: OnceLock<Notify> = OnceLock::new();
-    LOGGED.get_or_init(Notify::new)
-}
-
-/// Sends this test binary's warren-local debug lines to `CAPTURED` (installed once).
-fn capture_logs() -> &'static Mutex<Vec<String>> {
-    static CAPTURED: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
-    static ONCE: AtomicUsize = AtomicUsize::new(0);
-    struct Line(Vec<u8>);
-    impl Write for Line {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    impl Drop for Line {
-        fn drop(&mut self) {
-            let lines = CAPTURED.get_or_init(Mutex::default);
-            lines
-                .lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&self.0).into_owned());
-            logged().notify_waiters();
-        }
-    }
-    if ONCE.fetch_add(1, Ordering::Relaxed) == 0 {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("warren_local=debug")
-            .with_ansi(false)
-            .with_writer(|| Line(Vec::new()))
-            .try_init();
-    }
-    CAPTURED.get_or_init(Mutex::default)
-}
-
 /// Unused warm connections are closed by the local, empty, at their lifetime and replaced while
 /// requests keep coming; once none came for `warm_linger`, the local closes them all and opens
 /// no more (it says so at debug level).
 #[tokio::test]
 async fn unused_warm_connections_close_empty_and_stop_after_the_linger_time() {
-    let lines = capture_logs();
-    let key = new_key();
-    let remote = start_remote(&key, "acl:\n  - allow: \"127.0.0.0/8\"").await;
-    let (relay_addr, relay) = relay(remote.addr).await;
-    let local = start_local(
-        &key,
-        relay_addr,
-        "warm_connections: 2\nwarm_lifetime: 0.2\nwarm_linger: 1",
-    )
-    .await;
-    let echo = echo_server("127.0.0.1:0").await;
+    capture_logs();
+    let bed = Bed::start("warm_connections: 2\nwarm_lifetime: 0.2\nwarm_linger: 1").await;
+    let (relay, local, echo, relay_addr) = (&bed.relay, &bed.local, bed.echo, bed.relay_addr);
     echo_once(local.addr, echo).await;
     // Lifetimes of 0.1-0.2 s: some warm connections close unused and are replaced.
     let conns = relay
@@ -245,23 +211,7 @@ async fn unused_warm_connections_close_empty_and_stop_after_the_linger_time() {
         .await;
     assert_eq!(conns.iter().filter(|c| c.sent > 0).count(), 1, "{conns:?}");
     let name = relay_addr.to_string();
-    within(20, "the keeper stops", async {
-        loop {
-            let wake = logged().notified();
-            tokio::pin!(wake);
-            wake.as_mut().enable();
-            let stopped = lines
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains(&name) && l.contains("no request for the linger time"));
-            if stopped {
-                return;
-            }
-            wake.await;
-        }
-    })
-    .await;
+    log_line(&[&name, "no request for the linger time"]).await;
     let conns = relay
         .wait_for("every warm connection closed", |c| {
             c.iter().all(|c| c.closed || c.sent > 0)
@@ -276,16 +226,8 @@ async fn unused_warm_connections_close_empty_and_stop_after_the_linger_time() {
 /// the request goes over a fresh connection and succeeds.
 #[tokio::test]
 async fn a_warm_connection_closed_by_the_far_side_is_not_used() {
-    let key = new_key();
-    let remote = start_remote(&key, "acl:\n  - allow: \"127.0.0.0/8\"").await;
-    let (relay_addr, relay) = relay(remote.addr).await;
-    let local = start_local(
-        &key,
-        relay_addr,
-        "warm_connections: 2\nwarm_lifetime: 60\nwarm_linger: 600",
-    )
-    .await;
-    let echo = echo_server("127.0.0.1:0").await;
+    let bed = Bed::start("warm_connections: 2\nwarm_lifetime: 60\nwarm_linger: 600").await;
+    let (relay, local, echo, _relay_addr) = (&bed.relay, &bed.local, bed.echo, bed.relay_addr);
     echo_once(local.addr, echo).await;
     let warmed = relay.wait_for("two warm connections", |c| c.len() >= 3).await.len();
     relay.cut_idle.send_replace(true);
