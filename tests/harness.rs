@@ -219,7 +219,7 @@ pub async fn start_local(key: &str, remote: SocketAddr, extra: &str) -> Server {
 /// keeps, so a test can watch the health checker.
 pub async fn start_local_yaml(yaml: &str) -> (Server, Arc<warren_local::Health>) {
     let config = LocalConfig::try_from(&parse(yaml)).expect("valid local config");
-    let health = warren_local::Health::for_routes(&config.routing);
+    let health = warren_local::Health::for_config(&config);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind local");
     let addr = listener.local_addr().expect("local addr");
     let shutdown = CancellationToken::new();

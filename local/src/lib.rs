@@ -42,7 +42,7 @@ pub use outbound::Health;
 
 /// Serves SOCKS5, SOCKS4/4a and HTTP proxy clients on `listener` until `shutdown` is cancelled, then drains.
 pub async fn run(listener: TcpListener, config: LocalConfig, shutdown: CancellationToken) {
-    let health = Health::for_routes(&config.routing);
+    let health = Health::for_config(&config);
     serve(listener, config, health, shutdown).await;
 }
 

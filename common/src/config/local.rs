@@ -71,6 +71,8 @@ pub struct LocalConfig {
     pub limits: ServerLimits,
     /// How UDP ASSOCIATE datagrams travel to the remote.
     pub udp_transport: UdpTransport,
+    /// Connections to each remote opened ahead of requests (`local.warm_*`).
+    pub warm: WarmSettings,
     /// Remotes, chains and the routing rules (a single `local.remote` is the default route).
     /// Remote addresses are resolved on each connection, so a changed DNS record is picked up
     /// without a restart.
@@ -131,8 +133,7 @@ impl LocalConfig {
             routes: local.routes.as_deref(),
             default: local.default.as_ref(),
         };
-        let mut routing = build(fields, &key, health_interval)?;
-        routing.warm = warm_settings(local)?;
+        let routing = build(fields, &key, health_interval)?;
         let remote = match (&local.remote, &routing.router.default) {
             (Some(address), _) => address.clone(),
             (None, LocalAction::Proxy(list)) => list.iter().map(|v| v.name()).collect::<Vec<_>>().join(", "),
@@ -169,6 +170,7 @@ impl LocalConfig {
                     ))
                 }
             },
+            warm: warm_settings(local)?,
             routing,
         })
     }

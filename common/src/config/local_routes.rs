@@ -171,8 +171,6 @@ pub struct LocalRouting {
     pub router: Router<LocalAction>,
     /// Seconds between health checks of remotes listed in a failover route.
     pub health_interval: Duration,
-    /// Connections to each remote opened ahead of requests (`local.warm_*`).
-    pub warm: super::local::WarmSettings,
 }
 
 impl LocalRouting {
@@ -389,7 +387,6 @@ pub(crate) fn build(
         },
     };
     Ok(LocalRouting {
-        warm: super::local::WarmSettings::default(),
         remotes,
         chains,
         router: Router { rules, default },

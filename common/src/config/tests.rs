@@ -211,17 +211,14 @@ fn handshake_caps_default_and_errors_name_the_field() {
 
 #[test]
 fn warm_settings_default_and_errors_name_the_field() {
-    let warm = local(&format!("key: '{KEY}'\nlocal: {{remote: 'h:1'}}"))
-        .unwrap()
-        .routing
-        .warm;
+    let warm = local(&format!("key: '{KEY}'\nlocal: {{remote: 'h:1'}}")).unwrap().warm;
     assert_eq!(warm, WarmSettings::default());
     assert_eq!(
         (warm.per_remote, warm.lifetime.as_secs(), warm.linger.as_secs()),
         (2, 5, 30)
     );
     let off = local(&format!("key: '{KEY}'\nlocal: {{remote: 'h:1', warm_connections: 0}}")).unwrap();
-    assert_eq!(off.routing.warm.per_remote, 0);
+    assert_eq!(off.warm.per_remote, 0);
     for (field, value) in [
         ("warm_connections", "17"),
         ("warm_connections", "-1"),

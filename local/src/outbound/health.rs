@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use warren_common::config::local_routes::{Endpoint, LocalRouting};
+use warren_common::config::LocalConfig;
 
 use super::warm::Warm;
 
@@ -29,16 +30,18 @@ pub struct Health {
 }
 
 impl Health {
-    /// One flag, up, for every remote that `routing`'s failover lists name first.
-    pub fn for_routes(routing: &LocalRouting) -> Arc<Health> {
-        let up = routing
+    /// One flag, up, for every remote that `config`'s failover lists name first, and an empty
+    /// pool of warm connections with `local.warm_*`'s settings.
+    pub fn for_config(config: &LocalConfig) -> Arc<Health> {
+        let up = config
+            .routing
             .checked_remotes()
             .iter()
             .map(|remote| (remote.name.clone(), AtomicBool::new(true)))
             .collect();
         Arc::new(Health {
             up,
-            warm: Warm::new(routing.warm),
+            warm: Warm::new(config.warm),
         })
     }
 
