@@ -114,7 +114,7 @@ async fn heads_are_rewritten_as_an_intermediary_must() {
     .await;
     let request = format!(
         "POST http://{site}/path?q=1 HTTP/1.1\r\nHost: elsewhere.example\r\nConnection: X-Secret, close\r\n\
-         X-Secret: 1\r\nKeep-Alive: 300\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nUpgrade: h2c\r\n\
+         X-Secret: 1\r\nKeep-Alive: 300\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nTrailer: X-Sum\r\nUpgrade: h2c\r\n\
          Proxy-Authorization: Basic YTpi\r\nX-Keep: yes\r\nContent-Length: 3, 3\r\nVia: 1.1 first\r\n\r\nabc"
     );
     let mut stream = TcpStream::connect(pair.socks()).await.unwrap();

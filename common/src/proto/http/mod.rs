@@ -198,6 +198,7 @@ fn own_fields(fields: &[httparse::Header<'_>]) -> Result<Headers, DecodeError> {
     for field in fields {
         let value: Vec<u8> = field
             .value
+            .trim_ascii()
             .iter()
             .map(|b| if matches!(b, b'\r' | b'\n') { b' ' } else { *b })
             .collect();
@@ -209,7 +210,7 @@ fn own_fields(fields: &[httparse::Header<'_>]) -> Result<Headers, DecodeError> {
         {
             return Err(DecodeError::BadField("field-value"));
         }
-        headers.push(field.name, value.trim_ascii());
+        headers.push(field.name, value);
     }
     Ok(headers)
 }
