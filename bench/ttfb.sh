@@ -59,64 +59,9 @@ for b in warren-remote warren-local wanlink; do
   [ -x "$bin/$b" ] || die "$bin/$b not found (run without --no-build)"
 done
 
-tmpbase=/tmp
-[ -d /dev/shm ] && [ -w /dev/shm ] && tmpbase=/dev/shm
-work=$(mktemp -d "$tmpbase/ttfb.XXXXXX")
-p=wtf$$
-nss=()
-declare -A pid=()
-
-cleanup() {
-  local rc=$? ns x i left
-  set +e
-  trap - EXIT INT TERM
-  if [ "$rc" != 0 ]; then
-    for x in "$work"/*.log; do
-      [ -s "$x" ] && { echo "== $x" >&2; tail -n 20 "$x" >&2; }
-    done
-  fi
-  for ns in "${nss[@]}"; do
-    for x in $(ip netns pids "$ns" 2>/dev/null); do kill -TERM "$x" 2>/dev/null; done
-  done
-  for x in "${pid[@]}"; do kill -TERM "$x" 2>/dev/null; done
-  for i in $(seq 1 30); do
-    left=()
-    for ns in "${nss[@]}"; do mapfile -t -O "${#left[@]}" left < <(ip netns pids "$ns" 2>/dev/null); done
-    [ ${#left[@]} = 0 ] && break
-    [ "$i" = 30 ] && kill -KILL "${left[@]}" 2>/dev/null
-    sleep 0.1
-  done
-  for x in "${pid[@]}"; do kill -KILL "$x" 2>/dev/null; done
-  wait 2>/dev/null
-  for ns in "${nss[@]}"; do ip netns del "$ns" 2>/dev/null; done
-  rm -rf "$work"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-in_ns() { local ns=$1; shift; ip netns exec "$p-$ns" "$@"; }
-start() { # start NAME NS CMD...: CMD in the background inside NS ("-" = here), log in $work/NAME.log
-  local name=$1 ns=$2
-  shift 2
-  if [ "$ns" = - ]; then
-    "$@" >>"$work/$name.log" 2>&1 </dev/null &
-  else
-    ip netns exec "$p-$ns" "$@" >>"$work/$name.log" 2>&1 </dev/null &
-  fi
-  pid[$name]=$!
-}
-alive() { kill -0 "${pid[$1]}" 2>/dev/null; }
-wait_listen() { # wait_listen NS PORT NAME (10 s)
-  local i
-  for i in $(seq 1 100); do
-    [ -n "$(in_ns "$1" ss -Hltn "sport = :$2")" ] && return 0
-    alive "$3" || die "$3 exited at start-up (log $work/$3.log)"
-    [ "$i" = 100 ] || sleep 0.1
-  done
-  die "$3: nothing listens on port $2 in $1 after 10 s"
-}
+netns_name=ttfb netns_prefix=wtf
+# shellcheck source=bench/netns.sh
+source bench/netns.sh
 
 log "work directory $work, namespaces $p-{home,vps}"
 for n in home vps; do
@@ -124,18 +69,7 @@ for n in home vps; do
   nss+=("$p-$n")
   in_ns "$n" ip link set lo up
 done
-start link - "$bin/wanlink" --ns-a "$p-home" --dev-a "${p}a" --ns-b "$p-vps" --dev-b "${p}b" \
-  --delay-ms "$(awk -v r="$rtt" 'BEGIN { print r / 2 }')" --rate-mbit "$mbit" --loss-percent "$loss"
-for i in $(seq 1 50); do
-  in_ns vps ip link show "${p}b" >/dev/null 2>&1 && break
-  alive link || die "wanlink exited (log $work/link.log)"
-  [ "$i" = 50 ] && die "wanlink: no device after 5 s"
-  sleep 0.1
-done
-in_ns home ip addr add 10.77.1.1/24 dev "${p}a"
-in_ns home ip link set "${p}a" up
-in_ns vps ip addr add 10.77.1.2/24 dev "${p}b"
-in_ns vps ip link set "${p}b" up
+link hv home 10.77.1.1 vps 10.77.1.2 "$rtt" "$mbit" "$loss"
 in_ns vps ip addr add 10.77.4.1/32 dev lo # the target, next to the VPS
 in_ns home ip route add 10.77.4.1/32 via 10.77.1.2
 
