@@ -177,12 +177,14 @@ class System:
         self.socks = free_port()
         srv = free_port()
         b, lp = self.bins, self.logpath
-        if self.name in ("warren", "warren@base"):
-            suffix = self.name[len("warren"):]
-            cfg = os.path.join(self.workdir, f"warren{suffix}.yaml")
+        if self.name in ("warren", "warren@base", "warren uot"):
+            # "warren uot" is warren with UDP carried over TCP (local.udp_transport: tcp).
+            suffix = "@base" if self.name == "warren@base" else ""
+            transport = "tcp" if self.name == "warren uot" else "udp"
+            cfg = os.path.join(self.workdir, self.name.replace(" ", "_") + ".yaml")
             with open(cfg, "w") as f:
                 f.write(f"""key: "{WARREN_KEY}"
-local: {{ listen: "127.0.0.1:{self.socks}", remote: "127.0.0.1:{srv}", max_connections: 30000 }}
+local: {{ listen: "127.0.0.1:{self.socks}", remote: "127.0.0.1:{srv}", max_connections: 30000, udp_transport: {transport} }}
 remote:
   listen: "127.0.0.1:{srv}"
   max_connections: 30000
@@ -197,13 +199,14 @@ remote:
                 method, key = "2022-blake3-chacha20-poly1305", SS2022_KEY
             else:
                 method, key = "chacha20-ietf-poly1305", "bench-password"
-            common = ["-m", method, "-k", key, "--tcp-no-delay"]
+            # -U: TCP and UDP (bench/udp.py measures UDP ASSOCIATE through the same processes).
+            common = ["-m", method, "-k", key, "--tcp-no-delay", "-U"]
             remote = spawn([b["ssserver"], "-s", f"127.0.0.1:{srv}", *common], lp)
             wait_port(srv, [remote], self.name, lp)
             local = spawn([b["sslocal"], "-b", f"127.0.0.1:{self.socks}", "-s", f"127.0.0.1:{srv}", *common], lp)
             self.procs = [local, remote]
         elif self.name == "ss-libev chacha20":
-            common = ["-m", "chacha20-ietf-poly1305", "-k", "bench-password", "--no-delay", "-n", "65536"]
+            common = ["-m", "chacha20-ietf-poly1305", "-k", "bench-password", "--no-delay", "-n", "65536", "-u"]
             remote = spawn([b["ss-server"], "-s", "127.0.0.1", "-p", str(srv), *common], lp)
             wait_port(srv, [remote], self.name, lp)
             local = spawn([b["ss-local"], "-s", "127.0.0.1", "-p", str(srv), "-b", "127.0.0.1", "-l",
@@ -488,7 +491,7 @@ def main():
     for n in ("ss-local", "ss-server", "ssh"):
         bins[n] = shutil.which(n) or n
     bins["sshd"] = shutil.which("sshd") or "/usr/sbin/sshd"
-    needed = {"warren": ["warren-local", "warren-remote"], "warren@base": ["warren-local@base", "warren-remote@base"],
+    needed = {"warren": ["warren-local", "warren-remote"], "warren uot": ["warren-local", "warren-remote"], "warren@base": ["warren-local@base", "warren-remote@base"],
               "ss-rust chacha20": ["sslocal", "ssserver"],
               "ss-rust 2022": ["sslocal", "ssserver"], "ss-libev chacha20": ["ss-local", "ss-server"],
               "ssh -D": ["ssh", "sshd"], "direct": []}

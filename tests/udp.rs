@@ -414,3 +414,39 @@ async fn each_datagram_is_routed_by_the_local_and_the_remote_routes() {
         );
     }
 }
+
+/// Run time (ns, from the scheduler) of this process's threads named `name`, by thread id.
+#[cfg(target_os = "linux")]
+fn thread_run_ns(name: &str) -> HashMap<String, u64> {
+    let mut found = HashMap::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let dir = task.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim_end() == name {
+            let stat = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
+            let ns = stat.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            found.insert(task.file_name().to_string_lossy().into_owned(), ns);
+        }
+    }
+    found
+}
+
+/// Both ends relay an association's datagrams on the process's one UDP thread
+/// (`warren_common::udp_thread`): there is exactly one `warren-udp` thread, and it is the one
+/// that runs while 1000 datagrams are echoed (over either transport).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn datagrams_are_relayed_on_the_one_udp_thread() {
+    let echo = udp_echo_server("127.0.0.1:0").await;
+    for transport in TRANSPORTS {
+        let assoc = associate(transport).await;
+        let before = thread_run_ns("warren-udp");
+        assert_eq!(before.len(), 1, "one UDP thread per process: {before:?}");
+        let good = echo_thousand(&assoc, &Address::Ip(echo), &[echo]).await;
+        assert!(good >= 990, "{transport}: {good}/1000");
+        let after = thread_run_ns("warren-udp");
+        assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>());
+        let (tid, ns) = after.iter().next().unwrap();
+        assert!(*ns > before[tid], "{transport}: the UDP thread did not run ({ns} ns)");
+    }
+}

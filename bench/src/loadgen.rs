@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 #[derive(Parser)]
 struct Args {
@@ -45,6 +45,21 @@ enum Cmd {
         route: Route,
         #[arg(long, default_value_t = 1000)]
         count: usize,
+    },
+    /// UDP through a SOCKS5 UDP ASSOCIATE (or straight to the sink's UDP echo): sends `size`-byte
+    /// datagrams at `rate` per second (0: as fast as it can) for `seconds`, and prints
+    /// `sent echoed p50_us p99_us` (echo round trip, over the echoed ones).
+    Udp {
+        #[command(flatten)]
+        route: Route,
+        /// Datagrams per second, paced in 1 ms steps; 0 sends back to back.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Bytes of application data per datagram (at least 16).
+        #[arg(long, default_value_t = 1200)]
+        size: usize,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
     },
     /// Open `count` connections and hold them idle for `hold` seconds; prints how many opened.
     Idle {
@@ -120,7 +135,16 @@ async fn open(route: Route) -> Result<TcpStream> {
 
 async fn sink(listen: SocketAddr) -> Result<()> {
     let listener = TcpListener::bind(listen).await?;
-    println!("{}", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    // A UDP echo on the same port number, for the `udp` measurement.
+    let echo = UdpSocket::bind(addr).await?;
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = echo.recv_from(&mut buf).await {
+            let _ = echo.send_to(&buf[..n], from).await;
+        }
+    });
+    println!("{addr}");
     loop {
         // An accept error (a connection reset while queued, a momentary fd shortage) must not
         // end the sink that every system's measurements share.
@@ -177,6 +201,102 @@ async fn push(route: Route, bytes: u64) -> Result<()> {
     Ok(())
 }
 
+/// Opens a SOCKS5 UDP ASSOCIATE (RFC 1928 §7) on `proxy`; returns the control connection (the
+/// association lives as long as it) and the relay address to send to.
+async fn associate(proxy: SocketAddr) -> Result<(TcpStream, SocketAddr)> {
+    let mut s = TcpStream::connect(proxy).await?;
+    s.write_all(&[5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).await?;
+    let mut reply = [0u8; 12];
+    s.read_exact(&mut reply).await?;
+    // Method selection (2 bytes), then VER REP RSV ATYP=1 ADDR(4) PORT(2).
+    if reply[..3] != [5, 0, 5] || reply[3] != 0 {
+        bail!("UDP ASSOCIATE answered {reply:?}");
+    }
+    if reply[5] != 1 {
+        bail!("relay address type {} (only IPv4 is handled here)", reply[5]);
+    }
+    let ip = std::net::Ipv4Addr::new(reply[6], reply[7], reply[8], reply[9]);
+    let port = [reply[10], reply[11]];
+    let ip = if ip.is_unspecified() { proxy.ip() } else { ip.into() };
+    Ok((s, SocketAddr::new(ip, u16::from_be_bytes(port))))
+}
+
+/// The `udp` measurement: see [`Cmd::Udp`]. Each datagram carries its sequence number and send
+/// time (ns since start, both u64 BE) at the start of its data.
+async fn udp(route: Route, rate: u64, size: usize, seconds: f64) -> Result<()> {
+    let size = size.max(16);
+    let (control, to, header) = match route.socks {
+        None => (None, route.target, Vec::new()),
+        Some(proxy) => {
+            let (control, relay) = associate(proxy).await?;
+            let SocketAddr::V4(target) = route.target else {
+                bail!("IPv4 target only")
+            };
+            let mut header = vec![0, 0, 0, 1];
+            header.extend_from_slice(&target.ip().octets());
+            header.extend_from_slice(&target.port().to_be_bytes());
+            (Some(control), relay, header)
+        }
+    };
+    let socket = std::sync::Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+    socket.connect(to).await?;
+    let start = Instant::now();
+    let duration = Duration::from_secs_f64(seconds);
+    let receiver = {
+        let socket = socket.clone();
+        let skip = header.len();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            let mut rtts = Vec::new();
+            // Echoes still in flight when sending stops get one second to arrive.
+            let deadline = tokio::time::Instant::from_std(start + duration + Duration::from_secs(1));
+            while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+                let Some(stamp) = buf.get(skip + 8..skip + 16).filter(|_| n >= skip + 16) else {
+                    continue;
+                };
+                let mut sent = [0u8; 8];
+                sent.copy_from_slice(stamp);
+                let now = start.elapsed().as_nanos() as u64;
+                rtts.push(Duration::from_nanos(now.saturating_sub(u64::from_be_bytes(sent))));
+            }
+            rtts
+        })
+    };
+    let mut datagram = header.clone();
+    datagram.resize(header.len() + size, 0x5a);
+    let mut sent: u64 = 0;
+    while start.elapsed() < duration {
+        let due = if rate == 0 {
+            sent + 64
+        } else {
+            (start.elapsed().as_secs_f64() * rate as f64) as u64
+        };
+        while sent < due {
+            let at = header.len();
+            datagram[at..at + 8].copy_from_slice(&sent.to_be_bytes());
+            datagram[at + 8..at + 16].copy_from_slice(&(start.elapsed().as_nanos() as u64).to_be_bytes());
+            // A full socket buffer (ENOBUFS) loses this datagram, as it would any sender's.
+            let _ = socket.send(&datagram).await;
+            sent += 1;
+        }
+        if rate == 0 {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let mut rtts = receiver.await?;
+    drop(control);
+    rtts.sort();
+    let (p50, p99) = if rtts.is_empty() {
+        (0, 0)
+    } else {
+        (percentile(&rtts, 0.5).as_micros(), percentile(&rtts, 0.99).as_micros())
+    };
+    println!("{sent} {} {p50} {p99}", rtts.len());
+    Ok(())
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -212,6 +332,12 @@ async fn main() -> Result<()> {
             );
             Ok(())
         }
+        Cmd::Udp {
+            route,
+            rate,
+            size,
+            seconds,
+        } => udp(route, rate, size, seconds).await,
         Cmd::Idle { route, count, hold } => {
             let mut held = Vec::with_capacity(count);
             let mut failed = 0usize;

@@ -28,3 +28,4 @@ pub mod stream;
 pub mod time;
 pub mod trim;
 pub mod tunnel;
+pub mod udp_thread;

@@ -34,12 +34,12 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig
     // subscriber keeps its slot after close (+288 % RSS after 10,000 connections had closed,
     // against +23 % without; docs/BENCHMARKS.md).
     let span = tracing::debug_span!("conn", %peer, protocol = tracing::field::Empty);
-    dispatch(client, peer, &config, &health).instrument(span).await;
+    dispatch(client, peer, config, health).instrument(span).await;
 }
 
 /// Peeks the client's first byte (within the handshake timeout) and hands the connection to
 /// the matching front end, which reads that byte again as part of its first message.
-async fn dispatch(client: TcpStream, peer: SocketAddr, config: &LocalConfig, health: &Health) {
+async fn dispatch(client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig>, health: Arc<Health>) {
     let mut first = [0u8; 1];
     match tokio::time::timeout(config.timeouts.handshake, client.peek(&mut first)).await {
         Ok(Ok(n)) if n > 0 => {}
@@ -49,7 +49,8 @@ async fn dispatch(client: TcpStream, peer: SocketAddr, config: &LocalConfig, hea
             return;
         }
     }
-    let outbounds = Outbounds::new(config, health, peer);
+    let outbounds = Outbounds::new(config.clone(), health, peer);
+    let config = &*config;
     let span = tracing::Span::current();
     match first[0] {
         socks5_codec::VERSION => {

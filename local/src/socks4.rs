@@ -30,7 +30,7 @@ use crate::session::{self, Answer, Connect};
 const LIMITS: Limits = Limits { max: 1024, read: 1024 };
 
 /// Serves one SOCKS4/4a client: its request, then its command to the end.
-pub async fn serve(mut client: TcpStream, config: &LocalConfig, outbounds: &Outbounds<'_>) {
+pub async fn serve(mut client: TcpStream, config: &LocalConfig, outbounds: &Outbounds) {
     let started = Instant::now();
     let mut buf = BytesMut::with_capacity(512);
     let read = read_message::<Request, _>(&mut client, &mut buf, LIMITS);

@@ -50,9 +50,10 @@ pub async fn run_since(listener: TcpListener, mut config: RemoteConfig, shutdown
     let shared = Arc::new(Shared::new(config, shutdown.clone(), started));
     // The encrypted UDP transport listens on the same address and port number, over UDP.
     if let Ok(addr) = listener.local_addr() {
-        match tokio::net::UdpSocket::bind(addr).await {
+        // Bound here (so it is ready when `run` is), served on the process's UDP thread.
+        match std::net::UdpSocket::bind(addr).and_then(|s| s.set_nonblocking(true).map(|()| s)) {
             Ok(socket) => {
-                tokio::spawn(udp::packet::serve(socket, shared.clone(), started, shutdown.clone()));
+                warren_common::udp_thread::spawn(udp::packet::serve(socket, shared.clone(), started, shutdown.clone()));
             }
             Err(e) => tracing::warn!(%addr, "cannot bind the UDP relay socket ({e}): encrypted UDP is unavailable"),
         }

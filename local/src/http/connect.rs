@@ -13,7 +13,7 @@ use crate::outbound::{OpenError, Outbounds};
 use crate::session::{self, Answer, Connect};
 
 /// Carries out a CONNECT to `target`; `buf` holds what the client sent after the request head.
-pub async fn serve(client: TcpStream, buf: BytesMut, outbounds: &Outbounds<'_>, target: Address) {
+pub async fn serve(client: TcpStream, buf: BytesMut, outbounds: &Outbounds, target: Address) {
     tracing::Span::current().record("protocol", "http-connect");
     let request = Connect {
         target,

@@ -120,7 +120,7 @@ pub async fn forward(
     client: &mut TcpStream,
     buf: &mut BytesMut,
     upstream: &mut Option<Upstream>,
-    outbounds: &Outbounds<'_>,
+    outbounds: &Outbounds,
     request: Request,
 ) -> Next {
     let Request {

@@ -59,7 +59,7 @@ fn authorized(users: &[User], head: &RequestHead) -> bool {
 
 /// Serves one HTTP client: request after request until one ends the connection; then the
 /// tunnel of the last forwarded request, if still open, is closed with its end-of-stream chunk.
-pub async fn serve(client: TcpStream, config: &LocalConfig, outbounds: &Outbounds<'_>) {
+pub async fn serve(client: TcpStream, config: &LocalConfig, outbounds: &Outbounds) {
     let mut upstream: Option<Upstream> = None;
     serve_requests(client, config, outbounds, &mut upstream).await;
     forward::close(&mut upstream, outbounds.idle());
@@ -69,7 +69,7 @@ pub async fn serve(client: TcpStream, config: &LocalConfig, outbounds: &Outbound
 async fn serve_requests(
     mut client: TcpStream,
     config: &LocalConfig,
-    outbounds: &Outbounds<'_>,
+    outbounds: &Outbounds,
     upstream: &mut Option<Upstream>,
 ) {
     let mut buf = BytesMut::with_capacity(4096);

@@ -29,6 +29,7 @@ mod warm;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -48,13 +49,14 @@ use self::chain::Stream;
 pub use self::health::Health;
 pub use self::tunnel::OpenError;
 
-/// What opening an outbound needs, borrowed from the configuration: the routing rules (with
-/// the remotes' health) and the deadlines. Cheap to copy; front ends hand it to the session.
-#[derive(Clone, Copy)]
-pub struct Outbounds<'a> {
-    routing: &'a LocalRouting,
+/// What opening an outbound needs: the configuration's routing rules (with the remotes' health)
+/// and the deadlines. Cheap to clone (two reference counts); front ends hand it to the session,
+/// and a UDP association takes its own clone to the datagram thread.
+#[derive(Clone)]
+pub struct Outbounds {
+    config: Arc<LocalConfig>,
     /// Which remotes answered their last health check (failover tries the others first).
-    health: &'a Health,
+    health: Arc<Health>,
     /// The client this connection serves: every line logged for it names it.
     peer: SocketAddr,
     /// `local.connect_timeout`: dialling a way out and hearing its answer.
@@ -65,16 +67,20 @@ pub struct Outbounds<'a> {
     udp_transport: UdpTransport,
 }
 
-impl<'a> Outbounds<'a> {
-    pub fn new(config: &'a LocalConfig, health: &'a Health, peer: SocketAddr) -> Outbounds<'a> {
+impl Outbounds {
+    pub fn new(config: Arc<LocalConfig>, health: Arc<Health>, peer: SocketAddr) -> Outbounds {
         Outbounds {
-            routing: &config.routing,
-            health,
             peer,
             connect: config.timeouts.connect,
             idle: config.timeouts.idle,
             udp_transport: config.udp_transport,
+            config,
+            health,
         }
+    }
+
+    fn routing(&self) -> &LocalRouting {
+        &self.config.routing
     }
 
     /// The client's address, for the lines logged about its requests.
@@ -104,17 +110,17 @@ impl<'a> Outbounds<'a> {
 
     /// The routing decision for a request: by its target, except UDP associations (whose
     /// datagrams each name their own destination), which take the default route.
-    pub fn route(&self, header: &RequestHeader) -> &'a LocalAction {
+    pub fn route(&self, header: &RequestHeader) -> &LocalAction {
         match header.command {
-            Command::UdpOverTcp => &self.routing.router.default,
-            _ => self.routing.router.route(&header.target),
+            Command::UdpOverTcp => &self.routing().router.default,
+            _ => self.routing().router.route(&header.target),
         }
     }
 
     /// Whether `local.routes` block `target`: a UDP association's datagrams each name their own
     /// destination, and a blocked one is dropped.
     pub fn blocks(&self, target: &Address) -> bool {
-        matches!(self.routing.router.route(target), LocalAction::Block)
+        matches!(self.routing().router.route(target), LocalAction::Block)
     }
 
     /// Opens the outbound for `header` as the routing rules say, with `initial` client bytes
@@ -145,7 +151,7 @@ impl<'a> Outbounds<'a> {
                 let order: Vec<&Via> = up.into_iter().chain(down).collect();
                 let mut last = None;
                 for (i, via) in order.iter().enumerate() {
-                    match timeout_at(deadline, open_via(via, header, initial, self.health)).await {
+                    match timeout_at(deadline, open_via(via, header, initial, &self.health)).await {
                         Ok(Ok(opened)) => {
                             if list.len() > 1 {
                                 tracing::info!(peer = %self.peer, target = %header.target, via = via.name(), "served by {}", via.name());

@@ -47,7 +47,7 @@ pub trait BindReplies {
 /// the peer once it connects). Sends both replies through `replies`, then relays.
 pub async fn bind(
     mut client: TcpStream,
-    outbounds: &Outbounds<'_>,
+    outbounds: &Outbounds,
     expected: Address,
     initial: &[u8],
     replies: impl BindReplies,

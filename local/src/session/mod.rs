@@ -83,7 +83,7 @@ pub struct Connect {
 
 /// Carries out a CONNECT: opens the outbound while watching the client, writes `answer`'s reply,
 /// and relays until the end. Everything is logged here; nothing is returned.
-pub async fn connect<A: Answer>(mut client: TcpStream, outbounds: &Outbounds<'_>, request: Connect, answer: A) {
+pub async fn connect<A: Answer>(mut client: TcpStream, outbounds: &Outbounds, request: Connect, answer: A) {
     let Connect {
         target,
         initial,
@@ -133,7 +133,7 @@ pub async fn connect<A: Answer>(mut client: TcpStream, outbounds: &Outbounds<'_>
 pub async fn open(
     client: &mut TcpStream,
     early: &mut BytesMut,
-    outbounds: &Outbounds<'_>,
+    outbounds: &Outbounds,
     target: &Address,
     initial: &[u8],
 ) -> Result<(Address, Outbound), Failure> {

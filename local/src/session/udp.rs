@@ -81,7 +81,7 @@ enum Upstream {
 impl Upstream {
     /// Opens the transport `local.udp_transport` asks for, with the tunnel writer to run beside
     /// the relay loop for UDP-over-TCP; the error is the SOCKS5 reply code.
-    async fn open(outbounds: &Outbounds<'_>, requested: &Address) -> Result<(Upstream, Option<TunnelWriter>), Status> {
+    async fn open(outbounds: &Outbounds, requested: &Address) -> Result<(Upstream, Option<TunnelWriter>), Status> {
         let header = RequestHeader::new(Command::UdpOverTcp, Address::UNSPECIFIED, unix_now());
         let action = outbounds.route(&header);
         // Sealed packets go to one remote; chains (and `tcp`) carry the datagrams in a stream.
@@ -209,8 +209,16 @@ fn reply(code: Status, bound: Address) -> Vec<u8> {
 }
 
 /// Carries out a UDP ASSOCIATE for `client`, whose SOCKS5 request named `requested`; sends
-/// the reply, relays datagrams until the association ends, and logs it.
-pub async fn associate(mut client: TcpStream, outbounds: &Outbounds<'_>, requested: Address) {
+/// the reply, relays datagrams until the association ends, and logs it. All of it runs on the
+/// process's UDP thread ([`warren_common::udp_thread`]), where its sockets are created.
+pub async fn associate(client: TcpStream, outbounds: &Outbounds, requested: Address) {
+    let outbounds = outbounds.clone();
+    let span = tracing::Span::current();
+    let association = async move { relay(client, &outbounds, requested).await };
+    warren_common::udp_thread::run(tracing::Instrument::instrument(association, span)).await;
+}
+
+async fn relay(mut client: TcpStream, outbounds: &Outbounds, requested: Address) {
     // The control connection's peer: datagrams are accepted from its IP (unless the request
     // named another).
     let Ok(peer) = client.peer_addr() else {

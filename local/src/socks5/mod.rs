@@ -27,7 +27,7 @@ use crate::session::bind::{self, BindStage};
 use crate::session::{self, udp, Answer, Connect};
 
 /// Serves one SOCKS5 client: its handshake, then its command to the end.
-pub async fn serve(mut client: TcpStream, config: &LocalConfig, outbounds: &Outbounds<'_>) {
+pub async fn serve(mut client: TcpStream, config: &LocalConfig, outbounds: &Outbounds) {
     let started = Instant::now();
     let mut conn = Framed::new(&mut client, handshake::LIMITS);
     // The handshake's states are boxed and freed once it is done, so the connection's task does

@@ -38,9 +38,17 @@ type Outbound = (Address, Vec<u8>);
 
 /// Serves encrypted UDP packets on `socket` until `shutdown` is cancelled. `started` is the
 /// remote's start second: packets stamped earlier are refused (PROTOCOL.md §10).
-pub async fn serve(socket: UdpSocket, shared: Arc<Shared>, started: u64, shutdown: CancellationToken) {
+/// Runs on the process's UDP thread ([`warren_common::udp_thread`]), and so does every
+/// association it spawns: `socket` (non-blocking) is registered there.
+pub async fn serve(socket: std::net::UdpSocket, shared: Arc<Shared>, started: u64, shutdown: CancellationToken) {
     let config = &shared.config;
-    let socket = Arc::new(socket);
+    let socket = match UdpSocket::from_std(socket) {
+        Ok(socket) => Arc::new(socket),
+        Err(e) => {
+            tracing::warn!("cannot register the UDP relay socket ({e}): encrypted UDP is unavailable");
+            return;
+        }
+    };
     let mut replay = ReplayFilter::since(started);
     let mut table: HashMap<SocketAddr, mpsc::Sender<Outbound>> = HashMap::new();
     let mut buf = vec![0u8; 65536];
