@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use warren_common::crypto::{
-    open_packet, random_salt, seal_packet, Key, Purpose, SessionCipher, LEN_BLOCK, SALT_LEN, TAG_LEN,
-};
+use warren_common::crypto::{Key, Purpose, SessionCipher, LEN_BLOCK, SALT_LEN, TAG_LEN};
 use warren_common::proto::address::Address;
 use warren_common::proto::decode_exact;
 use warren_common::proto::header::RequestHeader;
@@ -20,13 +18,14 @@ use warren_common::proto::udp::{PacketPlaintext, Socks5Datagram};
 use warren_common::proto::Encode;
 use warren_common::time::unix_now;
 use warren_common::tunnel::PendingTunnel;
+use warren_common::udp_session::{open_packet, random_session_id, seal_packet};
 use warren_tests::*;
 
 /// A datagram packet local → remote for `to`, sealed with `key` as a warren-local would.
 fn to_remote(key: &Key, to: SocketAddr, data: &[u8]) -> Vec<u8> {
     let mut plaintext = Vec::new();
     PacketPlaintext::encode_parts(unix_now(), &Address::Ip(to), data, &mut plaintext);
-    seal_packet(key, Purpose::UdpToRemote, &random_salt(), &plaintext).unwrap()
+    seal_packet(key, Purpose::UdpToRemote, &random_session_id(), 0, &plaintext).unwrap()
 }
 
 /// The next datagram on `socket` and its sender (bounded: a hang fails the test).
@@ -52,7 +51,7 @@ async fn a_packet_the_remote_sent_is_refused_when_sent_back_to_it() {
     assert_eq!(data, b"first");
     target.send_to(b"pong", outbound).await.unwrap();
     let (answer, _) = next(&local).await;
-    let (_, plaintext) = open_packet(&key, Purpose::UdpToLocal, &answer).expect("sealed towards the local");
+    let (_, _, plaintext) = open_packet(&key, Purpose::UdpToLocal, &answer).expect("sealed towards the local");
     let answer_plain: PacketPlaintext = decode_exact(&plaintext).unwrap();
     assert_eq!(answer_plain.data, b"pong");
 
@@ -67,7 +66,7 @@ async fn a_packet_the_remote_sent_is_refused_when_sent_back_to_it() {
     assert_eq!(data, b"after", "the reflected packet reached the target");
     target.send_to(b"reply to after", outbound).await.unwrap();
     let (first_back, _) = next(&reflector).await;
-    let (_, plaintext) = open_packet(&key, Purpose::UdpToLocal, &first_back).unwrap();
+    let (_, _, plaintext) = open_packet(&key, Purpose::UdpToLocal, &first_back).unwrap();
     let back: PacketPlaintext = decode_exact(&plaintext).unwrap();
     assert_eq!(
         back.data, b"reply to after",

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use warren_common::crypto::{random_salt, seal_packet, Key, Purpose};
+use warren_common::crypto::{Key, Purpose};
 use warren_common::proto::address::Address;
 use warren_common::proto::header::RequestHeader;
 use warren_common::proto::socks5::ReplyCode;
@@ -18,6 +18,7 @@ use warren_common::proto::status::Status;
 use warren_common::proto::udp::PacketPlaintext;
 use warren_common::time::unix_now;
 use warren_common::tunnel::PendingTunnel;
+use warren_common::udp_session::{random_session_id, seal_packet};
 use warren_tests::*;
 
 const ACL: &str = "handshake_timeout: 1\nacl:\n  - allow: \"127.0.0.0/8\"";
@@ -137,7 +138,7 @@ async fn a_udp_packet_recorded_before_a_restart_is_dropped_after_it() {
     let packet = |stamp: u64, data: &[u8]| {
         let mut plaintext = Vec::new();
         PacketPlaintext::encode_parts(stamp, &Address::Ip(target_addr), data, &mut plaintext);
-        seal_packet(&key, Purpose::UdpToRemote, &random_salt(), &plaintext).unwrap()
+        seal_packet(&key, Purpose::UdpToRemote, &random_session_id(), 0, &plaintext).unwrap()
     };
     let mut buf = vec![0u8; 65536];
 

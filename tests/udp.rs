@@ -295,9 +295,10 @@ async fn denied_and_unresolvable_targets_are_dropped_and_the_association_keeps_w
 
 #[tokio::test]
 async fn remote_drops_garbage_stale_and_replayed_packets_and_keeps_serving() {
-    use warren_common::crypto::{open_packet, random_salt, seal_packet, Key, Purpose};
+    use warren_common::crypto::{Key, Purpose};
     use warren_common::proto::udp::PacketPlaintext;
     use warren_common::time::unix_now;
+    use warren_common::udp_session::{open_packet, random_session_id, seal_packet};
 
     let echo = udp_echo_server("127.0.0.1:0").await;
     let key = new_key();
@@ -305,25 +306,33 @@ async fn remote_drops_garbage_stale_and_replayed_packets_and_keeps_serving() {
     let key = Key::from_base64(&key).unwrap();
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     socket.connect(remote.addr).await.unwrap();
-    let packet = |timestamp: u64, data: &[u8]| {
+    // One packet session, as a local's association has: numbered packets.
+    let session = random_session_id();
+    let packet = |timestamp: u64, number: u64, data: &[u8]| {
         let mut plaintext = Vec::new();
         PacketPlaintext::encode_parts(timestamp, &Address::Ip(echo), data, &mut plaintext);
-        seal_packet(&key, Purpose::UdpToRemote, &random_salt(), &plaintext).unwrap()
+        seal_packet(&key, Purpose::UdpToRemote, &session, number, &plaintext).unwrap()
     };
-    let first = packet(unix_now(), b"first");
+    let first = packet(unix_now(), 1, b"first");
     socket.send(&[0u8; 100]).await.unwrap(); // garbage
-    socket.send(&packet(unix_now() - 1000, b"stale")).await.unwrap();
+    socket.send(&packet(unix_now() - 1000, 0, b"stale")).await.unwrap();
     socket.send(&first).await.unwrap();
     socket.send(&first).await.unwrap(); // replay
-    let mut sealed_other_key = packet(unix_now(), b"other key");
+    socket.send(&packet(unix_now(), 1, b"same number")).await.unwrap(); // a packet number reused
+    let mut sealed_other_key = packet(unix_now(), 3, b"other key");
     sealed_other_key[40] ^= 1;
     socket.send(&sealed_other_key).await.unwrap();
-    socket.send(&packet(unix_now(), b"second")).await.unwrap();
+    // A packet from another session of the same key is as welcome.
+    let mut plaintext = Vec::new();
+    PacketPlaintext::encode_parts(unix_now(), &Address::Ip(echo), b"other session", &mut plaintext);
+    let other = seal_packet(&key, Purpose::UdpToRemote, &random_session_id(), 1, &plaintext).unwrap();
+    socket.send(&other).await.unwrap();
+    socket.send(&packet(unix_now(), 2, b"second")).await.unwrap();
     let mut buf = vec![0u8; 65536];
     let mut answers = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let n = within(20, "an answer", socket.recv(&mut buf)).await.unwrap();
-        let (_, plaintext) =
+        let (_, _, plaintext) =
             open_packet(&key, Purpose::UdpToLocal, &buf[..n]).expect("answers are sealed with the key");
         let p: PacketPlaintext = decode_exact(&plaintext).unwrap();
         assert_eq!(p.address, Address::Ip(echo), "answer names its source");
@@ -331,7 +340,7 @@ async fn remote_drops_garbage_stale_and_replayed_packets_and_keeps_serving() {
     }
     assert_eq!(
         answers,
-        [b"first".to_vec(), b"second".to_vec()],
+        [b"first".to_vec(), b"other session".to_vec(), b"second".to_vec()],
         "only fresh, authentic packets relayed"
     );
     remote.stop().await;

@@ -1,7 +1,7 @@
 //! Keys, session subkeys and the sealing of chunks and packets. Pure: no I/O.
 //!
-//! Each direction of each tunnel connection, and each UDP packet, starts with a fresh random
-//! 32-byte salt and derives its own subkey, so no (key, nonce) pair is ever used twice. The HKDF
+//! Each direction of each tunnel connection starts with a fresh random 32-byte salt (each UDP
+//! packet session with a random 16-byte ID: `udp_session.rs`) and derives its own subkey, so no (key, nonce) pair is ever used twice. The HKDF
 //! info label names the protocol and the direction ([`Purpose`], PROTOCOL.md §4), so bytes sealed
 //! for one direction never open in another (a reflected packet or stream fails authentication):
 //!
@@ -64,8 +64,8 @@ impl Purpose {
         match self {
             Purpose::TcpRequest => b"warren v2 tcp request",
             Purpose::TcpResponse => b"warren v2 tcp response",
-            Purpose::UdpToRemote => b"warren v2 udp to remote",
-            Purpose::UdpToLocal => b"warren v2 udp to local",
+            Purpose::UdpToRemote => b"warren v2 udp session to remote",
+            Purpose::UdpToLocal => b"warren v2 udp session to local",
         }
     }
 }
@@ -133,8 +133,9 @@ impl Key {
         base64::engine::general_purpose::STANDARD.encode(self.0)
     }
 
-    /// The subkey for one direction of one connection, or for one packet, for `purpose`.
-    pub fn subkey(&self, purpose: Purpose, salt: &[u8; SALT_LEN]) -> [u8; KEY_LEN] {
+    /// The subkey for one direction of one connection (`salt`: its 32-byte salt) or of one UDP
+    /// packet session (`salt`: its 16-byte session ID, PROTOCOL.md §16.3), for `purpose`.
+    pub fn subkey(&self, purpose: Purpose, salt: &[u8]) -> [u8; KEY_LEN] {
         let mut out = [0u8; KEY_LEN];
         // HKDF-Expand fails only for outputs longer than 255 hash lengths; 32 bytes never is.
         if Hkdf::<Sha256>::new(Some(salt), &self.0)
@@ -238,71 +239,6 @@ impl SessionCipher {
     }
 }
 
-/// Bytes a sealed UDP packet adds to its plaintext: the salt and the tag.
-pub const PACKET_OVERHEAD: usize = SALT_LEN + TAG_LEN;
-
-/// Seals one UDP packet in place: `packet` is `SALT_LEN + n + TAG_LEN` bytes with the plaintext
-/// at `packet[SALT_LEN..SALT_LEN + n]`; the salt and the tag are written here, giving `salt |
-/// ChaCha20-Poly1305(subkey(purpose, salt), nonce 0, plaintext) | tag`. Each packet has a fresh
-/// salt, so its subkey is used once and nonce 0 is never reused. Fails with
-/// [`CryptoError::BadChunkLength`] if `packet` is shorter than [`PACKET_OVERHEAD`].
-pub fn seal_packet_in_place(
-    key: &Key,
-    purpose: Purpose,
-    salt: &[u8; SALT_LEN],
-    packet: &mut [u8],
-) -> Result<(), CryptoError> {
-    let body_len = packet
-        .len()
-        .checked_sub(PACKET_OVERHEAD)
-        .ok_or(CryptoError::BadChunkLength(packet.len()))?;
-    let (head, rest) = packet.split_at_mut(SALT_LEN);
-    head.copy_from_slice(salt);
-    let (body, tag) = rest.split_at_mut(body_len);
-    tag.copy_from_slice(&SessionCipher::new(key, purpose, salt).seal(body)?);
-    Ok(())
-}
-
-/// Opens a packet sealed by [`seal_packet_in_place`] in place; returns its salt (the replay
-/// filter's key) and the plaintext, a slice of `packet`. Fails with
-/// [`CryptoError::Authentication`] on anything not sealed with `key` for `purpose`.
-pub fn open_packet_in_place<'a>(
-    key: &Key,
-    purpose: Purpose,
-    packet: &'a mut [u8],
-) -> Result<([u8; SALT_LEN], &'a [u8]), CryptoError> {
-    let body_len = packet
-        .len()
-        .checked_sub(PACKET_OVERHEAD)
-        .ok_or(CryptoError::Authentication)?;
-    let (head, rest) = packet.split_at_mut(SALT_LEN);
-    let mut salt = [0u8; SALT_LEN];
-    salt.copy_from_slice(head);
-    let (body, tag) = rest.split_at_mut(body_len);
-    SessionCipher::new(key, purpose, &salt).open(body, tag)?;
-    Ok((salt, body))
-}
-
-/// [`seal_packet_in_place`] into a new buffer (tests and vectors; the relays reuse theirs).
-pub fn seal_packet(
-    key: &Key,
-    purpose: Purpose,
-    salt: &[u8; SALT_LEN],
-    plaintext: &[u8],
-) -> Result<Vec<u8>, CryptoError> {
-    let mut out = vec![0u8; PACKET_OVERHEAD + plaintext.len()];
-    out[SALT_LEN..SALT_LEN + plaintext.len()].copy_from_slice(plaintext);
-    seal_packet_in_place(key, purpose, salt, &mut out)?;
-    Ok(out)
-}
-
-/// [`open_packet_in_place`] on a copy of `packet`, returning an owned plaintext.
-pub fn open_packet(key: &Key, purpose: Purpose, packet: &[u8]) -> Result<([u8; SALT_LEN], Vec<u8>), CryptoError> {
-    let mut copy = packet.to_vec();
-    let (salt, plaintext) = open_packet_in_place(key, purpose, &mut copy)?;
-    Ok((salt, plaintext.to_vec()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,31 +281,6 @@ mod tests {
     }
 
     #[test]
-    fn packets_round_trip_and_refuse_tampering_and_other_keys() {
-        let key = Key::generate();
-        let salt = random_salt();
-        let up = Purpose::UdpToRemote;
-        let packet = seal_packet(&key, up, &salt, b"datagram").unwrap();
-        assert_eq!(packet.len(), PACKET_OVERHEAD + 8);
-        assert_eq!(open_packet(&key, up, &packet), Ok((salt, b"datagram".to_vec())));
-        for i in [0, SALT_LEN, packet.len() - 1] {
-            let mut bad = packet.clone();
-            bad[i] ^= 1;
-            assert_eq!(
-                open_packet(&key, up, &bad),
-                Err(CryptoError::Authentication),
-                "byte {i}"
-            );
-        }
-        assert_eq!(
-            open_packet(&Key::generate(), up, &packet),
-            Err(CryptoError::Authentication)
-        );
-        assert_eq!(open_packet(&key, up, &packet[..40]), Err(CryptoError::Authentication));
-        assert_eq!(open_packet(&key, up, &packet[..10]), Err(CryptoError::Authentication));
-    }
-
-    #[test]
     fn every_purpose_has_its_own_subkey_and_refuses_the_others() {
         let key = Key::generate();
         let salt = random_salt();
@@ -383,8 +294,6 @@ mod tests {
             assert!(a.info().starts_with(b"warren v2 "), "{a:?} names the version");
             for b in all {
                 assert_eq!(a == b, key.subkey(a, &salt) == key.subkey(b, &salt), "{a:?} vs {b:?}");
-                let packet = seal_packet(&key, a, &salt, b"reflect me").unwrap();
-                assert_eq!(open_packet(&key, b, &packet).is_ok(), a == b, "{a:?} opened as {b:?}");
             }
         }
     }

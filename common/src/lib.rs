@@ -28,4 +28,5 @@ pub mod stream;
 pub mod time;
 pub mod trim;
 pub mod tunnel;
+pub mod udp_session;
 pub mod udp_thread;

@@ -1,10 +1,10 @@
 //! Replay protection (PROTOCOL.md §10): a salt is accepted once, only if its timestamp is inside
 //! ±[`TIMESTAMP_WINDOW_SECS`] of our clock and not before the second the filter's owner started,
 //! and it is remembered for as long as that timestamp stays inside the window, so a recorded
-//! request or packet cannot be played again and the map holds at most one window's worth of
-//! genuine salts. Used by the remote for tunnel requests (one filter behind a mutex) and for
-//! encrypted UDP packets, and by the local for the remote's packets (one per association). Call
-//! it only for what authenticated, so a flood of garbage cannot fill it.
+//! request cannot be played again and the map holds at most one window's worth of genuine
+//! salts. Used by the remote for tunnel requests (one filter behind a mutex; encrypted UDP
+//! packets have packet sessions with a window each instead: `udp_session.rs`). Call it only for
+//! what authenticated, so a flood of garbage cannot fill it.
 //!
 //! The salts live in memory only. What keeps a request recorded before a restart from working
 //! after it is the start stamp ([`ReplayFilter::since`]): the new process refuses anything

@@ -5,18 +5,19 @@
 use std::net::SocketAddr;
 use warren_common::proto::Encode;
 
-use warren_common::crypto::{open_packet, seal_packet, Key, Purpose, SALT_LEN};
+use warren_common::crypto::{Key, Purpose};
 use warren_common::proto::address::Address;
 use warren_common::proto::bind::BindNotice;
 use warren_common::proto::status::Status;
 use warren_common::proto::udp::{DatagramFrame, Packet, PacketPlaintext, Socks5Datagram};
 use warren_common::proto::{decode_exact, decode_prefix};
+use warren_common::udp_session::{open_packet, seal_packet, SessionId};
 
 fn key() -> Key {
     Key::from_bytes(std::array::from_fn(|i| i as u8))
 }
 
-fn salt(first: u8) -> [u8; SALT_LEN] {
+fn session(first: u8) -> SessionId {
     std::array::from_fn(|i| first + i as u8)
 }
 
@@ -29,24 +30,23 @@ const NOTICE_TIMEOUT: &str = "0601000000000000";
 const SOCKS5_DATAGRAM: &str = "000000030b6578616d706c652e636f6d003570696e67";
 const FRAME_UP: &str = "0013030b6578616d706c652e636f6d003570696e67";
 const FRAME_DOWN: &str = "00170420010db80000000000000000000000010035706f6e67";
-const SUBKEY_UP: &str = "b39a7e01d25f7fa94a44e9c62b5ab9cb51d5470181ca513a2c896f7ceab8e3d2";
-const SUBKEY_DOWN: &str = "0e43ebe6ae85d04277b736164482727b4c970029633f6a7089e345411e196c24";
+const SUBKEY_UP: &str = "1bcb2c82bb7151c9638032a385c670cd45dd17a5a9cb7d9ea82739f29ab9e8bb";
+const SUBKEY_DOWN: &str = "2b33ca56b0433a0525241df27cf47e066fb3a651baeb2503cac774f2db67edf0";
 const PLAINTEXT_UP: &str = "01000000006553f100030b6578616d706c652e636f6d003570696e67";
 const PACKET_UP: &str = concat!(
-    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f",
-    "7840cc9e469072e9797b2b5309d69351dbd8a3308273539ccb4c52f573c52cea",
-    "a8b9cdf4df13918657421e24",
+    "606162636465666768696a6b6c6d6e6f0000000000000005f6bd963ed96fd02f",
+    "ec5eb26575eae3a0cf90a403fb57d86680fc5bb51026fde2b258487a02ed59b2",
+    "d285c7de",
 );
 const PLAINTEXT_DOWN: &str = "01000000006553f10101c00002350035706f6e67";
 const PACKET_DOWN: &str = concat!(
-    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f",
-    "c577c370cf6cf1b37dcaa4a9d4b5f05a0d8f234fdb359b417e5ee6fc0f88e2d0",
-    "4c7060fd",
+    "808182838485868788898a8b8c8d8e8f0000000000000000faaa32664a8a65b2",
+    "5f076a38197dfd29f75d09956ac4d1936f496b0c6f54ea5b957bdc41",
 );
 const PLAINTEXT_END: &str = "02000000006553f102";
 const PACKET_END: &str = concat!(
-    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f",
-    "1683e158ede68ed6917570a13397a820e5b7212dc0bf75f71a",
+    "606162636465666768696a6b6c6d6e6f0000000000000006be686564b5fe9acf",
+    "2b8ffaeba5c7e6c63d40415cb05102e256",
 );
 const TO_REMOTE: Purpose = Purpose::UdpToRemote;
 const TO_LOCAL: Purpose = Purpose::UdpToLocal;
@@ -103,18 +103,25 @@ fn udp_over_tcp_frames() {
 
 #[test]
 fn encrypted_udp_packets() {
-    assert_eq!(hex::encode(key().subkey(TO_REMOTE, &salt(0x60))), SUBKEY_UP);
-    assert_eq!(hex::encode(key().subkey(TO_LOCAL, &salt(0x80))), SUBKEY_DOWN);
+    assert_eq!(hex::encode(key().subkey(TO_REMOTE, &session(0x60))), SUBKEY_UP);
+    assert_eq!(hex::encode(key().subkey(TO_LOCAL, &session(0x80))), SUBKEY_DOWN);
     let up = PacketPlaintext {
         timestamp: 1_700_000_000,
         address: example_dns(),
         data: b"ping".to_vec(),
     };
     assert_eq!(encoded(|b| up.encode(b)), PLAINTEXT_UP);
-    let sealed = seal_packet(&key(), TO_REMOTE, &salt(0x60), &hex::decode(PLAINTEXT_UP).unwrap()).unwrap();
+    let sealed = seal_packet(
+        &key(),
+        TO_REMOTE,
+        &session(0x60),
+        5,
+        &hex::decode(PLAINTEXT_UP).unwrap(),
+    )
+    .unwrap();
     assert_eq!(hex::encode(&sealed), PACKET_UP);
-    let (got_salt, plaintext) = open_packet(&key(), TO_REMOTE, &hex::decode(PACKET_UP).unwrap()).unwrap();
-    assert_eq!(got_salt, salt(0x60));
+    let (id, number, plaintext) = open_packet(&key(), TO_REMOTE, &hex::decode(PACKET_UP).unwrap()).unwrap();
+    assert_eq!((id, number), (session(0x60), 5));
     assert_eq!(decode_exact(&plaintext), Ok(up));
 
     let down = PacketPlaintext {
@@ -123,9 +130,16 @@ fn encrypted_udp_packets() {
         data: b"pong".to_vec(),
     };
     assert_eq!(encoded(|b| down.encode(b)), PLAINTEXT_DOWN);
-    let sealed = seal_packet(&key(), TO_LOCAL, &salt(0x80), &hex::decode(PLAINTEXT_DOWN).unwrap()).unwrap();
+    let sealed = seal_packet(
+        &key(),
+        TO_LOCAL,
+        &session(0x80),
+        0,
+        &hex::decode(PLAINTEXT_DOWN).unwrap(),
+    )
+    .unwrap();
     assert_eq!(hex::encode(&sealed), PACKET_DOWN);
-    let (_, plaintext) = open_packet(&key(), TO_LOCAL, &sealed).unwrap();
+    let (_, _, plaintext) = open_packet(&key(), TO_LOCAL, &sealed).unwrap();
     assert_eq!(decode_exact(&plaintext), Ok(down));
 
     // Bound to their direction: neither packet opens as the other direction's.
@@ -139,8 +153,15 @@ fn end_of_association_packet() {
         timestamp: 1_700_000_002,
     };
     assert_eq!(encoded(|b| end.encode(b)), PLAINTEXT_END);
-    let sealed = seal_packet(&key(), TO_REMOTE, &salt(0x80), &hex::decode(PLAINTEXT_END).unwrap()).unwrap();
+    let sealed = seal_packet(
+        &key(),
+        TO_REMOTE,
+        &session(0x60),
+        6,
+        &hex::decode(PLAINTEXT_END).unwrap(),
+    )
+    .unwrap();
     assert_eq!(hex::encode(&sealed), PACKET_END);
-    let (_, plaintext) = open_packet(&key(), TO_REMOTE, &sealed).unwrap();
+    let (_, _, plaintext) = open_packet(&key(), TO_REMOTE, &sealed).unwrap();
     assert_eq!(decode_exact::<Packet>(&plaintext), Ok(end));
 }

@@ -26,9 +26,9 @@
 //! LEN counts the address and the data. Local → remote the address is the destination;
 //! remote → local it is the source of the reply.
 //!
-//! Encrypted UDP packet plaintext (`local.udp_transport: udp`; sealed by
-//! `crypto::seal_packet_in_place` as `SALT (32) | sealed plaintext | TAG (16)`, under the
-//! direction's purpose, PROTOCOL.md §16.3). KIND `0x01`, a datagram, both directions:
+//! Encrypted UDP packet plaintext (`local.udp_transport: udp`; sealed in a packet session by
+//! `udp_session::PacketSealer` as `SESSION_ID (16) | PACKET_ID (8) | sealed plaintext | TAG (16)`,
+//! under the direction's purpose, PROTOCOL.md §16.3). KIND `0x01`, a datagram, both directions:
 //!
 //! ```text
 //! +------+-----------+------+------+------+------+

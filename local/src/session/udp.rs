@@ -20,15 +20,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use warren_common::config::local_routes::{LocalAction, Via};
 use warren_common::config::UdpTransport;
-use warren_common::crypto::{open_packet_in_place, random_salt, seal_packet_in_place, Key, Purpose, SALT_LEN, TAG_LEN};
+use warren_common::crypto::{Key, Purpose, TAG_LEN};
 use warren_common::proto::address::Address;
 use warren_common::proto::decode_exact;
 use warren_common::proto::header::{Command, RequestHeader};
 use warren_common::proto::socks5::Reply;
 use warren_common::proto::status::Status;
 use warren_common::proto::udp::{DatagramFrame, Packet, PacketPlaintext, Socks5Datagram};
-use warren_common::replay::ReplayFilter;
 use warren_common::time::unix_now;
+use warren_common::udp_session::{PacketSealer, PacketSessions, PACKET_HEADER_LEN};
 
 use self::tcp::{Queued, TunnelQueue, TunnelWriter};
 use crate::outbound::Outbounds;
@@ -69,13 +69,16 @@ impl ClientFilter {
     }
 }
 
+/// Sessions of the remote's packets one association remembers (PROTOCOL.md §16.3).
+const REMOTE_SESSIONS: usize = 8;
+
 /// Where the association's datagrams go.
 enum Upstream {
     /// A UDP-over-TCP tunnel stream's reading half and its writer's queue.
     Stream(TunnelQueue),
-    /// A socket connected to the remote's UDP port, the replay filter for its answers, and
-    /// that remote's key.
-    Packets(UdpSocket, ReplayFilter, Key),
+    /// A socket connected to the remote's UDP port, the packet session we seal in, and the
+    /// remote's sessions we open (with that remote's key).
+    Packets(UdpSocket, PacketSealer, Box<(PacketSessions, Key)>),
 }
 
 impl Upstream {
@@ -123,8 +126,12 @@ impl Upstream {
                 };
                 let socket = UdpSocket::bind(any).await.map_err(|_| Status::GeneralFailure)?;
                 socket.connect(remote).await.map_err(|_| Status::GeneralFailure)?;
+                let sealer = PacketSealer::new(&endpoint.key, Purpose::UdpToRemote);
+                // The remote answers in one session per association; a restarted remote starts
+                // another. A few are plenty.
+                let sessions = PacketSessions::new(Purpose::UdpToLocal, REMOTE_SESSIONS, 0);
                 Ok((
-                    Upstream::Packets(socket, ReplayFilter::default(), endpoint.key.clone()),
+                    Upstream::Packets(socket, sealer, Box::new((sessions, endpoint.key.clone()))),
                     None,
                 ))
             }
@@ -136,12 +143,12 @@ impl Upstream {
         out.clear();
         match self {
             Upstream::Stream(queue) => queue.send(to, data),
-            Upstream::Packets(socket, _, key) => {
-                // Sealed in place in `out`: salt, plaintext, tag.
-                out.resize(SALT_LEN, 0);
+            Upstream::Packets(socket, sealer, _) => {
+                // Sealed in place in `out`: header, plaintext, tag.
+                out.resize(PACKET_HEADER_LEN, 0);
                 PacketPlaintext::encode_parts(unix_now(), to, data, out);
                 out.resize(out.len() + TAG_LEN, 0);
-                if seal_packet_in_place(key, Purpose::UdpToRemote, &random_salt(), out).is_err() {
+                if sealer.seal_in_place(out).is_err() {
                     return Ok(Queued::Dropped);
                 }
                 // A send error (e.g. ICMP unreachable from an earlier packet) loses one datagram.
@@ -156,19 +163,21 @@ impl Upstream {
     async fn recv(&mut self, buf: &mut [u8]) -> Result<Vec<DatagramFrame>, &'static str> {
         match self {
             Upstream::Stream(queue) => queue.recv().await,
-            Upstream::Packets(socket, replay, key) => {
+            Upstream::Packets(socket, _, opening) => {
                 let Ok(n) = socket.recv(buf).await else {
                     return Ok(Vec::new());
                 };
                 let Some(packet) = buf.get_mut(..n) else {
                     return Ok(Vec::new());
                 };
-                // Only the remote's direction opens: our own packets reflected back do not.
-                let Ok((salt, plaintext)) = open_packet_in_place(key, Purpose::UdpToLocal, packet) else {
+                // Only the remote's direction opens (our own packets reflected back do not), each
+                // packet once, inside the timestamp window.
+                let (sessions, key) = &mut **opening;
+                let Ok(plaintext) = sessions.open(key, packet, unix_now()) else {
                     return Ok(Vec::new());
                 };
                 match decode_exact::<PacketPlaintext>(plaintext) {
-                    Ok(p) if replay.accept(salt, p.timestamp, unix_now()) => Ok(vec![DatagramFrame {
+                    Ok(p) => Ok(vec![DatagramFrame {
                         address: p.address,
                         data: p.data,
                     }]),
@@ -180,16 +189,16 @@ impl Upstream {
 
     /// Ends the association on the remote too (`udp_transport: udp`): a sealed
     /// end-of-association packet (PROTOCOL.md §16.3), so the remote closes its sockets at once
-    /// instead of after its idle timeout. The packet goes twice (fresh salts) because UDP may lose
-    /// one; a second end finds no entry and opens nothing. (A UDP-over-TCP stream ends with its
+    /// instead of after its idle timeout. The packet goes twice (two packet numbers) because UDP
+    /// may lose one; a second end finds no entry and opens nothing. (A UDP-over-TCP stream ends with its
     /// writer's end of stream: see tcp.rs.)
     async fn close(self) {
-        if let Upstream::Packets(socket, _, key) = self {
+        if let Upstream::Packets(socket, mut sealer, _) = self {
             for _ in 0..2 {
-                let mut out = vec![0u8; SALT_LEN];
+                let mut out = vec![0u8; PACKET_HEADER_LEN];
                 Packet::End { timestamp: unix_now() }.encode(&mut out);
                 out.resize(out.len() + TAG_LEN, 0);
-                if seal_packet_in_place(&key, Purpose::UdpToRemote, &random_salt(), &mut out).is_ok() {
+                if sealer.seal_in_place(&mut out).is_ok() {
                     let _ = socket.send(&out).await;
                 }
             }

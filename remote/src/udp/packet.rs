@@ -1,17 +1,17 @@
 //! The encrypted UDP transport on the remote: one UDP socket on the listen address and port,
-//! each packet sealed on its own (`crypto::seal_packet_in_place`) around a [`Packet`]; packets
-//! from locals open only under [`Purpose::UdpToRemote`] and ours are sealed under
-//! [`Purpose::UdpToLocal`], so a packet we sent, sent back to us, does not open. Anything that
-//! fails to open, falls outside the timestamp window, is stamped before this remote started or
-//! repeats a salt is dropped silently. The NAT table maps each local packet socket (one per
+//! each packet a [`Packet`] sealed in a packet session (`udp_session.rs`: one per association
+//! and direction); packets from locals open only under [`Purpose::UdpToRemote`] and ours are
+//! sealed under [`Purpose::UdpToLocal`], so a packet we sent, sent back to us, does not open.
+//! Anything that fails to open, falls outside the timestamp window, is stamped before this
+//! remote started or repeats a packet number of its session is dropped silently. The NAT table maps each local packet socket (one per
 //! association) to a task owning that association's outbound sockets; an entry ends when its
 //! local sends an end-of-association packet (its sockets close at once), after `idle_timeout`
 //! without traffic, and the table holds at most `max_connections` of them.
 //!
 //! ```text
-//! local ──[SALT | KIND 01 | TIMESTAMP | dest | DATA | TAG]──▶ here ──DATA──▶ dest
-//! local ◀─[SALT | KIND 01 | TIMESTAMP | src  | DATA | TAG]── here ◀─DATA── src
-//! local ──[SALT | KIND 02 | TIMESTAMP | TAG]──▶ here: entry and sockets dropped
+//! local ──[SESSION | N | KIND 01 | TIMESTAMP | dest | DATA | TAG]──▶ here ──DATA──▶ dest
+//! local ◀─[SESSION'| N'| KIND 01 | TIMESTAMP | src  | DATA | TAG]── here ◀─DATA── src
+//! local ──[SESSION | N | KIND 02 | TIMESTAMP | TAG]──▶ here: entry and sockets dropped
 //! ```
 
 use std::collections::HashMap;
@@ -21,12 +21,12 @@ use std::sync::Arc;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use warren_common::crypto::{open_packet_in_place, random_salt, seal_packet_in_place, Key, Purpose, SALT_LEN, TAG_LEN};
+use warren_common::crypto::{Purpose, TAG_LEN};
 use warren_common::proto::address::Address;
 use warren_common::proto::decode_exact;
 use warren_common::proto::udp::{Packet, PacketPlaintext};
-use warren_common::replay::{ReplayFilter, Verdict};
 use warren_common::time::unix_now;
+use warren_common::udp_session::{PacketSealer, PacketSessions, Refusal, PACKET_HEADER_LEN};
 
 use super::nat::{recv, Nat};
 use crate::shared::Shared;
@@ -49,7 +49,13 @@ pub async fn serve(socket: std::net::UdpSocket, shared: Arc<Shared>, started: u6
             return;
         }
     };
-    let mut replay = ReplayFilter::since(started);
+    // Sessions outlive their NAT entries (until their packets' stamps expire, so a recorded
+    // packet cannot reopen an entry): room for several per entry.
+    let mut sessions = PacketSessions::new(
+        Purpose::UdpToRemote,
+        config.limits.max_connections.saturating_mul(4).max(1024),
+        started,
+    );
     let mut table: HashMap<SocketAddr, mpsc::Sender<Outbound>> = HashMap::new();
     let mut buf = vec![0u8; 65536];
     loop {
@@ -61,23 +67,18 @@ pub async fn serve(socket: std::net::UdpSocket, shared: Arc<Shared>, started: u6
             },
         };
         let Some(packet) = buf.get_mut(..n) else { continue };
-        let Ok((salt, plaintext)) = open_packet_in_place(&config.key, Purpose::UdpToRemote, packet) else {
-            continue;
+        let plaintext = match sessions.open(&config.key, packet, unix_now()) {
+            Ok(plaintext) => plaintext,
+            // Not ours (a probe, another key, a reflected packet): silence, not even a log line.
+            Err(Refusal::Authentication) => continue,
+            Err(refusal) => {
+                tracing::debug!(%from, "UDP packet dropped: {refusal}");
+                continue;
+            }
         };
         let Ok(packet) = decode_exact::<Packet>(plaintext) else {
             continue;
         };
-        match replay.check(salt, packet.timestamp(), unix_now()) {
-            Verdict::Fresh => {}
-            Verdict::BeforeStart => {
-                tracing::debug!(%from, "UDP packet stamped before this remote started: dropped");
-                continue;
-            }
-            Verdict::Replay | Verdict::OutsideWindow => {
-                tracing::debug!(%from, "UDP packet replayed or outside the timestamp window: dropped");
-                continue;
-            }
-        }
         let packet = match packet {
             Packet::Datagram(packet) => packet,
             Packet::End { .. } => {
@@ -115,6 +116,7 @@ pub async fn serve(socket: std::net::UdpSocket, shared: Arc<Shared>, started: u6
 async fn association(local: SocketAddr, mut rx: mpsc::Receiver<Outbound>, socket: Arc<UdpSocket>, shared: Arc<Shared>) {
     let config = &shared.config;
     let mut nat = Nat::default();
+    let mut sealer = PacketSealer::new(&config.key, Purpose::UdpToLocal);
     let (mut buf4, mut buf6) = (vec![0u8; 65536], vec![0u8; 65536]);
     // One reply at a time is sealed in place here: no allocation per packet.
     let mut out = Vec::with_capacity(65536 + 512);
@@ -136,7 +138,7 @@ async fn association(local: SocketAddr, mut rx: mpsc::Receiver<Outbound>, socket
             r = recv(&nat.v6, &mut buf6) => r.ok().map(|(n, from)| (from, &buf6[..n])),
             answer = nat.agents.recv() => {
                 idle.as_mut().reset(tokio::time::Instant::now() + config.timeouts.idle);
-                if seal_answer(&mut out, &answer.address, &answer.data, &config.key)
+                if seal_answer(&mut out, &answer.address, &answer.data, &mut sealer)
                     && socket.send_to(&out, local).await.is_ok()
                 {
                     received += 1;
@@ -148,7 +150,7 @@ async fn association(local: SocketAddr, mut rx: mpsc::Receiver<Outbound>, socket
         idle.as_mut().reset(tokio::time::Instant::now() + config.timeouts.idle);
         if let Some((from, data)) = reply.filter(|(from, _)| nat.answer_allowed(*from)) {
             let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-            if seal_answer(&mut out, &Address::Ip(from), data, &config.key) && socket.send_to(&out, local).await.is_ok()
+            if seal_answer(&mut out, &Address::Ip(from), data, &mut sealer) && socket.send_to(&out, local).await.is_ok()
             {
                 received += 1;
             }
@@ -159,12 +161,12 @@ async fn association(local: SocketAddr, mut rx: mpsc::Receiver<Outbound>, socket
     tracing::info!(%local, datagrams_sent = sent, datagrams_received = received, end, "UDP association finished");
 }
 
-/// Seals one answer from `from` for the local into `out` (in place: no allocation per packet);
-/// false if it cannot be sealed.
-fn seal_answer(out: &mut Vec<u8>, from: &Address, data: &[u8], key: &Key) -> bool {
+/// Seals one answer from `from` for the local into `out`, the association's next packet (in
+/// place: no allocation per packet); false if it cannot be sealed.
+fn seal_answer(out: &mut Vec<u8>, from: &Address, data: &[u8], sealer: &mut PacketSealer) -> bool {
     out.clear();
-    out.resize(SALT_LEN, 0);
+    out.resize(PACKET_HEADER_LEN, 0);
     PacketPlaintext::encode_parts(unix_now(), from, data, out);
     out.resize(out.len() + TAG_LEN, 0);
-    seal_packet_in_place(key, Purpose::UdpToLocal, &random_salt(), out).is_ok()
+    sealer.seal_in_place(out).is_ok()
 }
