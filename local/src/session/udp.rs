@@ -11,6 +11,7 @@
 //! counted), never queued without bound. The association ends at once when the client's TCP
 //! control connection closes, the tunnel ends, or nothing moves for `idle_timeout`.
 
+mod packets;
 mod tcp;
 
 use std::net::{IpAddr, SocketAddr};
@@ -20,16 +21,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use warren_common::config::local_routes::{LocalAction, Via};
 use warren_common::config::UdpTransport;
-use warren_common::crypto::{Key, Purpose, TAG_LEN};
+use warren_common::datagrams::{recv_one, segments, Batch, BatchSocket};
 use warren_common::proto::address::Address;
 use warren_common::proto::decode_exact;
 use warren_common::proto::header::{Command, RequestHeader};
 use warren_common::proto::socks5::Reply;
 use warren_common::proto::status::Status;
-use warren_common::proto::udp::{DatagramFrame, Packet, PacketPlaintext, Socks5Datagram};
+use warren_common::proto::udp::{DatagramFrame, Socks5Datagram};
 use warren_common::time::unix_now;
-use warren_common::udp_session::{PacketSealer, PacketSessions, PACKET_HEADER_LEN};
 
+use self::packets::PacketLink;
 use self::tcp::{Queued, TunnelQueue, TunnelWriter};
 use crate::outbound::Outbounds;
 
@@ -69,16 +70,15 @@ impl ClientFilter {
     }
 }
 
-/// Sessions of the remote's packets one association remembers (PROTOCOL.md §16.3).
-const REMOTE_SESSIONS: usize = 8;
+/// Datagrams read from the client in one go, at most (a GSO send carries up to 64).
+const BURST: usize = 64;
 
 /// Where the association's datagrams go.
 enum Upstream {
     /// A UDP-over-TCP tunnel stream's reading half and its writer's queue.
     Stream(TunnelQueue),
-    /// A socket connected to the remote's UDP port, the packet session we seal in, and the
-    /// remote's sessions we open (with that remote's key).
-    Packets(UdpSocket, PacketSealer, Box<(PacketSessions, Key)>),
+    /// Encrypted packets to the remote's UDP port.
+    Packets(Box<PacketLink>),
 }
 
 impl Upstream {
@@ -109,52 +109,26 @@ impl Upstream {
                     Err(failure.status())
                 }
             },
-            Some(endpoint) => {
-                let resolve = tokio::net::lookup_host(endpoint.address.as_str());
-                let remote = match tokio::time::timeout(outbounds.connect_timeout(), resolve).await {
-                    Ok(Ok(mut addrs)) => addrs.next(),
-                    _ => None,
-                };
-                let Some(remote) = remote else {
-                    tracing::warn!(peer = %outbounds.peer(), remote = %endpoint.name, "cannot resolve the remote for UDP");
-                    return Err(Status::GeneralFailure);
-                };
-                let any: SocketAddr = if remote.is_ipv4() {
-                    (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-                } else {
-                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-                };
-                let socket = UdpSocket::bind(any).await.map_err(|_| Status::GeneralFailure)?;
-                socket.connect(remote).await.map_err(|_| Status::GeneralFailure)?;
-                let sealer = PacketSealer::new(&endpoint.key, Purpose::UdpToRemote);
-                // The remote answers in one session per association; a restarted remote starts
-                // another. A few are plenty.
-                let sessions = PacketSessions::new(Purpose::UdpToLocal, REMOTE_SESSIONS, 0);
-                Ok((
-                    Upstream::Packets(socket, sealer, Box::new((sessions, endpoint.key.clone()))),
-                    None,
-                ))
-            }
+            Some(endpoint) => match PacketLink::open(&endpoint, outbounds.connect_timeout(), outbounds.peer()).await {
+                Some(link) => Ok((Upstream::Packets(Box::new(link)), None)),
+                None => Err(Status::GeneralFailure),
+            },
         }
     }
 
-    /// Sends one datagram for `to` (UDP-over-TCP: queues it, never waiting for the tunnel).
-    async fn send(&mut self, to: &Address, data: &[u8], out: &mut Vec<u8>) -> Result<Queued, ()> {
-        out.clear();
+    /// Queues one datagram for `to`, never waiting for the tunnel (UDP-over-TCP), or seals it
+    /// into the packet batch (sending the batch first if it is full).
+    async fn send(&mut self, to: &Address, data: &[u8]) -> Result<Queued, ()> {
         match self {
             Upstream::Stream(queue) => queue.send(to, data),
-            Upstream::Packets(socket, sealer, _) => {
-                // Sealed in place in `out`: header, plaintext, tag.
-                out.resize(PACKET_HEADER_LEN, 0);
-                PacketPlaintext::encode_parts(unix_now(), to, data, out);
-                out.resize(out.len() + TAG_LEN, 0);
-                if sealer.seal_in_place(out).is_err() {
-                    return Ok(Queued::Dropped);
-                }
-                // A send error (e.g. ICMP unreachable from an earlier packet) loses one datagram.
-                let _ = socket.send(out).await;
-                Ok(Queued::Yes)
-            }
+            Upstream::Packets(link) => Ok(link.queue(to, data).await),
+        }
+    }
+
+    /// Sends what [`Upstream::send`] gathered (packets only: the stream's writer runs apart).
+    async fn flush(&mut self) {
+        if let Upstream::Packets(link) = self {
+            link.flush().await;
         }
     }
 
@@ -163,45 +137,15 @@ impl Upstream {
     async fn recv(&mut self, buf: &mut [u8]) -> Result<Vec<DatagramFrame>, &'static str> {
         match self {
             Upstream::Stream(queue) => queue.recv().await,
-            Upstream::Packets(socket, _, opening) => {
-                let Ok(n) = socket.recv(buf).await else {
-                    return Ok(Vec::new());
-                };
-                let Some(packet) = buf.get_mut(..n) else {
-                    return Ok(Vec::new());
-                };
-                // Only the remote's direction opens (our own packets reflected back do not), each
-                // packet once, inside the timestamp window.
-                let (sessions, key) = &mut **opening;
-                let Ok(plaintext) = sessions.open(key, packet, unix_now()) else {
-                    return Ok(Vec::new());
-                };
-                match decode_exact::<PacketPlaintext>(plaintext) {
-                    Ok(p) => Ok(vec![DatagramFrame {
-                        address: p.address,
-                        data: p.data,
-                    }]),
-                    _ => Ok(Vec::new()),
-                }
-            }
+            Upstream::Packets(link) => Ok(link.recv(buf).await),
         }
     }
 
-    /// Ends the association on the remote too (`udp_transport: udp`): a sealed
-    /// end-of-association packet (PROTOCOL.md §16.3), so the remote closes its sockets at once
-    /// instead of after its idle timeout. The packet goes twice (two packet numbers) because UDP
-    /// may lose one; a second end finds no entry and opens nothing. (A UDP-over-TCP stream ends with its
-    /// writer's end of stream: see tcp.rs.)
+    /// Ends the association on the remote too (packets: see [`PacketLink::close`]; a
+    /// UDP-over-TCP stream ends with its writer's end of stream: see tcp.rs).
     async fn close(self) {
-        if let Upstream::Packets(socket, mut sealer, _) = self {
-            for _ in 0..2 {
-                let mut out = vec![0u8; PACKET_HEADER_LEN];
-                Packet::End { timestamp: unix_now() }.encode(&mut out);
-                out.resize(out.len() + TAG_LEN, 0);
-                if sealer.seal_in_place(&mut out).is_ok() {
-                    let _ = socket.send(&out).await;
-                }
-            }
+        if let Upstream::Packets(link) = self {
+            link.close().await;
         }
     }
 }
@@ -244,11 +188,13 @@ async fn relay(mut client: TcpStream, outbounds: &Outbounds, requested: Address)
         Ok(addr) => addr.ip(),
         Err(_) => return,
     };
-    let (socket, bound) = match UdpSocket::bind(SocketAddr::new(relay_ip, 0)).await {
-        Ok(s) => match s.local_addr() {
-            Ok(bound) => (s, bound),
-            Err(_) => return,
-        },
+    let bound_relay = async {
+        let socket = UdpSocket::bind(SocketAddr::new(relay_ip, 0)).await?;
+        let bound = socket.local_addr()?;
+        Ok::<_, std::io::Error>((BatchSocket::new(socket)?, bound))
+    };
+    let (relay, bound) = match bound_relay.await {
+        Ok(opened) => opened,
         Err(e) => {
             tracing::warn!(peer = %outbounds.peer(), "cannot bind a UDP relay socket on {relay_ip}: {e}");
             let _ = client
@@ -269,7 +215,7 @@ async fn relay(mut client: TcpStream, outbounds: &Outbounds, requested: Address)
     let mut filter = ClientFilter::new(&requested, peer);
     let mut datagram = vec![0u8; 65536];
     let mut from_remote = vec![0u8; 65536];
-    let mut out = Vec::with_capacity(65536);
+    let mut replies = Batch::with_capacity(65536);
     let mut control = [0u8; 512];
     let (mut sent, mut received, mut dropped) = (0u64, 0u64, 0u64);
     let idle = tokio::time::sleep(outbounds.idle());
@@ -281,24 +227,34 @@ async fn relay(mut client: TcpStream, outbounds: &Outbounds, requested: Address)
                     Ok(0) | Err(_) => return "control connection closed",
                     Ok(_) => continue, // nothing is defined on it after the reply: ignore
                 },
-                got = socket.recv_from(&mut datagram) => {
-                    let Ok((n, from)) = got else { continue };
-                    if !filter.accept(from) {
-                        dropped += 1;
-                        continue;
-                    }
-                    match decode_exact::<Socks5Datagram>(&datagram[..n]) {
-                        Ok(d) if d.frag == 0 && outbounds.blocks(&d.address) => {
-                            tracing::debug!(target = %d.address, "UDP datagram to a blocked destination: dropped");
-                            dropped += 1;
+                got = recv_one(&relay, &mut datagram) => {
+                    // The rest of a burst already waiting is read too (without waiting), so its
+                    // packets leave for the remote together. A read may hold several datagrams
+                    // of one sender (GRO).
+                    let mut got = got.ok();
+                    for _ in 0..BURST {
+                        let Some(meta) = got else { break };
+                        for one in segments(&mut datagram, &meta) {
+                            if !filter.accept(meta.addr) {
+                                dropped += 1;
+                                continue;
+                            }
+                            match decode_exact::<Socks5Datagram>(one) {
+                                Ok(d) if d.frag == 0 && outbounds.blocks(&d.address) => {
+                                    tracing::debug!(target = %d.address, "UDP datagram to a blocked destination: dropped");
+                                    dropped += 1;
+                                }
+                                Ok(d) if d.frag == 0 => match upstream.send(&d.address, &d.data).await {
+                                    Ok(Queued::Yes) => sent += 1,
+                                    Ok(Queued::Dropped) => dropped += 1,
+                                    Err(()) => return "tunnel error",
+                                },
+                                _ => dropped += 1,
+                            }
                         }
-                        Ok(d) if d.frag == 0 => match upstream.send(&d.address, &d.data, &mut out).await {
-                            Ok(Queued::Yes) => sent += 1,
-                            Ok(Queued::Dropped) => dropped += 1,
-                            Err(()) => return "tunnel error",
-                        },
-                        _ => dropped += 1,
+                        got = relay.try_recv_one(&mut datagram).ok();
                     }
+                    upstream.flush().await;
                 }
                 frames = upstream.recv(&mut from_remote) => {
                     let frames = match frames {
@@ -306,13 +262,18 @@ async fn relay(mut client: TcpStream, outbounds: &Outbounds, requested: Address)
                         Err(end) => return end,
                     };
                     let Some(port) = filter.port else { continue };
+                    // Same-sized replies leave for the client together too.
+                    let client = SocketAddr::new(filter.ip, port);
                     for frame in frames {
-                        out.clear();
-                        Socks5Datagram::encode_parts(&frame.address, &frame.data, &mut out);
-                        if socket.send_to(&out, SocketAddr::new(filter.ip, port)).await.is_ok() {
+                        let encode = |buf: &mut Vec<u8>| {
+                            Socks5Datagram::encode_parts(&frame.address, &frame.data, buf);
+                            true
+                        };
+                        if replies.push(&relay, client, encode).await {
                             received += 1;
                         }
                     }
+                    replies.flush(&relay, client).await;
                 }
                 () = &mut idle => return "idle",
             }

@@ -15,6 +15,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ use warren_common::proto::address::Address;
 use warren_common::proto::decode_exact;
 use warren_common::proto::udp::{Packet, PacketPlaintext};
 use warren_common::time::unix_now;
+use warren_common::datagrams::{segments, Batch, BatchSocket, RecvMeta, BATCH_SIZE, MAX_DATAGRAM};
 use warren_common::udp_session::{PacketSealer, PacketSessions, Refusal, PACKET_HEADER_LEN};
 
 use super::nat::{recv, Nat};
@@ -36,48 +38,83 @@ const QUEUE: usize = 256;
 
 type Outbound = (Address, Vec<u8>);
 
+/// Replies read from one outbound socket in one go, at most (a GSO send carries up to 64).
+const BURST: usize = 64;
+
 /// Serves encrypted UDP packets on `socket` until `shutdown` is cancelled. `started` is the
 /// remote's start second: packets stamped earlier are refused (PROTOCOL.md §10).
 /// Runs on the process's UDP thread ([`warren_common::udp_thread`]), and so does every
 /// association it spawns: `socket` (non-blocking) is registered there.
 pub async fn serve(socket: std::net::UdpSocket, shared: Arc<Shared>, started: u64, shutdown: CancellationToken) {
-    let config = &shared.config;
-    let socket = match UdpSocket::from_std(socket) {
+    let socket = match UdpSocket::from_std(socket).and_then(BatchSocket::new) {
         Ok(socket) => Arc::new(socket),
         Err(e) => {
             tracing::warn!("cannot register the UDP relay socket ({e}): encrypted UDP is unavailable");
             return;
         }
     };
-    // Sessions outlive their NAT entries (until their packets' stamps expire, so a recorded
-    // packet cannot reopen an entry): room for several per entry.
-    let mut sessions = PacketSessions::new(
-        Purpose::UdpToRemote,
-        config.limits.max_connections.saturating_mul(4).max(1024),
-        started,
-    );
-    let mut table: HashMap<SocketAddr, mpsc::Sender<Outbound>> = HashMap::new();
-    let mut buf = vec![0u8; 65536];
+    let mut entries = Entries {
+        // Sessions outlive their NAT entries (until their packets' stamps expire, so a recorded
+        // packet cannot reopen an entry): room for several per entry.
+        sessions: PacketSessions::new(
+            Purpose::UdpToRemote,
+            shared.config.limits.max_connections.saturating_mul(4).max(1024),
+            started,
+        ),
+        table: HashMap::new(),
+        socket: socket.clone(),
+        shared: shared.clone(),
+    };
+    // One receive takes up to BATCH_SIZE buffers, each possibly several packets (GRO).
+    let mut bufs = vec![vec![0u8; MAX_DATAGRAM]; BATCH_SIZE];
+    let mut metas = [RecvMeta::default(); BATCH_SIZE];
     loop {
-        let (n, from) = tokio::select! {
+        let n = tokio::select! {
             () = shutdown.cancelled() => return,
-            got = socket.recv_from(&mut buf) => match got {
-                Ok(got) => got,
+            got = recv_many(&socket, &mut bufs, &mut metas) => match got {
+                Ok(n) => n,
                 Err(_) => continue,
             },
         };
-        let Some(packet) = buf.get_mut(..n) else { continue };
-        let plaintext = match sessions.open(&config.key, packet, unix_now()) {
+        let now = unix_now();
+        for (buf, meta) in bufs.iter_mut().zip(&metas).take(n) {
+            for packet in segments(buf, meta) {
+                entries.admit(packet, meta.addr, now);
+            }
+        }
+    }
+}
+
+/// Receives into `bufs` with one call; how many were filled.
+async fn recv_many(socket: &BatchSocket, bufs: &mut [Vec<u8>], metas: &mut [RecvMeta]) -> std::io::Result<usize> {
+    let mut slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+    socket.recv(&mut slices, metas).await
+}
+
+/// The NAT table: one entry (a task and its queue) per local packet socket.
+struct Entries {
+    sessions: PacketSessions,
+    table: HashMap<SocketAddr, mpsc::Sender<Outbound>>,
+    socket: Arc<BatchSocket>,
+    shared: Arc<Shared>,
+}
+
+impl Entries {
+    /// Opens one packet from `from` and hands its datagram to that source's entry (opening
+    /// one if needed), or ends the entry; anything else is dropped.
+    fn admit(&mut self, packet: &mut [u8], from: SocketAddr, now: u64) {
+        let config = &self.shared.config;
+        let plaintext = match self.sessions.open(&config.key, packet, now) {
             Ok(plaintext) => plaintext,
             // Not ours (a probe, another key, a reflected packet): silence, not even a log line.
-            Err(Refusal::Authentication) => continue,
+            Err(Refusal::Authentication) => return,
             Err(refusal) => {
                 tracing::debug!(%from, "UDP packet dropped: {refusal}");
-                continue;
+                return;
             }
         };
         let Ok(packet) = decode_exact::<Packet>(plaintext) else {
-            continue;
+            return;
         };
         let packet = match packet {
             Packet::Datagram(packet) => packet,
@@ -85,88 +122,119 @@ pub async fn serve(socket: std::net::UdpSocket, shared: Arc<Shared>, started: u6
                 // Dropping the queue's only sender ends the association's task, which closes its
                 // outbound sockets (after the datagrams already queued). An end for an unknown
                 // source opens nothing.
-                if table.remove(&from).is_some() {
+                if self.table.remove(&from).is_some() {
                     tracing::debug!(%from, "UDP association ended by the local");
                 }
-                continue;
+                return;
             }
         };
-        let queue = match table.get(&from) {
-            Some(queue) if !queue.is_closed() => queue.clone(),
+        let queue = match self.table.get(&from) {
+            Some(queue) if !queue.is_closed() => queue,
             _ => {
-                if table.len() >= config.limits.max_connections {
-                    table.retain(|_, queue| !queue.is_closed());
-                    if table.len() >= config.limits.max_connections {
+                if self.table.len() >= config.limits.max_connections {
+                    self.table.retain(|_, queue| !queue.is_closed());
+                    if self.table.len() >= config.limits.max_connections {
                         tracing::warn!(%from, "UDP NAT table full: packet dropped");
-                        continue;
+                        return;
                     }
                 }
                 let (queue, rx) = mpsc::channel(QUEUE);
-                tokio::spawn(association(from, rx, socket.clone(), shared.clone()));
-                table.insert(from, queue.clone());
-                queue
+                tokio::spawn(association(from, rx, self.socket.clone(), self.shared.clone()));
+                self.table.entry(from).insert_entry(queue).into_mut()
             }
         };
         let _ = queue.try_send((packet.address, packet.data));
     }
 }
 
+/// Replies on their way back to one local: sealed in its association's packet session into a
+/// batch that leaves in one send.
+struct Answers {
+    sealer: PacketSealer,
+    batch: Batch,
+    socket: Arc<BatchSocket>,
+    local: SocketAddr,
+    sealed: u64,
+}
+
+impl Answers {
+    /// Seals one answer from `from` into the batch (sending the batch first if it cannot join).
+    async fn push(&mut self, from: &Address, data: &[u8]) {
+        let sealer = &mut self.sealer;
+        let seal = |buf: &mut Vec<u8>| {
+            let start = buf.len();
+            buf.resize(start + PACKET_HEADER_LEN, 0);
+            PacketPlaintext::encode_parts(unix_now(), from, data, buf);
+            buf.resize(buf.len() + TAG_LEN, 0);
+            buf.get_mut(start..).is_some_and(|packet| sealer.seal_in_place(packet).is_ok())
+        };
+        if self.batch.push(&self.socket, self.local, seal).await {
+            self.sealed += 1;
+        }
+    }
+
+    async fn flush(&mut self) {
+        self.batch.flush(&self.socket, self.local).await;
+    }
+}
+
 /// One NAT entry: sends the local's datagrams out and seals the replies back to `local`, until
 /// its queue's sender is dropped (the local ended it) or `idle_timeout` passes.
-async fn association(local: SocketAddr, mut rx: mpsc::Receiver<Outbound>, socket: Arc<UdpSocket>, shared: Arc<Shared>) {
+async fn association(local: SocketAddr, mut rx: mpsc::Receiver<Outbound>, socket: Arc<BatchSocket>, shared: Arc<Shared>) {
     let config = &shared.config;
     let mut nat = Nat::default();
-    let mut sealer = PacketSealer::new(&config.key, Purpose::UdpToLocal);
+    let mut answers = Answers {
+        sealer: PacketSealer::new(&config.key, Purpose::UdpToLocal),
+        batch: Batch::with_capacity(65536),
+        socket,
+        local,
+        sealed: 0,
+    };
     let (mut buf4, mut buf6) = (vec![0u8; 65536], vec![0u8; 65536]);
-    // One reply at a time is sealed in place here: no allocation per packet.
-    let mut out = Vec::with_capacity(65536 + 512);
-    let (mut sent, mut received) = (0u64, 0u64);
+    let mut sent = 0u64;
     let idle = tokio::time::sleep(config.timeouts.idle);
     tokio::pin!(idle);
     let end = loop {
-        let reply = tokio::select! {
+        // Which outbound socket has a reply waiting (its first one is read here).
+        let (first, v4) = tokio::select! {
             msg = rx.recv() => match msg {
                 None => break "ended by the local",
                 Some((to, data)) => {
                     if nat.forward(&to, &data, &shared).await {
                         sent += 1;
                     }
-                    None
+                    idle.as_mut().reset(tokio::time::Instant::now() + config.timeouts.idle);
+                    continue;
                 }
             },
-            r = recv(&nat.v4, &mut buf4) => r.ok().map(|(n, from)| (from, &buf4[..n])),
-            r = recv(&nat.v6, &mut buf6) => r.ok().map(|(n, from)| (from, &buf6[..n])),
+            r = recv(&nat.v4, &mut buf4) => (r.ok(), true),
+            r = recv(&nat.v6, &mut buf6) => (r.ok(), false),
             answer = nat.agents.recv() => {
                 idle.as_mut().reset(tokio::time::Instant::now() + config.timeouts.idle);
-                if seal_answer(&mut out, &answer.address, &answer.data, &mut sealer)
-                    && socket.send_to(&out, local).await.is_ok()
-                {
-                    received += 1;
-                }
+                answers.push(&answer.address, &answer.data).await;
+                answers.flush().await;
                 continue;
             }
             () = &mut idle => break "idle",
         };
         idle.as_mut().reset(tokio::time::Instant::now() + config.timeouts.idle);
-        if let Some((from, data)) = reply.filter(|(from, _)| nat.answer_allowed(*from)) {
-            let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-            if seal_answer(&mut out, &Address::Ip(from), data, &mut sealer) && socket.send_to(&out, local).await.is_ok()
-            {
-                received += 1;
+        // The first reply, then the rest of the burst already waiting on the same socket: they
+        // leave for the local together.
+        let (outbound, buf) = if v4 { (&nat.v4, &mut buf4) } else { (&nat.v6, &mut buf6) };
+        let mut got = first;
+        for _ in 0..BURST {
+            let Some((n, from)) = got else { break };
+            if nat.answer_allowed(from) {
+                let from = SocketAddr::new(from.ip().to_canonical(), from.port());
+                if let Some(data) = buf.get(..n) {
+                    answers.push(&Address::Ip(from), data).await;
+                }
             }
+            got = outbound.as_ref().and_then(|s| s.try_recv_from(buf).ok());
         }
+        answers.flush().await;
     };
     // `nat` (and its outbound sockets) is dropped here, as the line is logged.
     drop(nat);
-    tracing::info!(%local, datagrams_sent = sent, datagrams_received = received, end, "UDP association finished");
-}
-
-/// Seals one answer from `from` for the local into `out`, the association's next packet (in
-/// place: no allocation per packet); false if it cannot be sealed.
-fn seal_answer(out: &mut Vec<u8>, from: &Address, data: &[u8], sealer: &mut PacketSealer) -> bool {
-    out.clear();
-    out.resize(PACKET_HEADER_LEN, 0);
-    PacketPlaintext::encode_parts(unix_now(), from, data, out);
-    out.resize(out.len() + TAG_LEN, 0);
-    sealer.seal_in_place(out).is_ok()
+    tracing::info!(%local, datagrams_sent = sent, datagrams_received = answers.sealed, end, "UDP association finished");
 }

@@ -1,0 +1,256 @@
+//! Batched UDP I/O for the encrypted packet hop between a local and its remote: many packets per
+//! system call, through `quinn-udp` (the QUIC stack's maintained socket layer).
+//!
+//! ```text
+//! send: [packet 1 | packet 2 | … | packet n]  one sendmsg, UDP_SEGMENT = packet size (GSO):
+//!        the kernel cuts it into n datagrams (the last may be shorter), each on the wire as usual
+//! recv: recvmmsg into up to BATCH_SIZE buffers; with UDP_GRO on, one buffer may hold several
+//!        datagrams from one sender, `stride` bytes apart (the last may be shorter)
+//! ```
+//!
+//! Why: a datagram costs a system call and a trip through the network stack each way, and on the
+//! packet hop warren controls both ends, so a burst of same-sized packets (a QUIC flight, a video
+//! frame) can travel as one send and one receive. Platforms without GSO/GRO (or a kernel that
+//! refuses them at run time) fall back to one datagram per call inside `quinn-udp`.
+//!
+//! `quinn-udp` sets its sockets up for QUIC, which must not be fragmented (it sets DF and
+//! probes the path MTU itself); warren carries applications' datagrams, which may be larger than
+//! the path MTU (a 4 KiB DNS answer), so [`BatchSocket::new`] restores the operating system's
+//! default: fragment when needed.
+
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+
+use quinn_udp::{Transmit, UdpSocketState};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+pub use quinn_udp::{RecvMeta, BATCH_SIZE};
+
+/// Largest datagram a receive buffer must hold: 64 KiB, times the GRO segments it may carry.
+pub const MAX_DATAGRAM: usize = 65536;
+
+/// A Tokio UDP socket with GSO sends and batched (GRO) receives.
+pub struct BatchSocket {
+    io: UdpSocket,
+    state: UdpSocketState,
+}
+
+impl BatchSocket {
+    /// Wraps `io` (already bound, and connected if it should be). Fails only if the socket's
+    /// options cannot be read or set.
+    pub fn new(io: UdpSocket) -> io::Result<BatchSocket> {
+        let state = UdpSocketState::new((&io).into())?;
+        allow_fragmentation(&io);
+        Ok(BatchSocket { io, state })
+    }
+
+    /// The socket itself, for what needs no batching.
+    pub fn get_ref(&self) -> &UdpSocket {
+        &self.io
+    }
+
+    /// How many datagrams one [`BatchSocket::send`] may carry (1 without GSO).
+    pub fn max_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Bytes each receive buffer should have: a whole GRO batch of the largest datagrams.
+    pub fn recv_buffer_len(&self) -> usize {
+        MAX_DATAGRAM * self.state.gro_segments().max(1)
+    }
+
+    /// Sends `contents` to `to`: one datagram, or, with `segment` = Some(n), datagrams of `n`
+    /// bytes each (the last may be shorter), at most [`BatchSocket::max_segments`] of them. A
+    /// send the kernel refuses (an ICMP error from an earlier datagram, no buffer space) loses
+    /// these datagrams, as UDP may; only a wait for buffer space is awaited.
+    pub async fn send(&self, to: SocketAddr, contents: &[u8], segment: Option<usize>) {
+        let transmit = Transmit {
+            destination: to,
+            ecn: None,
+            contents,
+            segment_size: segment.filter(|&n| n < contents.len()),
+            src_ip: None,
+        };
+        loop {
+            if self.io.writable().await.is_err() {
+                return;
+            }
+            match self
+                .io
+                .try_io(Interest::WRITABLE, || self.state.send((&self.io).into(), &transmit))
+            {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                _ => return,
+            }
+        }
+    }
+
+    /// Receives into `bufs` (each [`BatchSocket::recv_buffer_len`] long); returns how many
+    /// buffers were filled, each described by its `meta` (source, length, GRO stride).
+    pub async fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
+        loop {
+            self.io.readable().await?;
+            match self
+                .io
+                .try_io(Interest::READABLE, || self.state.recv((&self.io).into(), bufs, meta))
+            {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Receives into one buffer (which GRO may fill with several datagrams: see [`segments`]; a
+/// socket wrapped in [`BatchSocket`] has GRO on, so its reads must go through here, never
+/// through a plain `recv_from`, or several datagrams would read as one).
+pub async fn recv_one(socket: &BatchSocket, buf: &mut [u8]) -> io::Result<RecvMeta> {
+    let mut meta = [RecvMeta::default()];
+    socket.recv(&mut [IoSliceMut::new(buf)], &mut meta).await?;
+    Ok(meta[0])
+}
+
+/// Largest datagram a batch sends as a GSO segment: one that fits a 1500-byte IPv6 path. A
+/// larger one goes alone (GSO cannot fragment, and a segment over the device MTU is refused).
+const MAX_SEGMENT: usize = 1500 - 40 - 8;
+/// Bytes one GSO send may carry (an IP packet's limit, with room for the headers).
+const MAX_BATCH_BYTES: usize = 65000;
+
+/// Datagrams for one destination, gathered to leave in one [`BatchSocket::send`]: all the size
+/// of the first, except that the last may be shorter (what GSO requires).
+#[derive(Default)]
+pub struct Batch {
+    buf: Vec<u8>,
+    segment: usize,
+    count: usize,
+    closed: bool,
+}
+
+impl Batch {
+    /// A batch whose buffer starts with `capacity` bytes reserved.
+    pub fn with_capacity(capacity: usize) -> Batch {
+        Batch {
+            buf: Vec::with_capacity(capacity),
+            ..Batch::default()
+        }
+    }
+
+    /// Appends one datagram for `to`, written by `write` at the end of the buffer. If it cannot
+    /// join the datagrams already gathered (another size, too many, too many bytes), those are
+    /// sent first and it starts the next batch. `write` returns false to take the datagram back
+    /// (nothing is kept); so does this.
+    pub async fn push(&mut self, socket: &BatchSocket, to: SocketAddr, write: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
+        let start = self.buf.len();
+        if !write(&mut self.buf) {
+            self.buf.truncate(start);
+            return false;
+        }
+        let len = self.buf.len() - start;
+        let joins = self.count == 0
+            || (!self.closed
+                && len <= self.segment
+                && self.segment <= MAX_SEGMENT
+                && self.count < socket.max_segments()
+                && self.buf.len() <= MAX_BATCH_BYTES);
+        if !joins {
+            if let Some(before) = self.buf.get(..start) {
+                socket.send(to, before, (self.count > 1).then_some(self.segment)).await;
+            }
+            self.buf.drain(..start);
+            self.count = 0;
+            self.closed = false;
+        }
+        if self.count == 0 {
+            self.segment = len;
+        } else if len < self.segment {
+            // GSO: only the last datagram may be shorter.
+            self.closed = true;
+        }
+        self.count += 1;
+        true
+    }
+
+    /// Datagrams waiting.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Sends what is gathered to `to` and empties the batch.
+    pub async fn flush(&mut self, socket: &BatchSocket, to: SocketAddr) {
+        if self.count > 0 {
+            socket.send(to, &self.buf, (self.count > 1).then_some(self.segment)).await;
+        }
+        self.buf.clear();
+        self.count = 0;
+        self.closed = false;
+    }
+}
+
+impl BatchSocket {
+    /// [`recv_one`] without waiting: `WouldBlock` when nothing is queued.
+    pub fn try_recv_one(&self, buf: &mut [u8]) -> io::Result<RecvMeta> {
+        let mut meta = [RecvMeta::default()];
+        self.io.try_io(Interest::READABLE, || {
+            self.state.recv((&self.io).into(), &mut [IoSliceMut::new(buf)], &mut meta)
+        })?;
+        Ok(meta[0])
+    }
+}
+
+/// The datagrams of one received buffer: `len` bytes cut every `stride` bytes (GRO).
+pub fn segments<'b>(buf: &'b mut [u8], meta: &RecvMeta) -> impl Iterator<Item = &'b mut [u8]> {
+    let len = meta.len.min(buf.len());
+    let stride = if meta.stride == 0 { len.max(1) } else { meta.stride };
+    buf[..len].chunks_mut(stride)
+}
+
+/// Restores fragmentation of datagrams larger than the path MTU (see the module comment).
+/// Best effort: where the option is missing, the platform's behaviour is kept.
+#[allow(unsafe_code)] // setsockopt: neither socket2 nor quinn-udp offers these options
+fn allow_fragmentation(io: &UdpSocket) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use std::os::fd::AsRawFd;
+        let set = |level, name, value: libc::c_int| {
+            // SAFETY: setsockopt on a descriptor this socket owns, with a pointer to an int
+            // and its size, as the option expects; failure is reported, not undefined.
+            unsafe {
+                libc::setsockopt(
+                    io.as_raw_fd(),
+                    level,
+                    name,
+                    (&value as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            }
+        };
+        let _ = set(libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_WANT);
+        let _ = set(libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_WANT);
+        let _ = set(libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0);
+    }
+    #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]
+    {
+        use std::os::fd::AsRawFd;
+        let set = |level, name, value: libc::c_int| {
+            // SAFETY: as above.
+            unsafe {
+                libc::setsockopt(
+                    io.as_raw_fd(),
+                    level,
+                    name,
+                    (&value as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            }
+        };
+        let _ = set(libc::IPPROTO_IP, libc::IP_DONTFRAG, 0);
+        let _ = set(libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0);
+    }
+    // Windows: quinn-udp sets IP_DONTFRAGMENT; restoring it is left to the Windows port.
+    let _ = io;
+}
