@@ -140,7 +140,12 @@ impl Batch {
     /// join the datagrams already gathered (another size, too many, too many bytes), those are
     /// sent first and it starts the next batch. `write` returns false to take the datagram back
     /// (nothing is kept); so does this.
-    pub async fn push(&mut self, socket: &BatchSocket, to: SocketAddr, write: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
+    pub async fn push(
+        &mut self,
+        socket: &BatchSocket,
+        to: SocketAddr,
+        write: impl FnOnce(&mut Vec<u8>) -> bool,
+    ) -> bool {
         let start = self.buf.len();
         if !write(&mut self.buf) {
             self.buf.truncate(start);
@@ -183,7 +188,9 @@ impl Batch {
     /// Sends what is gathered to `to` and empties the batch.
     pub async fn flush(&mut self, socket: &BatchSocket, to: SocketAddr) {
         if self.count > 0 {
-            socket.send(to, &self.buf, (self.count > 1).then_some(self.segment)).await;
+            socket
+                .send(to, &self.buf, (self.count > 1).then_some(self.segment))
+                .await;
         }
         self.buf.clear();
         self.count = 0;
@@ -196,7 +203,8 @@ impl BatchSocket {
     pub fn try_recv_one(&self, buf: &mut [u8]) -> io::Result<RecvMeta> {
         let mut meta = [RecvMeta::default()];
         self.io.try_io(Interest::READABLE, || {
-            self.state.recv((&self.io).into(), &mut [IoSliceMut::new(buf)], &mut meta)
+            self.state
+                .recv((&self.io).into(), &mut [IoSliceMut::new(buf)], &mut meta)
         })?;
         Ok(meta[0])
     }
@@ -253,4 +261,151 @@ fn allow_fragmentation(io: &UdpSocket) {
     }
     // Windows: quinn-udp sets IP_DONTFRAGMENT; restoring it is left to the Windows port.
     let _ = io;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pair() -> (BatchSocket, BatchSocket) {
+        let a = BatchSocket::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()).unwrap();
+        let b = BatchSocket::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()).unwrap();
+        (a, b)
+    }
+
+    fn datagram(i: usize, len: usize) -> Vec<u8> {
+        (0..len).map(|j| (i * 31 + j) as u8).collect()
+    }
+
+    /// Everything `to` receives until `count` datagrams arrived, split the way a receiver must,
+    /// and the most datagrams one receive returned.
+    async fn receive_counting(to: &BatchSocket, count: usize) -> (Vec<Vec<u8>>, usize) {
+        let (mut got, mut most) = (Vec::new(), 0);
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        while got.len() < count {
+            let recv = tokio::time::timeout(std::time::Duration::from_secs(10), recv_one(to, &mut buf));
+            let meta = recv.await.expect("datagrams arrive").unwrap();
+            let before = got.len();
+            got.extend(segments(&mut buf, &meta).map(|d| d.to_vec()));
+            most = most.max(got.len() - before);
+        }
+        (got, most)
+    }
+
+    async fn receive(to: &BatchSocket, count: usize) -> Vec<Vec<u8>> {
+        receive_counting(to, count).await.0
+    }
+
+    #[tokio::test]
+    async fn a_batch_arrives_as_the_datagrams_pushed_in_order_whatever_their_sizes() {
+        let (a, b) = pair().await;
+        let to = b.get_ref().local_addr().unwrap();
+        // Runs of one size, a shorter one (which must end its batch), a longer one (which must
+        // start another), a datagram too large to be a GSO segment, and more than one batch holds.
+        let sizes: Vec<usize> = [vec![100; 10], vec![50, 100], vec![3000], vec![1200; 70], vec![7]].concat();
+        let mut batch = Batch::default();
+        for (i, &len) in sizes.iter().enumerate() {
+            let d = datagram(i, len);
+            assert!(
+                batch
+                    .push(&a, to, |buf| {
+                        buf.extend_from_slice(&d);
+                        true
+                    })
+                    .await
+            );
+        }
+        assert!(
+            !batch
+                .push(&a, to, |buf| {
+                    buf.extend_from_slice(b"taken back");
+                    false
+                })
+                .await
+        );
+        batch.flush(&a, to).await;
+        assert!(batch.is_empty());
+        let (got, most) = receive_counting(&b, sizes.len()).await;
+        let want: Vec<_> = sizes.iter().enumerate().map(|(i, &len)| datagram(i, len)).collect();
+        assert_eq!(got, want);
+        // Where the kernel offers GSO and GRO (Linux), the batches really travelled as batches.
+        if cfg!(target_os = "linux") && a.max_segments() > 1 {
+            assert!(most > 1, "every receive held one datagram");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plain_socket_receives_a_batch_as_separate_datagrams() {
+        let (a, _) = pair().await;
+        let plain = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = plain.local_addr().unwrap();
+        let mut batch = Batch::default();
+        for i in 0..20 {
+            batch
+                .push(&a, to, |buf| {
+                    buf.extend_from_slice(&datagram(i, 500));
+                    true
+                })
+                .await;
+        }
+        batch.flush(&a, to).await;
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        for i in 0..20 {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(10), plain.recv(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&buf[..n], &datagram(i, 500)[..], "datagram {i}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_datagram_goes_alone_and_arrives_whole() {
+        let (a, b) = pair().await;
+        let to = b.get_ref().local_addr().unwrap();
+        let big = datagram(1, 60_000);
+        a.send(to, &big, None).await;
+        assert_eq!(receive(&b, 1).await, [big]);
+    }
+}
+
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+mod fragmentation {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[allow(unsafe_code)] // getsockopt, to read back what allow_fragmentation set
+    fn option(io: &UdpSocket, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        let mut value: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: an int-sized out parameter and its length, on a descriptor the socket owns.
+        let rc = unsafe {
+            libc::getsockopt(
+                io.as_raw_fd(),
+                level,
+                name,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0);
+        value
+    }
+
+    #[tokio::test]
+    async fn quinn_udp_s_no_fragmentation_setting_is_undone() {
+        // Without the fix, quinn-udp leaves IP_PMTUDISC_PROBE (DF set, never fragment): a
+        // datagram larger than the path MTU would be refused with EMSGSIZE.
+        let v4 = BatchSocket::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()).unwrap();
+        assert_eq!(
+            option(v4.get_ref(), libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
+            libc::IP_PMTUDISC_WANT
+        );
+        let v6 = BatchSocket::new(UdpSocket::bind("[::1]:0").await.unwrap()).unwrap();
+        assert_eq!(
+            option(v6.get_ref(), libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER),
+            libc::IPV6_PMTUDISC_WANT
+        );
+        assert_eq!(option(v6.get_ref(), libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG), 0);
+    }
 }

@@ -7,7 +7,7 @@
 //! - the async glue that puts them on sockets ([`stream`], [`relay`], [`server`], [`net`]), and
 //!   [`cli`], the start-up and exit path both binaries share.
 #![deny(unsafe_code)] // two audited exceptions: trim.rs (malloc_trim, measured in docs/BENCHMARKS.md) and
-// datagrams.rs (one setsockopt that no maintained crate wraps)
+                      // datagrams.rs (one setsockopt that no maintained crate wraps)
 
 pub mod acl;
 pub mod cli;

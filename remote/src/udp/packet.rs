@@ -23,11 +23,11 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use warren_common::crypto::{Purpose, TAG_LEN};
+use warren_common::datagrams::{segments, Batch, BatchSocket, RecvMeta, BATCH_SIZE, MAX_DATAGRAM};
 use warren_common::proto::address::Address;
 use warren_common::proto::decode_exact;
 use warren_common::proto::udp::{Packet, PacketPlaintext};
 use warren_common::time::unix_now;
-use warren_common::datagrams::{segments, Batch, BatchSocket, RecvMeta, BATCH_SIZE, MAX_DATAGRAM};
 use warren_common::udp_session::{PacketSealer, PacketSessions, Refusal, PACKET_HEADER_LEN};
 
 use super::nat::{recv, Nat};
@@ -166,7 +166,8 @@ impl Answers {
             buf.resize(start + PACKET_HEADER_LEN, 0);
             PacketPlaintext::encode_parts(unix_now(), from, data, buf);
             buf.resize(buf.len() + TAG_LEN, 0);
-            buf.get_mut(start..).is_some_and(|packet| sealer.seal_in_place(packet).is_ok())
+            buf.get_mut(start..)
+                .is_some_and(|packet| sealer.seal_in_place(packet).is_ok())
         };
         if self.batch.push(&self.socket, self.local, seal).await {
             self.sealed += 1;
@@ -180,7 +181,12 @@ impl Answers {
 
 /// One NAT entry: sends the local's datagrams out and seals the replies back to `local`, until
 /// its queue's sender is dropped (the local ended it) or `idle_timeout` passes.
-async fn association(local: SocketAddr, mut rx: mpsc::Receiver<Outbound>, socket: Arc<BatchSocket>, shared: Arc<Shared>) {
+async fn association(
+    local: SocketAddr,
+    mut rx: mpsc::Receiver<Outbound>,
+    socket: Arc<BatchSocket>,
+    shared: Arc<Shared>,
+) {
     let config = &shared.config;
     let mut nat = Nat::default();
     let mut answers = Answers {
@@ -199,9 +205,16 @@ async fn association(local: SocketAddr, mut rx: mpsc::Receiver<Outbound>, socket
         let (first, v4) = tokio::select! {
             msg = rx.recv() => match msg {
                 None => break "ended by the local",
-                Some((to, data)) => {
-                    if nat.forward(&to, &data, &shared).await {
-                        sent += 1;
+                Some(first) => {
+                    // The first datagram and the rest of the burst already queued: the idle
+                    // deadline moves once per burst, not per datagram.
+                    let mut next = Some(first);
+                    for _ in 0..BURST {
+                        let Some((to, data)) = next else { break };
+                        if nat.forward(&to, &data, &shared).await {
+                            sent += 1;
+                        }
+                        next = rx.try_recv().ok();
                     }
                     idle.as_mut().reset(tokio::time::Instant::now() + config.timeouts.idle);
                     continue;

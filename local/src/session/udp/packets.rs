@@ -78,7 +78,8 @@ impl PacketLink {
             buf.resize(start + PACKET_HEADER_LEN, 0);
             PacketPlaintext::encode_parts(unix_now(), to, data, buf);
             buf.resize(buf.len() + TAG_LEN, 0);
-            buf.get_mut(start..).is_some_and(|packet| sealer.seal_in_place(packet).is_ok())
+            buf.get_mut(start..)
+                .is_some_and(|packet| sealer.seal_in_place(packet).is_ok())
         };
         match self.batch.push(&self.socket, self.remote, seal).await {
             true => Queued::Yes,
