@@ -3,6 +3,7 @@
 #
 #   bench/run.sh            # install the peers if missing, build, measure everything, write docs/BENCHMARKS.md
 #   bench/run.sh --smoke    # tiny sizes, warren and a direct connection only (what CI runs; < 1 min)
+#   bench/run.sh --udp      # UDP ASSOCIATE under load instead (bench/udp.py; --udp --smoke for CI)
 #
 # Other arguments go to bench/bench.py (--rounds, --bytes, --systems, --idle, --out; see --help).
 # Before vs after a change, in one run: build the old commit elsewhere and pass its binaries,
@@ -43,4 +44,8 @@ fi
 # The whole workspace, as the README command builds it: selecting packages with -p changes
 # feature unification and would rebuild everything a second time.
 cargo build --release --workspace
+if [ "${1:-}" = --udp ]; then
+  shift
+  exec python3 bench/udp.py --ss-rust-bin "$cache/ss-rust/bin" "$@"
+fi
 exec python3 bench/bench.py --ss-rust-bin "$cache/ss-rust/bin" "$@"

@@ -4,9 +4,9 @@
 //! Why not the main (multi-threaded) runtime: a datagram is a few microseconds of work, and on
 //! the work-stealing runtime a datagram's wake-up often also wakes a second worker thread (a
 //! futex wake and a context switch) that finds nothing to do. Measured with `bench/udp.py` on
-//! the 2-core bench machine beside shadowsocks-rust in the same run, moving the encrypted UDP
-//! transport's associations here took warren from 0.87× to 1.32× of shadowsocks-rust's echoed
-//! datagrams at 50k/s, 0.66× → 1.25× at 100k/s and 0.50× → 0.97× unpaced (docs/BENCHMARKS.md,
+//! the 2-core bench machine, each run beside shadowsocks-rust: moving the encrypted UDP
+//! transport's associations here took warren from 0.80× to 1.32× of shadowsocks-rust's echoed
+//! datagrams at 50k/s, 0.63× → 1.25× at 100k/s and 0.56× → 0.97× unpaced (docs/BENCHMARKS.md,
 //! "UDP under load"). Bulk TCP keeps both workers: its chunks are large enough to be worth
 //! spreading. A UDP association's sockets are created on this thread, so their readiness is
 //! delivered here and a datagram does not change threads on its way through the process.
