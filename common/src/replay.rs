@@ -11,13 +11,13 @@
 //! stamped before the second it started, and everything the old process accepted was stamped
 //! before that (with the clocks in step; PROTOCOL.md §10 says what skew costs).
 
-use std::collections::HashMap;
+use std::collections::{HashSet, VecDeque};
 
 use crate::crypto::SALT_LEN;
 use crate::time::TIMESTAMP_WINDOW_SECS;
 
-/// How often (seconds) expired salts are swept out.
-const PRUNE_EVERY_SECS: u64 = 10;
+/// Seconds of expiry times one generation of salts covers (see [`ReplayFilter`]).
+const GENERATION_SECS: u64 = 60;
 
 /// What the filter made of one salt and its stamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,20 +33,24 @@ pub enum Verdict {
     Replay,
 }
 
-/// Salts seen inside the window.
+/// Salts seen inside the window, in generations by expiry: generation `g` holds the salts whose
+/// last acceptable second falls in `[g·60, (g+1)·60)`, and is dropped whole once that range is
+/// past. At most five are alive (expiries span the ±120 s window), so a check is at most five
+/// lookups; and a generation's memory is freed as a whole, so the filter's size follows the
+/// current rate of requests instead of keeping the capacity of its busiest minute (a single
+/// map's capacity never shrinks: in `bench/soak.sh` it showed as a 5.2 MB step in the remote's
+/// RSS, the map doubling, that never came back; docs/BENCHMARKS.md, "Soak").
 #[derive(Default)]
 pub struct ReplayFilter {
-    /// Salt → the last second at which its packet could still be accepted.
-    seen: HashMap<[u8; SALT_LEN], u64>,
-    next_prune: u64,
+    /// (generation number, its salts), oldest first.
+    generations: VecDeque<(u64, HashSet<[u8; SALT_LEN]>)>,
     /// Stamps below this (Unix seconds) are refused.
     not_before: u64,
 }
 
 impl ReplayFilter {
     /// A filter that refuses stamps before `started` (Unix seconds): the remote passes the second
-    /// its process started. [`Default`] refuses nothing for its age (the local's per-association
-    /// filters: the remote's clock may lag ours).
+    /// its process started. [`Default`] refuses nothing for its age.
     pub fn since(started: u64) -> ReplayFilter {
         ReplayFilter {
             not_before: started,
@@ -62,15 +66,25 @@ impl ReplayFilter {
         if timestamp < self.not_before {
             return Verdict::BeforeStart;
         }
-        if now >= self.next_prune {
-            self.seen.retain(|_, expires| *expires >= now);
-            self.next_prune = now + PRUNE_EVERY_SECS;
+        // Generations whose every expiry is before now can hold nothing acceptable any more.
+        while let Some((g, _)) = self.generations.front() {
+            if g.saturating_add(1).saturating_mul(GENERATION_SECS) > now {
+                break;
+            }
+            self.generations.pop_front();
         }
-        let expires = timestamp.saturating_add(TIMESTAMP_WINDOW_SECS);
-        match self.seen.insert(salt, expires) {
-            None => Verdict::Fresh,
-            Some(_) => Verdict::Replay,
+        if self.generations.iter().any(|(_, salts)| salts.contains(&salt)) {
+            return Verdict::Replay;
         }
+        let generation = timestamp.saturating_add(TIMESTAMP_WINDOW_SECS) / GENERATION_SECS;
+        let at = self.generations.partition_point(|(g, _)| *g < generation);
+        match self.generations.get_mut(at) {
+            Some((g, salts)) if *g == generation => {
+                salts.insert(salt);
+            }
+            _ => self.generations.insert(at, (generation, HashSet::from([salt]))),
+        }
+        Verdict::Fresh
     }
 
     /// True if [`ReplayFilter::check`] finds the salt fresh (and records it); false means too
@@ -81,11 +95,16 @@ impl ReplayFilter {
 
     /// Salts currently remembered.
     pub fn len(&self) -> usize {
-        self.seen.len()
+        self.generations.iter().map(|(_, salts)| salts.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
+        self.len() == 0
+    }
+
+    /// Generations currently held (at most five while the clock moves forward).
+    pub fn generations(&self) -> usize {
+        self.generations.len()
     }
 }
 
@@ -102,6 +121,36 @@ mod tests {
         assert!(!f.accept([3; 32], 2000, 1000), "from the future");
         assert!(f.accept([4; 32], 5000, 5000));
         assert_eq!(f.len(), 1, "expired salts are swept");
+    }
+
+    #[test]
+    fn a_salt_is_remembered_exactly_until_its_stamp_leaves_the_window_and_memory_follows_the_rate() {
+        let mut f = ReplayFilter::default();
+        // A busy minute, then a quiet hour: the busy minute's salts go as a whole.
+        for i in 0..10_000u32 {
+            let mut salt = [0u8; 32];
+            salt[..4].copy_from_slice(&i.to_be_bytes());
+            assert!(f.accept(salt, 10_000 + u64::from(i) / 200, 10_000 + u64::from(i) / 200));
+        }
+        assert_eq!(f.len(), 10_000);
+        assert!(f.generations() <= 5);
+        // Every salt is refused for as long as its stamp could still be accepted...
+        let last_second = 10_000 + 49 + TIMESTAMP_WINDOW_SECS;
+        let mut salt = [0u8; 32];
+        salt[..4].copy_from_slice(&9_999u32.to_be_bytes());
+        assert_eq!(f.check(salt, 10_049, last_second), Verdict::Replay);
+        // ... and after that it is too old anyway.
+        assert_eq!(f.check(salt, 10_049, last_second + 1), Verdict::OutsideWindow);
+        // Much later, one new salt: everything before it is gone.
+        assert!(f.accept([9; 32], 20_000, 20_000));
+        assert_eq!((f.len(), f.generations()), (1, 1));
+        // Stamps from either edge of the window land in at most five generations.
+        for (i, t) in (20_000 - TIMESTAMP_WINDOW_SECS..=20_000 + TIMESTAMP_WINDOW_SECS).enumerate() {
+            let mut salt = [1u8; 32];
+            salt[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            assert!(f.accept(salt, t, 20_000));
+        }
+        assert!(f.generations() <= 5, "{}", f.generations());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use warren_common::crypto::{Purpose, TAG_LEN};
-use warren_common::datagrams::{segments, Batch, BatchSocket, RecvMeta, BATCH_SIZE, MAX_DATAGRAM};
+use warren_common::datagrams::{segments, Batch, BatchSocket, RecvMeta, MAX_DATAGRAM};
 use warren_common::proto::address::Address;
 use warren_common::proto::decode_exact;
 use warren_common::proto::udp::{Packet, PacketPlaintext};
@@ -37,6 +37,11 @@ use crate::shared::Shared;
 const QUEUE: usize = 256;
 
 type Outbound = (Address, Vec<u8>);
+
+/// Buffers one receive on the serve socket fills at most (64 KiB each: with GRO one may hold
+/// about 50 packets of 1200 bytes). Four keep one receive within an association's [`QUEUE`]
+/// and the serve loop's buffers at 256 KiB.
+const RECV_BUFFERS: usize = 4;
 
 /// Replies read from one outbound socket in one go, at most (a GSO send carries up to 64).
 const BURST: usize = 64;
@@ -65,9 +70,9 @@ pub async fn serve(socket: std::net::UdpSocket, shared: Arc<Shared>, started: u6
         socket: socket.clone(),
         shared: shared.clone(),
     };
-    // One receive takes up to BATCH_SIZE buffers, each possibly several packets (GRO).
-    let mut bufs = vec![vec![0u8; MAX_DATAGRAM]; BATCH_SIZE];
-    let mut metas = [RecvMeta::default(); BATCH_SIZE];
+    // One receive takes up to RECV_BUFFERS buffers, each possibly several packets (GRO).
+    let mut bufs = vec![vec![0u8; MAX_DATAGRAM]; RECV_BUFFERS];
+    let mut metas = [RecvMeta::default(); RECV_BUFFERS];
     loop {
         let n = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -82,6 +87,9 @@ pub async fn serve(socket: std::net::UdpSocket, shared: Arc<Shared>, started: u6
                 entries.admit(packet, meta.addr, now);
             }
         }
+        // Let the associations send on what was just queued before reading more: on this one
+        // thread, reading on would only overflow their queues.
+        tokio::task::yield_now().await;
     }
 }
 
