@@ -210,6 +210,51 @@ impl BatchSocket {
     }
 }
 
+/// Buffers for one batched receive: `n` slots of [`MAX_DATAGRAM`] bytes each, allocated zeroed
+/// and untouched (so a slot costs resident memory only for the bytes datagrams wrote into it).
+pub struct RecvBatch {
+    bufs: Vec<Vec<u8>>,
+    metas: Vec<RecvMeta>,
+    filled: usize,
+}
+
+impl RecvBatch {
+    pub fn new(slots: usize) -> RecvBatch {
+        RecvBatch {
+            // One zeroed allocation each: `vec![buf; n]` would clone, touching every page.
+            bufs: (0..slots.max(1)).map(|_| vec![0u8; MAX_DATAGRAM]).collect(),
+            metas: vec![RecvMeta::default(); slots.max(1)],
+            filled: 0,
+        }
+    }
+
+    /// Waits for datagrams and fills as many slots as are waiting, with one system call where
+    /// the platform has recvmmsg. Cancel-safe.
+    pub async fn recv(&mut self, socket: &BatchSocket) -> io::Result<usize> {
+        let mut slices: Vec<IoSliceMut<'_>> = self.bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        self.filled = socket.recv(&mut slices, &mut self.metas).await?;
+        Ok(self.filled)
+    }
+
+    /// [`RecvBatch::recv`] without waiting: `WouldBlock` when nothing is queued.
+    pub fn try_recv(&mut self, socket: &BatchSocket) -> io::Result<usize> {
+        let mut slices: Vec<IoSliceMut<'_>> = self.bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        self.filled = socket.io.try_io(Interest::READABLE, || {
+            socket.state.recv((&socket.io).into(), &mut slices, &mut self.metas)
+        })?;
+        Ok(self.filled)
+    }
+
+    /// The datagrams of the last receive, with their senders (GRO batches split).
+    pub fn datagrams(&mut self) -> impl Iterator<Item = (SocketAddr, &mut [u8])> {
+        self.bufs
+            .iter_mut()
+            .zip(&self.metas)
+            .take(self.filled)
+            .flat_map(|(buf, meta)| segments(buf, meta).map(move |d| (meta.addr, d)))
+    }
+}
+
 /// The datagrams of one received buffer: `len` bytes cut every `stride` bytes (GRO).
 pub fn segments<'b>(buf: &'b mut [u8], meta: &RecvMeta) -> impl Iterator<Item = &'b mut [u8]> {
     let len = meta.len.min(buf.len());
@@ -356,6 +401,47 @@ mod tests {
                 .unwrap()
                 .unwrap();
             assert_eq!(&buf[..n], &datagram(i, 500)[..], "datagram {i}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recv_batch_reads_many_datagrams_per_call_in_order() {
+        let (_, b) = pair().await;
+        let plain = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = b.get_ref().local_addr().unwrap();
+        for i in 0..20 {
+            plain.send_to(&datagram(i, 100 + i), to).await.unwrap();
+        }
+        let mut batch = RecvBatch::new(8);
+        let (mut got, mut most) = (Vec::new(), 0);
+        let mut first = true;
+        while got.len() < 20 {
+            let n = if first {
+                first = false;
+                tokio::time::timeout(std::time::Duration::from_secs(10), batch.recv(&b))
+                    .await
+                    .unwrap()
+                    .unwrap()
+            } else {
+                match batch.try_recv(&b) {
+                    Ok(n) => n,
+                    Err(_) => tokio::time::timeout(std::time::Duration::from_secs(10), batch.recv(&b))
+                        .await
+                        .unwrap()
+                        .unwrap(),
+                }
+            };
+            assert!(n <= 8);
+            let before = got.len();
+            for (from, d) in batch.datagrams() {
+                assert_eq!(from, plain.local_addr().unwrap());
+                got.push(d.to_vec());
+            }
+            most = most.max(got.len() - before);
+        }
+        assert_eq!(got, (0..20).map(|i| datagram(i, 100 + i)).collect::<Vec<_>>());
+        if cfg!(target_os = "linux") {
+            assert!(most > 1, "one datagram per receive: recvmmsg not used");
         }
     }
 

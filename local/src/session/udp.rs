@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use warren_common::config::local_routes::{LocalAction, Via};
 use warren_common::config::UdpTransport;
-use warren_common::datagrams::{recv_one, segments, Batch, BatchSocket};
+use warren_common::datagrams::{Batch, BatchSocket, RecvBatch};
 use warren_common::proto::address::Address;
 use warren_common::proto::decode_exact;
 use warren_common::proto::header::{Command, RequestHeader};
@@ -70,8 +70,11 @@ impl ClientFilter {
     }
 }
 
-/// Datagrams read from the client in one go, at most (a GSO send carries up to 64).
-const BURST: usize = 64;
+/// Datagrams one receive from the client takes at most (recvmmsg). Each slot is 64 KiB of
+/// address space, resident only as far as datagrams fill it.
+const CLIENT_SLOTS: usize = 8;
+/// Receives of a burst handled before the batch leaves (8 × 8 = 64 datagrams: one GSO send).
+const BURST_READS: usize = 8;
 
 /// Where the association's datagrams go.
 enum Upstream {
@@ -213,7 +216,7 @@ async fn relay(mut client: TcpStream, outbounds: &Outbounds, requested: Address)
     tracing::info!(peer = %outbounds.peer(), relay = %bound, transport = ?outbounds.udp_transport(), "UDP association open");
 
     let mut filter = ClientFilter::new(&requested, peer);
-    let mut datagram = vec![0u8; 65536];
+    let mut from_client = RecvBatch::new(CLIENT_SLOTS);
     let mut from_remote = vec![0u8; 65536];
     let mut replies = Batch::with_capacity(65536);
     let mut control = [0u8; 512];
@@ -227,15 +230,17 @@ async fn relay(mut client: TcpStream, outbounds: &Outbounds, requested: Address)
                     Ok(0) | Err(_) => return "control connection closed",
                     Ok(_) => continue, // nothing is defined on it after the reply: ignore
                 },
-                got = recv_one(&relay, &mut datagram) => {
-                    // The rest of a burst already waiting is read too (without waiting), so its
-                    // packets leave for the remote together. A read may hold several datagrams
-                    // of one sender (GRO).
+                got = from_client.recv(&relay) => {
+                    // Every datagram waiting is read (several per system call), then the rest
+                    // of the burst without waiting, so their packets leave for the remote
+                    // together. A slot may hold several datagrams of one sender (GRO).
                     let mut got = got.ok();
-                    for _ in 0..BURST {
-                        let Some(meta) = got else { break };
-                        for one in segments(&mut datagram, &meta) {
-                            if !filter.accept(meta.addr) {
+                    for _ in 0..BURST_READS {
+                        if got.is_none() {
+                            break;
+                        }
+                        for (from, one) in from_client.datagrams() {
+                            if !filter.accept(from) {
                                 dropped += 1;
                                 continue;
                             }
@@ -252,7 +257,7 @@ async fn relay(mut client: TcpStream, outbounds: &Outbounds, requested: Address)
                                 _ => dropped += 1,
                             }
                         }
-                        got = relay.try_recv_one(&mut datagram).ok();
+                        got = from_client.try_recv(&relay).ok();
                     }
                     upstream.flush().await;
                 }

@@ -15,7 +15,6 @@
 //! ```
 
 use std::collections::HashMap;
-use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -23,7 +22,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use warren_common::crypto::{Purpose, TAG_LEN};
-use warren_common::datagrams::{segments, Batch, BatchSocket, RecvMeta, MAX_DATAGRAM};
+use warren_common::datagrams::{Batch, BatchSocket, RecvBatch};
 use warren_common::proto::address::Address;
 use warren_common::proto::decode_exact;
 use warren_common::proto::udp::{Packet, PacketPlaintext};
@@ -71,32 +70,22 @@ pub async fn serve(socket: std::net::UdpSocket, shared: Arc<Shared>, started: u6
         shared: shared.clone(),
     };
     // One receive takes up to RECV_BUFFERS buffers, each possibly several packets (GRO).
-    let mut bufs = vec![vec![0u8; MAX_DATAGRAM]; RECV_BUFFERS];
-    let mut metas = [RecvMeta::default(); RECV_BUFFERS];
+    let mut batch = RecvBatch::new(RECV_BUFFERS);
     loop {
-        let n = tokio::select! {
+        tokio::select! {
             () = shutdown.cancelled() => return,
-            got = recv_many(&socket, &mut bufs, &mut metas) => match got {
-                Ok(n) => n,
-                Err(_) => continue,
+            got = batch.recv(&socket) => if got.is_err() {
+                continue;
             },
         };
         let now = unix_now();
-        for (buf, meta) in bufs.iter_mut().zip(&metas).take(n) {
-            for packet in segments(buf, meta) {
-                entries.admit(packet, meta.addr, now);
-            }
+        for (from, packet) in batch.datagrams() {
+            entries.admit(packet, from, now);
         }
         // Let the associations send on what was just queued before reading more: on this one
         // thread, reading on would only overflow their queues.
         tokio::task::yield_now().await;
     }
-}
-
-/// Receives into `bufs` with one call; how many were filled.
-async fn recv_many(socket: &BatchSocket, bufs: &mut [Vec<u8>], metas: &mut [RecvMeta]) -> std::io::Result<usize> {
-    let mut slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-    socket.recv(&mut slices, metas).await
 }
 
 /// The NAT table: one entry (a task and its queue) per local packet socket.
