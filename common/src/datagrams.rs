@@ -264,48 +264,43 @@ pub fn segments<'b>(buf: &'b mut [u8], meta: &RecvMeta) -> impl Iterator<Item = 
 
 /// Restores fragmentation of datagrams larger than the path MTU (see the module comment).
 /// Best effort: where the option is missing, the platform's behaviour is kept.
-#[allow(unsafe_code)] // setsockopt: neither socket2 nor quinn-udp offers these options
 fn allow_fragmentation(io: &UdpSocket) {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        use std::os::fd::AsRawFd;
-        let set = |level, name, value: libc::c_int| {
-            // SAFETY: setsockopt on a descriptor this socket owns, with a pointer to an int
-            // and its size, as the option expects; failure is reported, not undefined.
-            unsafe {
-                libc::setsockopt(
-                    io.as_raw_fd(),
-                    level,
-                    name,
-                    (&value as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            }
-        };
-        let _ = set(libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_WANT);
-        let _ = set(libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_WANT);
-        let _ = set(libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0);
+        set_int(io, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_WANT);
+        set_int(
+            io,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_WANT,
+        );
+        set_int(io, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0);
     }
     #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]
     {
-        use std::os::fd::AsRawFd;
-        let set = |level, name, value: libc::c_int| {
-            // SAFETY: as above.
-            unsafe {
-                libc::setsockopt(
-                    io.as_raw_fd(),
-                    level,
-                    name,
-                    (&value as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            }
-        };
-        let _ = set(libc::IPPROTO_IP, libc::IP_DONTFRAG, 0);
-        let _ = set(libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0);
+        set_int(io, libc::IPPROTO_IP, libc::IP_DONTFRAG, 0);
+        set_int(io, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0);
     }
     // Windows: quinn-udp sets IP_DONTFRAGMENT; restoring it is left to the Windows port.
     let _ = io;
+}
+
+/// One int-valued socket option; an error (option missing on this socket's family) is ignored.
+#[cfg(unix)]
+#[allow(unsafe_code)] // setsockopt: neither socket2 nor quinn-udp offers these options
+fn set_int(io: &UdpSocket, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt on a descriptor this socket owns, with a pointer to an int and its
+    // size, as these options expect; a failure is a return code, not undefined behaviour.
+    let _ = unsafe {
+        libc::setsockopt(
+            io.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
 }
 
 #[cfg(test)]

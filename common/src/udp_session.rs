@@ -35,6 +35,8 @@ use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
 use rand::RngCore;
 
 use crate::crypto::{CryptoError, Key, Purpose, TAG_LEN};
+use crate::proto::address::Address;
+use crate::proto::udp::PacketPlaintext;
 use crate::time::{skew, TIMESTAMP_WINDOW_SECS};
 
 /// Bytes of a session ID.
@@ -125,6 +127,24 @@ impl PacketSealer {
         packet[SESSION_ID_LEN..PACKET_HEADER_LEN].copy_from_slice(&number.to_be_bytes());
         self.next = next;
         Ok(())
+    }
+}
+
+impl PacketSealer {
+    /// Appends one sealed datagram packet (KIND 0x01, stamped `timestamp`, for `address`) to
+    /// `buf`; false (and `buf` as it was) if it cannot be sealed. What both relays' batches use.
+    pub fn append_datagram(&mut self, buf: &mut Vec<u8>, timestamp: u64, address: &Address, data: &[u8]) -> bool {
+        let start = buf.len();
+        buf.resize(start + PACKET_HEADER_LEN, 0);
+        PacketPlaintext::encode_parts(timestamp, address, data, buf);
+        buf.resize(buf.len() + TAG_LEN, 0);
+        let sealed = buf
+            .get_mut(start..)
+            .is_some_and(|packet| self.seal_in_place(packet).is_ok());
+        if !sealed {
+            buf.truncate(start);
+        }
+        sealed
     }
 }
 

@@ -161,3 +161,22 @@ fn sessions_are_capped_and_forgotten_only_when_their_packets_have_expired() {
     assert_eq!(table.len(), 1);
     assert_eq!(table.open(&key, &mut packet(0, NOW), gone), Err(Refusal::OutsideWindow));
 }
+
+#[test]
+fn append_datagram_adds_one_sealed_packet_after_what_is_there() {
+    let key = Key::generate();
+    let mut sealer = PacketSealer::new(&key, UP);
+    let to = Address::Ip(([192, 0, 2, 1], 53).into());
+    let mut buf = b"earlier".to_vec();
+    assert!(sealer.append_datagram(&mut buf, NOW, &to, b"one"));
+    let first_end = buf.len();
+    assert!(sealer.append_datagram(&mut buf, NOW, &to, b"two"));
+    assert_eq!(&buf[..7], b"earlier");
+    for (packet, number, data) in [(&buf[7..first_end], 0, b"one"), (&buf[first_end..], 1, b"two")] {
+        let (_, n, plain) = open_packet(&key, UP, packet).unwrap();
+        assert_eq!(n, number);
+        let mut want = Vec::new();
+        PacketPlaintext::encode_parts(NOW, &to, data, &mut want);
+        assert_eq!(plain, want);
+    }
+}

@@ -21,13 +21,13 @@ use std::sync::Arc;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use warren_common::crypto::{Purpose, TAG_LEN};
+use warren_common::crypto::Purpose;
 use warren_common::datagrams::{Batch, BatchSocket, RecvBatch};
 use warren_common::proto::address::Address;
 use warren_common::proto::decode_exact;
-use warren_common::proto::udp::{Packet, PacketPlaintext};
+use warren_common::proto::udp::Packet;
 use warren_common::time::unix_now;
-use warren_common::udp_session::{PacketSealer, PacketSessions, Refusal, PACKET_HEADER_LEN};
+use warren_common::udp_session::{PacketSealer, PacketSessions, Refusal};
 
 use super::nat::{recv, Nat};
 use crate::shared::Shared;
@@ -158,14 +158,7 @@ impl Answers {
     /// Seals one answer from `from` into the batch (sending the batch first if it cannot join).
     async fn push(&mut self, from: &Address, data: &[u8]) {
         let sealer = &mut self.sealer;
-        let seal = |buf: &mut Vec<u8>| {
-            let start = buf.len();
-            buf.resize(start + PACKET_HEADER_LEN, 0);
-            PacketPlaintext::encode_parts(unix_now(), from, data, buf);
-            buf.resize(buf.len() + TAG_LEN, 0);
-            buf.get_mut(start..)
-                .is_some_and(|packet| sealer.seal_in_place(packet).is_ok())
-        };
+        let seal = |buf: &mut Vec<u8>| sealer.append_datagram(buf, unix_now(), from, data);
         if self.batch.push(&self.socket, self.local, seal).await {
             self.sealed += 1;
         }

@@ -73,14 +73,7 @@ impl PacketLink {
     /// join it. Call [`PacketLink::flush`] once the burst is read.
     pub async fn queue(&mut self, to: &Address, data: &[u8]) -> Queued {
         let sealer = &mut self.sealer;
-        let seal = |buf: &mut Vec<u8>| {
-            let start = buf.len();
-            buf.resize(start + PACKET_HEADER_LEN, 0);
-            PacketPlaintext::encode_parts(unix_now(), to, data, buf);
-            buf.resize(buf.len() + TAG_LEN, 0);
-            buf.get_mut(start..)
-                .is_some_and(|packet| sealer.seal_in_place(packet).is_ok())
-        };
+        let seal = |buf: &mut Vec<u8>| sealer.append_datagram(buf, unix_now(), to, data);
         match self.batch.push(&self.socket, self.remote, seal).await {
             true => Queued::Yes,
             false => Queued::Dropped,
