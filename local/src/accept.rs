@@ -59,12 +59,44 @@ async fn dispatch(client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig>,
         }
         socks4_codec::VERSION => {
             span.record("protocol", "socks4");
-            socks4::serve(client, config, &outbounds).await;
+            // SOCKS4 and HTTP are boxed: their states are larger than SOCKS5's, and this task is
+            // as large as its largest state for the connection's whole (mostly idle) life.
+            Box::pin(socks4::serve(client, config, &outbounds)).await;
         }
         // HTTP names its protocol once the request says what it is (`http-connect`).
         // Lower case and CR/LF too: the HTTP front end answers what it does not take (400)
         // rather than closing silently.
-        b'A'..=b'Z' | b'a'..=b'z' | b'\r' | b'\n' => http::serve(client, config, &outbounds).await,
+        b'A'..=b'Z' | b'a'..=b'z' | b'\r' | b'\n' => Box::pin(http::serve(client, config, &outbounds)).await,
         other => tracing::debug!("first byte {other:#04x} is neither SOCKS nor HTTP: closing"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+    use warren_common::config::RawConfig;
+
+    /// A connection's task is as large as the largest state of its future, for the connection's
+    /// whole (mostly idle) life: a rarely taken branch kept inline (a BIND, a refusal's drain
+    /// buffer) once made every tunnelled connection 3.5 KiB larger (docs/BENCHMARKS.md,
+    /// "Memory"). The budget has room for compiler changes, and none for a 4 KiB array.
+    #[tokio::test]
+    async fn a_connection_task_stays_small() {
+        let yaml = "key: \"c29tZSB0ZXN0IGtleSBvZiAzMiBieXRlcyEhISEhISE=\"\nlocal: { remote: \"127.0.0.1:9\" }\n";
+        let config = LocalConfig::try_from(&RawConfig::from_yaml(yaml, "test.yaml").expect("yaml")).expect("config");
+        let health = Health::for_config(&config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let _client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (accepted, peer) = listener.accept().await.expect("accept");
+        let connection = handle(accepted, peer, Arc::new(config), health);
+        let size = std::mem::size_of_val(&connection);
+        println!("a connection's future: {size} bytes");
+        assert!(
+            size <= 4096,
+            "a connection's future is {size} bytes: box the large, short-lived states"
+        );
     }
 }

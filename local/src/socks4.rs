@@ -87,7 +87,9 @@ pub async fn serve(mut client: TcpStream, config: &LocalConfig, outbounds: &Outb
                 userid,
                 target: target.clone(),
             };
-            bind::bind(client, outbounds, target, &initial, replies).await;
+            // Boxed (as in socks5.rs): BIND's states are the largest, and inline they would set
+            // the size of every CONNECT's task for its whole life.
+            Box::pin(bind::bind(client, outbounds, target, &initial, replies)).await;
         }
     }
 }

@@ -43,7 +43,8 @@ where
     let status = reply.status;
     let initial_data = request.take_initial_data();
     let started = request.started;
-    let Some(mut tunnel) = request.answer(stream, reply, &early).await else {
+    // Boxed: the answer's states are freed before the relay, not kept for its whole life.
+    let Some(mut tunnel) = Box::pin(request.answer(stream, reply, &early)).await else {
         return;
     };
     let Ok(mut outbound) = connected else {

@@ -181,7 +181,9 @@ pub async fn forward(
                     return Next::Close;
                 }
             }
-            None => match session::open(client, buf, outbounds, &address, &wire).await {
+            // Boxed: the opening's states are freed once it is done, rather than sizing this
+            // (possibly long-kept-alive) connection's task for its whole life.
+            None => match Box::pin(session::open(client, buf, outbounds, &address, &wire)).await {
                 Ok((_bound, stream)) => {
                     *upstream = Some(Upstream {
                         address: address.clone(),

@@ -212,7 +212,9 @@ pub async fn answer_and_close(client: &mut TcpStream, answer: &[u8]) {
     let _ = tokio::time::timeout(LINGER, async {
         client.write_all(answer).await?;
         client.shutdown().await?;
-        let mut sink = [0u8; 4096];
+        // On the heap, not in the future: an array here would make every connection's task
+        // (which may end here) 4 KiB larger for its whole life (docs/BENCHMARKS.md, memory).
+        let mut sink = vec![0u8; 4096];
         while client.read(&mut sink).await? > 0 {}
         Ok::<(), std::io::Error>(())
     })
