@@ -29,7 +29,7 @@ use warren_common::proto::udp::Packet;
 use warren_common::time::unix_now;
 use warren_common::udp_session::{PacketSealer, PacketSessions, Refusal};
 
-use super::nat::{recv, Nat};
+use super::nat::{recv, segments, Nat};
 use crate::shared::Shared;
 
 /// Datagrams queued per association before new ones are dropped.
@@ -42,7 +42,8 @@ type Outbound = (Address, Vec<u8>);
 /// and the serve loop's buffers at 256 KiB.
 const RECV_BUFFERS: usize = 4;
 
-/// Replies read from one outbound socket in one go, at most (a GSO send carries up to 64).
+/// Datagrams taken from the queue, or replies from one outbound socket, in one go at most (a
+/// GSO send carries up to 64).
 const BURST: usize = 64;
 
 /// Serves encrypted UDP packets on `socket` until `shutdown` is cancelled. `started` is the
@@ -206,6 +207,8 @@ async fn association(
                         }
                         next = rx.try_recv().ok();
                     }
+                    // Same-sized datagrams for one destination leave in one GSO send.
+                    nat.flush().await;
                     idle.as_mut().reset(tokio::time::Instant::now() + config.timeouts.idle);
                     continue;
                 }
@@ -221,19 +224,26 @@ async fn association(
             () = &mut idle => break "idle",
         };
         idle.as_mut().reset(tokio::time::Instant::now() + config.timeouts.idle);
-        // The first reply, then the rest of the burst already waiting on the same socket: they
-        // leave for the local together.
+        // The first read, then the rest of the burst already waiting on the same socket (each
+        // read one datagram or a GRO run of them from one source): they leave for the local
+        // together.
         let (outbound, buf) = if v4 { (&nat.v4, &mut buf4) } else { (&nat.v6, &mut buf6) };
         let mut got = first;
-        for _ in 0..BURST {
-            let Some((n, from)) = got else { break };
-            if nat.answer_allowed(from) {
-                let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-                if let Some(data) = buf.get(..n) {
-                    answers.push(&Address::Ip(from), data).await;
+        let mut taken = 0;
+        while let Some(meta) = got {
+            // A read counts at least once, so refused senders cannot hold this loop either.
+            taken += 1;
+            if nat.answer_allowed(meta.addr) {
+                let from = Address::Ip(SocketAddr::new(meta.addr.ip().to_canonical(), meta.addr.port()));
+                for data in segments(buf, &meta) {
+                    answers.push(&from, data).await;
                 }
+                taken += segments(buf, &meta).count().saturating_sub(1);
             }
-            got = outbound.as_ref().and_then(|s| s.try_recv_from(buf).ok());
+            if taken >= BURST {
+                break;
+            }
+            got = outbound.as_ref().and_then(|s| s.try_recv_one(buf).ok());
         }
         answers.flush().await;
     };

@@ -25,7 +25,7 @@ use warren_common::proto::address::Address;
 use warren_common::proto::udp::DatagramFrame;
 use warren_common::proto::{decode_prefix, DecodeError};
 
-use super::nat::{recv, Nat};
+use super::nat::{recv, segments, Nat};
 use crate::respond::{Connection, Reply, Request};
 use crate::shared::Shared;
 
@@ -99,14 +99,16 @@ where
                 Err(e) => return format!("malformed datagram frame: {e}"),
             }
         }
+        // The frames of one read leave together (one GSO send per run for one destination).
+        nat.flush().await;
         let reply = tokio::select! {
             read = tunnel.read_buf(&mut inbound) => match read {
                 Ok(0) => return "local closed".to_owned(),
                 Ok(_) => None,
                 Err(e) => return format!("tunnel error: {e}"),
             },
-            r = recv(&nat.v4, &mut buf4) => r.ok().map(|(n, from)| (from, &buf4[..n])),
-            r = recv(&nat.v6, &mut buf6) => r.ok().map(|(n, from)| (from, &buf6[..n])),
+            r = recv(&nat.v4, &mut buf4) => r.ok().map(|meta| (meta, true)),
+            r = recv(&nat.v6, &mut buf6) => r.ok().map(|meta| (meta, false)),
             answer = nat.agents.recv() => {
                 idle.as_mut().reset(tokio::time::Instant::now() + config.timeouts.idle);
                 let mut frame = Vec::with_capacity(answer.data.len() + 32);
@@ -122,10 +124,14 @@ where
             () = &mut idle => return "idle".to_owned(),
         };
         idle.as_mut().reset(tokio::time::Instant::now() + config.timeouts.idle);
-        if let Some((from, data)) = reply.filter(|(from, _)| nat.answer_allowed(*from)) {
-            let from = SocketAddr::new(from.ip().to_canonical(), from.port());
+        let Some((meta, v4)) = reply.filter(|(meta, _)| nat.answer_allowed(meta.addr)) else {
+            continue;
+        };
+        let from = Address::Ip(SocketAddr::new(meta.addr.ip().to_canonical(), meta.addr.port()));
+        // One read may be a GRO run of several datagrams from `from`.
+        for data in segments(if v4 { &mut buf4 } else { &mut buf6 }, &meta) {
             let mut frame = Vec::with_capacity(data.len() + 32);
-            if DatagramFrame::encode_parts(&Address::Ip(from), data, &mut frame).is_none() {
+            if DatagramFrame::encode_parts(&from, data, &mut frame).is_none() {
                 continue; // too large for a frame
             }
             match queue.try_send(frame) {
