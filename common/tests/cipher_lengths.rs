@@ -33,17 +33,17 @@ fn every_length_seals_and_opens_as_an_independent_implementation_does() {
 
         let mut buf = plaintext.clone();
         let tag = aead
-            .encrypt_inout_detached(Nonce::from_slice(&nonce), &aad, buf.as_mut_slice().into())
+            .encrypt_inout_detached(&Nonce::from(nonce), &aad, buf.as_mut_slice().into())
             .unwrap();
         assert_eq!(hex(&tag), tag_hex, "tag, length {len}");
         assert_eq!(hex(&Sha256::digest(&buf)), digest_hex, "ciphertext, length {len}");
 
-        aead.decrypt_inout_detached(Nonce::from_slice(&nonce), &aad, buf.as_mut_slice().into(), &tag)
+        aead.decrypt_inout_detached(&Nonce::from(nonce), &aad, buf.as_mut_slice().into(), &tag)
             .unwrap_or_else(|_| panic!("open, length {len}"));
         assert_eq!(buf, plaintext, "round trip, length {len}");
         if len > 0 {
             buf[len / 2] ^= 1;
-            let forged = aead.decrypt_inout_detached(Nonce::from_slice(&nonce), &aad, buf.as_mut_slice().into(), &tag);
+            let forged = aead.decrypt_inout_detached(&Nonce::from(nonce), &aad, buf.as_mut_slice().into(), &tag);
             assert!(forged.is_err(), "a flipped bit opened, length {len}");
         }
         checked += 1;
