@@ -197,6 +197,8 @@ impl Aligned130 {
 impl Add<Aligned130> for Aligned130 {
     type Output = Aligned130;
 
+    // warren patch: inline(always), so the intrinsics inline into the AVX2-enabled caller.
+    #[inline(always)]
     fn add(self, other: Aligned130) -> Aligned130 {
         // With 26-bit limbs inside 32-bit words, there is plenty of space for unreduced
         // addition.
@@ -212,6 +214,8 @@ pub(super) struct PrecomputedMultiplier {
 }
 
 impl From<Aligned130> for PrecomputedMultiplier {
+    // warren patch: inline(always), as above.
+    #[inline(always)]
     fn from(r: Aligned130) -> Self {
         unsafe {
             // Precompute 5*R.
@@ -236,6 +240,9 @@ impl From<Aligned130> for PrecomputedMultiplier {
 impl Mul<PrecomputedMultiplier> for PrecomputedMultiplier {
     type Output = Unreduced130;
 
+    // warren patch: inline(always), as above (this one runs three times per message, in the
+    // one-time key's setup).
+    #[inline(always)]
     fn mul(self, other: PrecomputedMultiplier) -> Unreduced130 {
         // Pass through to `self.a` for multiplication.
         Aligned130(self.a) * other
@@ -835,6 +842,8 @@ impl Add<Aligned130> for Aligned2x130 {
     type Output = Aligned2x130;
 
     /// Adds `other` into the lower integer of `self`.
+    // warren patch: inline(always), as above.
+    #[inline(always)]
     fn add(self, other: Aligned130) -> Aligned2x130 {
         Aligned2x130 {
             v0: self.v0 + other,
@@ -1812,6 +1821,9 @@ impl Add<Aligned130> for AdditionKey {
             let k = self.0;
 
             /// Reduce to an integer below 2^130.
+            // warren patch: inline(always): a nested fn does not inherit its caller's target
+            // features, so without it every intrinsic here was a call.
+            #[inline(always)]
             unsafe fn propagate_carry(x: __m256i) -> __m256i {
                 // t = [
                 //     0,
@@ -1928,6 +1940,8 @@ impl Add<Aligned130> for AdditionKey {
             );
 
             // Ensure that all carries are handled
+            // warren patch: inline(always), as above.
+            #[inline(always)]
             unsafe fn propagate_carry_32(x: __m256i) -> __m256i {
                 // [
                 //     (l4 % 2^32) + (l3 >> 32),
