@@ -478,8 +478,9 @@ def main():
     fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     fd_note = ""
     if fd_limit < want:
-        fd_note = (f"open-files limit {fd_limit} (hard limit; could not raise it to {want}): a proxy's local side "
-                   f"needs 2 descriptors per connection, so the largest idle run cannot fully succeed here.")
+        fd_note = (f"open-files limit {fd_limit} (hard limit; could not raise it to {want}, which allows 1024 "
+                   f"spare): a proxy's local side needs 2 descriptors per connection, so the largest idle run "
+                   f"may not fully succeed here; the table's failed column says whether it did.")
         log("WARNING: " + fd_note)
 
     bins = {n: os.path.join(a.bin_dir, n) for n in ("warren-local", "warren-remote", "loadgen")}
