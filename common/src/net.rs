@@ -24,6 +24,9 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
+    // On Windows SO_REUSEADDR lets another process bind the same port and steal connections;
+    // a Windows listener's port is free again at once without it.
+    #[cfg(not(windows))]
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(4096)

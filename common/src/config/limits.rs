@@ -25,10 +25,15 @@ pub struct Timeouts {
 }
 
 /// The default connection cap: what the open-files limit allows at two sockets per connection.
+/// Windows has no such per-process limit on sockets: there it is the same figure for a soft
+/// limit of 65,536 (32,736 connections).
 pub fn default_max_connections() -> usize {
+    #[cfg(unix)]
     let limit = rlimit::getrlimit(rlimit::Resource::NOFILE)
         .map(|(soft, _)| soft)
         .unwrap_or(1024);
+    #[cfg(not(unix))]
+    let limit: u64 = 65_536;
     usize::try_from(limit.saturating_sub(64) / 2)
         .unwrap_or(usize::MAX)
         .clamp(16, 1_000_000)
