@@ -34,11 +34,17 @@ pub struct Proc {
 impl Proc {
     /// Starts the binary at `bin` with `args`, stdin and stdout closed, and `RUST_LOG` unset.
     pub fn spawn(bin: &str, args: &[&str]) -> Proc {
+        Proc::spawn_env(bin, args, &[])
+    }
+
+    /// [`Proc::spawn`] with environment variables set (`(name, value)`).
+    pub fn spawn_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let name = Path::new(bin)
             .file_name()
             .map_or_else(|| bin.to_owned(), |n| n.to_string_lossy().into_owned());
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -200,4 +206,37 @@ impl Proc {
             "SIG{sig}: {stderr}"
         );
     }
+}
+
+/// Started without `-c`, `bin` names the default paths it tried and exits 2 when none exists;
+/// once a config file is at the first one (`$XDG_CONFIG_HOME/warren/config.yaml`), it starts
+/// from that file (shown by reaching the bind of the port the file names, held here).
+pub fn assert_default_config_path(bin: &str, yaml_for_listen: impl Fn(std::net::SocketAddr) -> String) {
+    assert!(
+        !Path::new("/etc/warren/config.yaml").exists(),
+        "this machine has /etc/warren/config.yaml, which the binary would use"
+    );
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("xdg-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let xdg = dir.to_str().unwrap();
+    let expected = dir.join("warren").join("config.yaml");
+
+    let (status, stderr) = Proc::spawn_env(bin, &[], &[("XDG_CONFIG_HOME", xdg)]).wait_exit();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no config file"), "{stderr}");
+    assert!(stderr.contains(expected.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("/etc/warren/config.yaml"), "{stderr}");
+
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std::fs::create_dir_all(expected.parent().unwrap()).unwrap();
+    std::fs::write(&expected, yaml_for_listen(held.local_addr().unwrap())).unwrap();
+    let (status, stderr) = Proc::spawn_env(bin, &[], &[("XDG_CONFIG_HOME", xdg)]).wait_exit();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(expected.to_str().unwrap()), "{stderr}");
+    assert!(
+        stderr.contains("cannot listen"),
+        "it did not start from the file: {stderr}"
+    );
+    drop(held);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

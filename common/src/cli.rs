@@ -25,11 +25,29 @@ use crate::config::{ConfigError, LocalConfig, RawConfig, RemoteConfig};
 pub trait ServerConfig: for<'a> TryFrom<&'a RawConfig, Error = ConfigError> {
     /// Where the server listens.
     fn listen(&self) -> SocketAddr;
+
+    /// What is valid but probably not meant, one sentence each; logged at start, before
+    /// binding.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl ServerConfig for LocalConfig {
     fn listen(&self) -> SocketAddr {
         self.listen
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if !self.listen.ip().is_loopback() && self.users.is_empty() {
+            warnings.push(format!(
+                "local.listen is {}, beyond loopback, and local.users is empty: anyone who can reach \
+                 this port can use the proxy (an open proxy); add local.users or listen on 127.0.0.1",
+                self.listen
+            ));
+        }
+        warnings
     }
 }
 
@@ -46,6 +64,8 @@ enum StartError {
     Log(#[from] crate::logging::LogError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("no config file: pass -c FILE, or create one of: {} (config.example.yaml shows the format)", .tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    NoConfig { tried: Vec<PathBuf> },
     #[error("starting the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error("cannot listen on {addr}")]
@@ -61,7 +81,7 @@ enum StartError {
 pub struct Binary {
     /// `warren-local` or `warren-remote`: the prefix of its error message.
     pub name: &'static str,
-    /// `--config`: the YAML file; without it the config is empty and flags must fill it.
+    /// `--config`: the YAML file; without it, the first of [`default_config_paths`] that exists.
     pub config: Option<PathBuf>,
     /// `--log-level`: wins over `RUST_LOG`.
     pub log_level: Option<String>,
@@ -105,12 +125,27 @@ where
     F: Future<Output = ()>,
 {
     crate::net::raise_fd_limit();
-    let mut raw = match path {
-        Some(path) => RawConfig::load(path)?,
-        None => RawConfig::default(),
+    let default;
+    let path = match path {
+        Some(path) => path,
+        None => {
+            let tried = default_config_paths(|name| std::env::var_os(name));
+            default = tried.iter().find(|p| p.is_file()).cloned();
+            match &default {
+                Some(found) => {
+                    tracing::info!(config = %found.display(), "no -c given: using the config file found here");
+                    found
+                }
+                None => return Err(StartError::NoConfig { tried }),
+            }
+        }
     };
+    let mut raw = RawConfig::load(path)?;
     flags(&mut raw);
     let config = C::try_from(&raw)?;
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let runtime = tokio::runtime::Runtime::new().map_err(StartError::Runtime)?;
     runtime.block_on(async {
         crate::trim::spawn();
@@ -122,6 +157,34 @@ where
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Where a binary started without `-c` looks for its config, in order (the first that exists
+/// is used): on Unix `$XDG_CONFIG_HOME/warren/config.yaml` (or `$HOME/.config/warren/...` when
+/// XDG_CONFIG_HOME is unset or empty), then `/etc/warren/config.yaml`; on Windows
+/// `%APPDATA%\warren\config.yaml`, then `%PROGRAMDATA%\warren\config.yaml`. `env` reads
+/// an environment variable (a parameter, so tests need not change the process's own).
+pub fn default_config_paths(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Vec<PathBuf> {
+    config_paths_for(cfg!(windows), env)
+}
+
+/// [`default_config_paths`] for Windows or Unix, whichever this runs on (so both are tested).
+fn config_paths_for(windows: bool, env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Vec<PathBuf> {
+    let set = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let mut paths = Vec::new();
+    if windows {
+        for var in ["APPDATA", "PROGRAMDATA"] {
+            if let Some(dir) = set(var) {
+                paths.push(dir.join("warren").join("config.yaml"));
+            }
+        }
+    } else {
+        if let Some(dir) = set("XDG_CONFIG_HOME").or_else(|| set("HOME").map(|home| home.join(".config"))) {
+            paths.push(dir.join("warren").join("config.yaml"));
+        }
+        paths.push(PathBuf::from("/etc/warren/config.yaml"));
+    }
+    paths
 }
 
 /// `error: cause: cause's cause...`, each source on the chain after a colon.
@@ -139,6 +202,39 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<std::ffi::OsString> {
+        move |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).into())
+    }
+
+    #[test]
+    fn default_config_paths_on_windows_are_appdata_then_programdata() {
+        let paths = config_paths_for(true, env(&[("APPDATA", "A"), ("PROGRAMDATA", "P"), ("HOME", "/h")]));
+        assert_eq!(
+            paths,
+            [
+                PathBuf::from("A").join("warren").join("config.yaml"),
+                PathBuf::from("P").join("warren").join("config.yaml")
+            ]
+        );
+        assert!(config_paths_for(true, env(&[])).is_empty());
+    }
+
+    #[test]
+    fn default_config_paths_follow_xdg_then_home_then_etc() {
+        let paths = |pairs| config_paths_for(false, env(pairs));
+        let etc = PathBuf::from("/etc/warren/config.yaml");
+        assert_eq!(
+            paths(&[("XDG_CONFIG_HOME", "/x"), ("HOME", "/h")]),
+            [PathBuf::from("/x/warren/config.yaml"), etc.clone()]
+        );
+        // An empty XDG_CONFIG_HOME counts as unset (the XDG Base Directory spec).
+        assert_eq!(
+            paths(&[("XDG_CONFIG_HOME", ""), ("HOME", "/h")]),
+            [PathBuf::from("/h/.config/warren/config.yaml"), etc.clone()]
+        );
+        assert_eq!(paths(&[]), [etc]);
+    }
 
     #[test]
     fn errors_show_their_causes_in_order() {

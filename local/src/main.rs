@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use warren_common::cli;
-use warren_common::config::{LocalConfig, RawLocal};
+use warren_common::config::{LocalConfig, RawConfig, RawLocal};
 
 /// warren-local: the SOCKS5 proxy your applications use; carries each connection through an
 /// encrypted tunnel to warren-remote.
@@ -35,11 +35,16 @@ fn main() -> ExitCode {
         config: args.config.clone(),
         log_level: args.log_level.clone(),
     };
-    cli::run_server(binary, |raw| flags(raw.local_mut(), args), ready, warren_local::run)
+    cli::run_server(binary, |raw| flags(raw, args), ready, warren_local::run)
 }
 
-/// The flags that override the config file's `local:` section.
-fn flags(local: &mut RawLocal, args: Args) {
+/// The flags that override the config file's `local:` section. Without any, a file with no
+/// such section stays without one and is refused.
+fn flags(raw: &mut RawConfig, args: Args) {
+    if args.listen.is_none() && args.remote.is_none() && args.max_connections.is_none() {
+        return;
+    }
+    let local: &mut RawLocal = raw.local_mut();
     local.listen = args.listen.or(local.listen.take());
     local.remote = args.remote.or(local.remote.take());
     local.max_connections = args.max_connections.or(local.max_connections.take());

@@ -15,8 +15,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_warren-local");
 #[path = "../../tests/cli_harness.rs"]
 mod cli_harness;
 use cli_harness::{
-    assert_each_exits_2_before_binding, assert_fails_at_binding, assert_version_and_help, config_file, free_port, key,
-    Proc, BOUND,
+    assert_default_config_path, assert_each_exits_2_before_binding, assert_fails_at_binding, assert_version_and_help,
+    config_file, free_port, key, Proc, BOUND,
 };
 
 /// A raw, blocking SOCKS5 CONNECT (with an RFC 1929 login if given). Returns the reply code, or
@@ -118,6 +118,14 @@ fn config_errors_exit_2_before_binding_and_name_the_field() {
                 file(with(&good, "  routes:\n    - { domain: a.test, proxy: vsp }\n")),
             ],
             "local.routes[0].proxy: no remote or chain named \"vsp\"",
+        ),
+        // A file without the binary's own section: refused, not started on defaults.
+        (
+            vec![
+                "-c".into(),
+                file(format!("key: \"{good}\"\nremote:\n  listen: \"127.0.0.1:1\"\n")),
+            ],
+            "local: section missing: warren-local runs from the `local:` section",
         ),
         // No file at all; the flag supplies the listen address.
         (
@@ -301,4 +309,37 @@ fn silent_remote_hint() {
     assert!(hint.contains("peer=127.0.0.1:"), "the warning names the client: {hint}");
     proc.signal("TERM");
     assert_eq!(proc.wait_exit().0.code(), Some(0));
+}
+
+// Without -c: "no config file" with the paths tried, or the first of them that exists.
+#[test]
+fn without_c_the_default_config_file_is_used_or_the_paths_named() {
+    let key = key();
+    assert_default_config_path(BIN, |listen| {
+        format!("key: \"{key}\"\nlocal:\n  listen: \"{listen}\"\n  remote: \"127.0.0.1:1\"\n")
+    });
+}
+
+// Listening beyond loopback with no users is an open proxy: said at start, before binding. The
+// test holds the port on 127.0.0.1, so the wildcard bind fails rather than exposing a proxy.
+#[test]
+fn an_open_proxy_beyond_loopback_is_warned_about() {
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let yaml = |users: &str| {
+        format!(
+            "key: \"{}\"\nlocal:\n  listen: \"0.0.0.0:{port}\"\n  remote: \"127.0.0.1:1\"\n{users}",
+            key()
+        )
+    };
+    let open = config_file(&yaml(""));
+    let mut proc = Proc::spawn(BIN, &["-c", open.to_str().unwrap()]);
+    let line = proc.wait_line("open proxy");
+    assert!(line.contains("WARN") && line.contains("0.0.0.0"), "{line}");
+    drop(proc);
+    // With users, no warning (the run ends at the held port's bind).
+    let closed = config_file(&yaml("  users:\n    - { username: alice, password: s3cret }\n"));
+    let (_, stderr) = Proc::spawn(BIN, &["-c", closed.to_str().unwrap()]).wait_exit();
+    assert!(!stderr.contains("open proxy"), "{stderr}");
+    drop(held);
 }

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use warren_common::cli;
-use warren_common::config::{RawRemote, RemoteConfig};
+use warren_common::config::{RawConfig, RawRemote, RemoteConfig};
 use warren_common::crypto::Key;
 
 /// warren-remote: the tunnel's far end; accepts warren-local's encrypted connections and makes
@@ -45,11 +45,16 @@ fn main() -> ExitCode {
         config: args.config.clone(),
         log_level: args.log_level.clone(),
     };
-    cli::run_server(binary, |raw| flags(raw.remote_mut(), args), ready, warren_remote::run)
+    cli::run_server(binary, |raw| flags(raw, args), ready, warren_remote::run)
 }
 
-/// The flags that override the config file's `remote:` section.
-fn flags(remote: &mut RawRemote, args: Args) {
+/// The flags that override the config file's `remote:` section. Without any, a file with no
+/// such section stays without one and is refused: it used to start on 0.0.0.0:8388 silently.
+fn flags(raw: &mut RawConfig, args: Args) {
+    if args.listen.is_none() && args.max_connections.is_none() {
+        return;
+    }
+    let remote: &mut RawRemote = raw.remote_mut();
     remote.listen = args.listen.or(remote.listen.take());
     remote.max_connections = args.max_connections.or(remote.max_connections.take());
 }

@@ -21,8 +21,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_warren-remote");
 #[path = "../../tests/cli_harness.rs"]
 mod cli_harness;
 use cli_harness::{
-    assert_each_exits_2_before_binding, assert_fails_at_binding, assert_version_and_help, config_file, free_port, key,
-    Proc, BOUND,
+    assert_default_config_path, assert_each_exits_2_before_binding, assert_fails_at_binding, assert_version_and_help,
+    config_file, free_port, key, Proc, BOUND,
 };
 
 /// Starts the binary on a free loopback port with `key` and `extra` lines for `remote:`, and
@@ -107,6 +107,14 @@ fn config_errors_exit_2_before_binding_and_name_the_field() {
         (
             vec!["-c".into(), file(with(&good, "  connect_timeout: 0\n"))],
             "remote.connect_timeout",
+        ),
+        // A file without the binary's own section: refused (it used to listen on 0.0.0.0:8388).
+        (
+            vec![
+                "-c".into(),
+                file(format!("key: \"{good}\"\nlocal:\n  remote: \"127.0.0.1:1\"\n")),
+            ],
+            "remote: section missing: warren-remote runs from the `remote:` section",
         ),
         // No file at all; the flag supplies the listen address.
         (
@@ -244,4 +252,13 @@ async fn the_log_never_shows_the_key() {
     for secret in [key_text.as_str(), other_key.as_str()] {
         assert!(!stderr.contains(secret), "the log shows a key:\n{stderr}");
     }
+}
+
+// Without -c: "no config file" with the paths tried, or the first of them that exists.
+#[test]
+fn without_c_the_default_config_file_is_used_or_the_paths_named() {
+    let key = key();
+    assert_default_config_path(BIN, |listen| {
+        format!("key: \"{key}\"\nremote:\n  listen: \"{listen}\"\n")
+    });
 }

@@ -97,7 +97,12 @@ impl TryFrom<&RawConfig> for LocalConfig {
 
     fn try_from(raw: &RawConfig) -> Result<Self, ConfigError> {
         let key = raw.key()?;
-        let local = raw.local.as_ref().ok_or_else(|| invalid("local", "section missing"))?;
+        let local = raw.local.as_ref().ok_or_else(|| {
+            invalid(
+                "local",
+                "section missing: warren-local runs from the `local:` section of the file (see config.example.yaml)",
+            )
+        })?;
         LocalConfig::from_section(key, local)
     }
 }
@@ -107,10 +112,12 @@ impl TryFrom<&RawConfig> for RemoteConfig {
 
     fn try_from(raw: &RawConfig) -> Result<Self, ConfigError> {
         let key = raw.key()?;
-        let remote = raw
-            .remote
-            .as_ref()
-            .ok_or_else(|| invalid("remote", "section missing"))?;
+        let remote = raw.remote.as_ref().ok_or_else(|| {
+            invalid(
+                "remote",
+                "section missing: warren-remote runs from the `remote:` section of the file (see config.example.yaml)",
+            )
+        })?;
         let example_key = raw.key.as_deref().map(str::trim) == Some(EXAMPLE_KEY);
         RemoteConfig::from_section(key, example_key, remote)
     }
