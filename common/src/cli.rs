@@ -168,7 +168,8 @@ pub fn default_config_paths(env: impl Fn(&str) -> Option<std::ffi::OsString>) ->
     config_paths_for(cfg!(windows), env)
 }
 
-/// [`default_config_paths`] for Windows or Unix, whichever this runs on (so both are tested).
+/// [`default_config_paths`] for Windows (`windows`) or Unix: a parameter, so the unit tests
+/// check both lists on any platform.
 fn config_paths_for(windows: bool, env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Vec<PathBuf> {
     let set = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     let mut paths = Vec::new();
