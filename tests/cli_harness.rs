@@ -227,8 +227,15 @@ pub fn assert_default_config_path(bin: &str, yaml_for_listen: impl Fn(std::net::
     assert!(stderr.contains(expected.to_str().unwrap()), "{stderr}");
     assert!(stderr.contains("/etc/warren/config.yaml"), "{stderr}");
 
+    // Something at the path that is not a readable file is reported, not passed over.
+    std::fs::create_dir_all(&expected).unwrap();
+    let (status, stderr) = Proc::spawn_env(bin, &[], &[("XDG_CONFIG_HOME", xdg)]).wait_exit();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("no config file"), "{stderr}");
+    assert!(stderr.contains(expected.to_str().unwrap()), "{stderr}");
+    std::fs::remove_dir(&expected).unwrap();
+
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    std::fs::create_dir_all(expected.parent().unwrap()).unwrap();
     std::fs::write(&expected, yaml_for_listen(held.local_addr().unwrap())).unwrap();
     let (status, stderr) = Proc::spawn_env(bin, &[], &[("XDG_CONFIG_HOME", xdg)]).wait_exit();
     assert_eq!(status.code(), Some(2), "{stderr}");

@@ -130,7 +130,12 @@ where
         Some(path) => path,
         None => {
             let tried = default_config_paths(|name| std::env::var_os(name));
-            default = tried.iter().find(|p| p.is_file()).cloned();
+            // A path that exists but cannot be read (permissions, a directory, a dangling link) is
+            // chosen, so its error is reported, rather than silently passed over for the next.
+            default = tried
+                .iter()
+                .find(|p| !matches!(std::fs::metadata(p), Err(e) if e.kind() == std::io::ErrorKind::NotFound))
+                .cloned();
             match &default {
                 Some(found) => {
                     tracing::info!(config = %found.display(), "no -c given: using the config file found here");
@@ -162,7 +167,8 @@ where
 /// Where a binary started without `-c` looks for its config, in order (the first that exists
 /// is used): on Unix `$XDG_CONFIG_HOME/warren/config.yaml` (or `$HOME/.config/warren/...` when
 /// XDG_CONFIG_HOME is unset or empty), then `/etc/warren/config.yaml`; on Windows
-/// `%APPDATA%\warren\config.yaml`, then `%PROGRAMDATA%\warren\config.yaml`. `env` reads
+/// `%APPDATA%\warren\config.yaml`, then `%PROGRAMDATA%\warren\config.yaml`; a variable that
+/// is unset, empty or not an absolute path is skipped. `env` reads
 /// an environment variable (a parameter, so tests need not change the process's own).
 pub fn default_config_paths(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Vec<PathBuf> {
     config_paths_for(cfg!(windows), env)
@@ -171,7 +177,8 @@ pub fn default_config_paths(env: impl Fn(&str) -> Option<std::ffi::OsString>) ->
 /// [`default_config_paths`] for Windows (`windows`) or Unix: a parameter, so the unit tests
 /// check both lists on any platform.
 fn config_paths_for(windows: bool, env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Vec<PathBuf> {
-    let set = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    // Unset, empty and relative values are ignored (the XDG Base Directory spec's rule).
+    let set = |name: &str| env(name).map(PathBuf::from).filter(|p| p.is_absolute());
     let mut paths = Vec::new();
     if windows {
         for var in ["APPDATA", "PROGRAMDATA"] {
@@ -204,26 +211,34 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
-    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<std::ffi::OsString> {
-        move |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).into())
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<std::ffi::OsString> {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        move |name: &str| pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.into())
     }
 
     #[test]
     fn default_config_paths_on_windows_are_appdata_then_programdata() {
-        let paths = config_paths_for(true, env(&[("APPDATA", "A"), ("PROGRAMDATA", "P"), ("HOME", "/h")]));
+        // Absolute on the platform the test runs on.
+        let (a, p) = if cfg!(windows) {
+            ("C:\\A", "C:\\P")
+        } else {
+            ("/A", "/P")
+        };
+        let paths = config_paths_for(true, env(&[("APPDATA", a), ("PROGRAMDATA", p), ("HOME", "/h")]));
         assert_eq!(
             paths,
             [
-                PathBuf::from("A").join("warren").join("config.yaml"),
-                PathBuf::from("P").join("warren").join("config.yaml")
+                PathBuf::from(a).join("warren").join("config.yaml"),
+                PathBuf::from(p).join("warren").join("config.yaml")
             ]
         );
         assert!(config_paths_for(true, env(&[])).is_empty());
     }
 
+    #[cfg(unix)]
     #[test]
     fn default_config_paths_follow_xdg_then_home_then_etc() {
-        let paths = |pairs| config_paths_for(false, env(pairs));
+        let paths = |pairs: &[(&str, &str)]| config_paths_for(false, env(pairs));
         let etc = PathBuf::from("/etc/warren/config.yaml");
         assert_eq!(
             paths(&[("XDG_CONFIG_HOME", "/x"), ("HOME", "/h")]),
@@ -232,6 +247,11 @@ mod tests {
         // An empty XDG_CONFIG_HOME counts as unset (the XDG Base Directory spec).
         assert_eq!(
             paths(&[("XDG_CONFIG_HOME", ""), ("HOME", "/h")]),
+            [PathBuf::from("/h/.config/warren/config.yaml"), etc.clone()]
+        );
+        // A relative XDG_CONFIG_HOME is ignored too.
+        assert_eq!(
+            paths(&[("XDG_CONFIG_HOME", "rel"), ("HOME", "/h")]),
             [PathBuf::from("/h/.config/warren/config.yaml"), etc.clone()]
         );
         assert_eq!(paths(&[]), [etc]);

@@ -38,10 +38,11 @@ fn main() -> ExitCode {
     cli::run_server(binary, |raw| flags(raw, args), ready, warren_local::run)
 }
 
-/// The flags that override the config file's `local:` section. Without any, a file with no
-/// such section stays without one and is refused.
+/// The flags that override the config file's `local:` section. Only `--listen` or `--remote`
+/// creates the section when the file has none; otherwise such a file is refused ("section
+/// missing"), whatever else is passed.
 fn flags(raw: &mut RawConfig, args: Args) {
-    if args.listen.is_none() && args.remote.is_none() && args.max_connections.is_none() {
+    if raw.local.is_none() && args.listen.is_none() && args.remote.is_none() {
         return;
     }
     let local: &mut RawLocal = raw.local_mut();

@@ -127,6 +127,16 @@ fn config_errors_exit_2_before_binding_and_name_the_field() {
             ],
             "local: section missing: warren-local runs from the `local:` section",
         ),
+        // ... and --max-connections does not create it.
+        (
+            vec![
+                "-c".into(),
+                file(format!("key: \"{good}\"\nremote:\n  listen: \"127.0.0.1:1\"\n")),
+                "--max-connections".into(),
+                "5".into(),
+            ],
+            "local: section missing",
+        ),
         // No file at all; the flag supplies the listen address.
         (
             vec![
@@ -321,7 +331,8 @@ fn without_c_the_default_config_file_is_used_or_the_paths_named() {
 }
 
 // Listening beyond loopback with no users is an open proxy: said at start, before binding. The
-// test holds the port on 127.0.0.1, so the wildcard bind fails rather than exposing a proxy.
+// test holds the port on 127.0.0.1, so on Linux the wildcard bind fails rather than exposing a
+// proxy (the process is killed as soon as the warning is read in any case).
 #[test]
 fn an_open_proxy_beyond_loopback_is_warned_about() {
     let held = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -339,7 +350,12 @@ fn an_open_proxy_beyond_loopback_is_warned_about() {
     drop(proc);
     // With users, no warning (the run ends at the held port's bind).
     let closed = config_file(&yaml("  users:\n    - { username: alice, password: s3cret }\n"));
-    let (_, stderr) = Proc::spawn(BIN, &["-c", closed.to_str().unwrap()]).wait_exit();
+    let (status, stderr) = Proc::spawn(BIN, &["-c", closed.to_str().unwrap()]).wait_exit();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot listen"),
+        "it stopped before the warnings: {stderr}"
+    );
     assert!(!stderr.contains("open proxy"), "{stderr}");
     drop(held);
 }

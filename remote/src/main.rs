@@ -48,10 +48,11 @@ fn main() -> ExitCode {
     cli::run_server(binary, |raw| flags(raw, args), ready, warren_remote::run)
 }
 
-/// The flags that override the config file's `remote:` section. Without any, a file with no
-/// such section stays without one and is refused: it used to start on 0.0.0.0:8388 silently.
+/// The flags that override the config file's `remote:` section. Only `--listen` creates the
+/// section when the file has none; otherwise such a file is refused ("section missing"),
+/// whatever else is passed: it used to start on 0.0.0.0:8388 silently.
 fn flags(raw: &mut RawConfig, args: Args) {
-    if args.listen.is_none() && args.max_connections.is_none() {
+    if raw.remote.is_none() && args.listen.is_none() {
         return;
     }
     let remote: &mut RawRemote = raw.remote_mut();

@@ -116,6 +116,16 @@ fn config_errors_exit_2_before_binding_and_name_the_field() {
             ],
             "remote: section missing: warren-remote runs from the `remote:` section",
         ),
+        // ... and --max-connections does not create it.
+        (
+            vec![
+                "-c".into(),
+                file(format!("key: \"{good}\"\nlocal:\n  remote: \"127.0.0.1:1\"\n")),
+                "--max-connections".into(),
+                "5".into(),
+            ],
+            "remote: section missing",
+        ),
         // No file at all; the flag supplies the listen address.
         (
             vec![

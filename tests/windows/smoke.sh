@@ -5,7 +5,8 @@
 #
 #   tests/windows/smoke.sh LOCAL_EXE LINUX_REMOTE
 #
-# Needs wine64 and gcc-mingw-w64-x86-64 (Debian), which .ci/platforms installs.
+# Needs wine64, gcc-mingw-w64-x86-64, curl and python3 (Debian); .ci/run and .ci/platforms
+# install them.
 set -euo pipefail
 local_exe=$(realpath "$1")
 remote_bin=$(realpath "$2")
@@ -13,8 +14,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
 pids=()
 cleanup() {
+  status=$?
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  WINEPREFIX=$work/prefix wineserver -k 2>/dev/null || true
+  wineserver=$(command -v wineserver || echo /usr/lib/wine/wineserver64)
+  WINEPREFIX=$work/prefix "$wineserver" -k 2>/dev/null || true
+  if [ "$status" != 0 ]; then
+    echo "--- remote.log" >&2; cat "$work/remote.log" >&2 || true
+    echo "--- local.log" >&2; cat "$work/local.log" >&2 || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -42,12 +49,20 @@ python3 -m http.server "$site" --bind 127.0.0.1 --directory "$work/site" >/dev/n
 pids+=($!)
 "$remote_bin" -c "$work/warren.yaml" > "$work/remote.log" 2>&1 &
 pids+=($!)
+for _ in $(seq 1 100); do
+  grep -q "accepting tunnels" "$work/remote.log" && break
+  sleep 0.1
+done
+grep -q "accepting tunnels" "$work/remote.log" || { echo "warren-remote did not start" >&2; exit 1; }
 (cd "$work" && exec "$wine" ./warren-local.exe -c warren.yaml) > "$work/local.log" 2>&1 &
-pids+=($!)
+local_pid=$!
+pids+=("$local_pid")
 
-# The first start of wine creates its prefix: up to two minutes, in 1 s steps.
+# The first start of wine creates its prefix: up to two minutes, in 1 s steps; a process that
+# exited ends the wait at once.
 for _ in $(seq 1 120); do
   grep -q "serving SOCKS5" "$work/local.log" && break
+  kill -0 "$local_pid" 2>/dev/null || break
   sleep 1
 done
 cat "$work/local.log"
