@@ -1,6 +1,7 @@
 //! The harness both binaries' CLI tests share (`local/tests/cli.rs`, `remote/tests/cli.rs`):
 //! a spawned warren-local or warren-remote whose stderr is read line by line, config files in
-//! the target's temporary directory, free loopback ports and fresh keys. Blocking std only.
+//! the target's temporary directory, free loopback ports and fresh keys; blocking std, except
+//! [`start_remote`], an in-process warren-remote for the tests that need a far end.
 //!
 //! Not a module of the `warren-tests` crate: each CLI test includes it with
 //! `#[path = "../../tests/cli_harness.rs"] mod cli_harness;`, because a binary's path
@@ -246,4 +247,17 @@ pub fn assert_default_config_path(bin: &str, yaml_for_listen: impl Fn(std::net::
     );
     drop(held);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Starts an in-process warren-remote (the library, on the caller's runtime) with `key` on
+/// 127.0.0.1:0; `extra` holds lines for its `remote:` section.
+pub async fn start_remote(key: &str, extra: &str) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
+    let yaml = format!("key: \"{key}\"\nremote:\n  listen: \"127.0.0.1:0\"\n{extra}");
+    let raw = warren_common::config::RawConfig::from_yaml(&yaml, "remote.yaml").unwrap();
+    let config = warren_common::config::RemoteConfig::try_from(&raw).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(warren_remote::run(listener, config, shutdown.clone()));
+    (addr, shutdown)
 }

@@ -75,6 +75,20 @@ fn special(ip: IpAddr) -> bool {
     special || METADATA.contains(&ip)
 }
 
+/// The rule as the config spells it, for `check`: `allow: VALUE` or `deny: VALUE`.
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verdict = match self.verdict {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+        };
+        match &self.matcher {
+            Matcher::Net(net) => write!(f, "{verdict}: {net}"),
+            Matcher::Domain(name) => write!(f, "{verdict}: {name}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Acl {
     rules: Vec<Rule>,
@@ -85,6 +99,11 @@ pub struct Acl {
 impl Acl {
     pub fn new(rules: Vec<Rule>) -> Acl {
         Acl { rules, own: Vec::new() }
+    }
+
+    /// The configured rules, in order (the built-in denies are not among them).
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
     }
 
     /// Adds `addrs`, the addresses of this host's own interfaces, to the built-in denies: like

@@ -7,6 +7,8 @@
 //! any error on the way: "warren-X: error: <message>: <cause>..." on stderr, exit 2
 //! ```
 //!
+//! `warren-X check` ([`run_check`]) takes the same road up to the config, prints it, and stops.
+//!
 //! The open-files limit is raised before the config is checked, because the default connection
 //! cap is derived from it; the signal handlers go in before the ready line, so a signal sent on
 //! seeing that line is caught.
@@ -27,10 +29,16 @@ pub trait ServerConfig: for<'a> TryFrom<&'a RawConfig, Error = ConfigError> {
     fn listen(&self) -> SocketAddr;
 
     /// What is valid but probably not meant, one sentence each; logged at start, before
-    /// binding.
-    fn warnings(&self) -> Vec<String> {
+    /// binding, and printed by `check`.
+    fn warnings(&self) -> Vec<String>;
+
+    /// What the operator must arrange outside warren (firewall ports); printed by `check`.
+    fn notes(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// The effective config as YAML, defaults filled in, secrets masked (`check`).
+    fn show(&self) -> String;
 }
 
 impl ServerConfig for LocalConfig {
@@ -39,21 +47,29 @@ impl ServerConfig for LocalConfig {
     }
 
     fn warnings(&self) -> Vec<String> {
-        let mut warnings = Vec::new();
-        if !self.listen.ip().is_loopback() && self.users.is_empty() {
-            warnings.push(format!(
-                "local.listen is {}, beyond loopback, and local.users is empty: anyone who can reach \
-                 this port can use the proxy (an open proxy); add local.users or listen on 127.0.0.1",
-                self.listen
-            ));
-        }
-        warnings
+        crate::config::advice::local_warnings(self)
+    }
+
+    fn show(&self) -> String {
+        crate::config::show::local(self)
     }
 }
 
 impl ServerConfig for RemoteConfig {
     fn listen(&self) -> SocketAddr {
         self.listen
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        crate::config::advice::remote_warnings(self)
+    }
+
+    fn notes(&self) -> Vec<String> {
+        crate::config::advice::remote_notes(self)
+    }
+
+    fn show(&self) -> String {
+        crate::config::show::remote(self)
     }
 }
 
@@ -125,29 +141,7 @@ where
     F: Future<Output = ()>,
 {
     crate::net::raise_fd_limit();
-    let default;
-    let path = match path {
-        Some(path) => path,
-        None => {
-            let tried = default_config_paths(|name| std::env::var_os(name));
-            // A path that exists but cannot be read (permissions, a directory, a dangling link) is
-            // chosen, so its error is reported, rather than silently passed over for the next.
-            default = tried
-                .iter()
-                .find(|p| !matches!(std::fs::metadata(p), Err(e) if e.kind() == std::io::ErrorKind::NotFound))
-                .cloned();
-            match &default {
-                Some(found) => {
-                    tracing::info!(config = %found.display(), "no -c given: using the config file found here");
-                    found
-                }
-                None => return Err(StartError::NoConfig { tried }),
-            }
-        }
-    };
-    let mut raw = RawConfig::load(path)?;
-    flags(&mut raw);
-    let config = C::try_from(&raw)?;
+    let (_, config) = load::<C>(path, flags)?;
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
@@ -162,6 +156,68 @@ where
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// The config file (`path`, else the first default that exists), parsed, with the binary's
+/// flags written over it, and checked; with the path it came from.
+fn load<C: ServerConfig>(path: Option<&Path>, flags: impl FnOnce(&mut RawConfig)) -> Result<(PathBuf, C), StartError> {
+    let path = match path {
+        Some(path) => path.to_owned(),
+        None => {
+            let tried = default_config_paths(|name| std::env::var_os(name));
+            // A path that exists but cannot be read (permissions, a directory, a dangling link) is
+            // chosen, so its error is reported, rather than silently passed over for the next.
+            let found = tried
+                .iter()
+                .find(|p| !matches!(std::fs::metadata(p), Err(e) if e.kind() == std::io::ErrorKind::NotFound))
+                .cloned();
+            match found {
+                Some(found) => {
+                    tracing::info!(config = %found.display(), "no -c given: using the config file found here");
+                    found
+                }
+                None => return Err(StartError::NoConfig { tried }),
+            }
+        }
+    };
+    let mut raw = RawConfig::load(&path)?;
+    flags(&mut raw);
+    let config = C::try_from(&raw)?;
+    Ok((path, config))
+}
+
+/// `warren-X check`, like `sshd -t`: loads and checks the config exactly as a start would
+/// (same file search, same flags), then prints on stdout the file used, the effective config
+/// ([`ServerConfig::show`]), and a `warning:` / `note:` line for each of
+/// [`ServerConfig::warnings`] and [`ServerConfig::notes`]. Exit code: 2 with the error on
+/// stderr if the config is invalid; otherwise what `then` returns after the printout (0, or the
+/// local's `--connect` probe's verdict). Binds nothing.
+pub fn run_check<C: ServerConfig>(
+    binary: Binary,
+    flags: impl FnOnce(&mut RawConfig),
+    then: impl FnOnce(&C) -> ExitCode,
+) -> ExitCode {
+    // Quiet by default: the report goes to stdout, and info lines would only interleave.
+    let level = binary.log_level.clone().unwrap_or_else(|| "warn".to_owned());
+    let loaded = crate::logging::init(Some(&level))
+        .map_err(StartError::from)
+        .and_then(|()| load::<C>(binary.config.as_deref(), flags));
+    let (path, config) = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("{}: error: {}", binary.name, with_causes(&e));
+            return ExitCode::from(2);
+        }
+    };
+    println!("# {}: {} is valid", binary.name, path.display());
+    print!("{}", config.show());
+    for warning in config.warnings() {
+        println!("# warning: {warning}");
+    }
+    for note in config.notes() {
+        println!("# note: {note}");
+    }
+    then(&config)
 }
 
 /// Where a binary started without `-c` looks for its config, in order (the first that exists

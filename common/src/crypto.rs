@@ -129,6 +129,18 @@ impl Key {
         Key(bytes)
     }
 
+    /// A short public name for the key: the first 4 bytes of SHA-256("warren key id" || key)
+    /// as 8 hex digits. `check` prints it beside `***` so two ends can compare keys without
+    /// showing them; it reveals nothing usable about a random 32-byte key.
+    pub fn id(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::new()
+            .chain_update(b"warren key id")
+            .chain_update(self.0)
+            .finalize();
+        digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+    }
+
     pub fn to_base64(&self) -> String {
         base64::engine::general_purpose::STANDARD.encode(self.0)
     }

@@ -109,6 +109,28 @@ fn parse_ports(value: &str) -> Result<RangeInclusive<u16>, RouteError> {
     Ok(lo..=hi)
 }
 
+/// The matcher as the config spells it, for `check`: `domain: D, cidr: C, port: P` (the
+/// conditions it has, in that order; a one-port range prints as that port).
+impl std::fmt::Display for Matcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(domain) = &self.domain {
+            parts.push(format!("domain: {domain}"));
+        }
+        if let Some(cidr) = &self.cidr {
+            parts.push(format!("cidr: {cidr}"));
+        }
+        if let Some(ports) = &self.ports {
+            parts.push(if ports.start() == ports.end() {
+                format!("port: {}", ports.start())
+            } else {
+                format!("port: {}-{}", ports.start(), ports.end())
+            });
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
 /// One rule: conditions and the action taken when they hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule<A> {

@@ -20,12 +20,16 @@
 //!                      health.rs checks the remotes of failover routes
 //! ```
 //!
+//! `check.rs` is apart from that road: `warren-local check --connect` asks each remote whether
+//! it is reachable, warren, on the same key and the same time.
+//!
 //! Every handshake message is read through `warren_common::framed` (one read loop); `auth.rs`
 //! checks logins.
 #![forbid(unsafe_code)]
 
 mod accept;
 mod auth;
+pub mod check;
 mod http;
 mod outbound;
 mod session;
@@ -39,6 +43,23 @@ use tokio_util::sync::CancellationToken;
 use warren_common::config::LocalConfig;
 
 pub use outbound::Health;
+
+/// `warren-local check --connect`'s probe of every remote ([`check`]): builds a runtime, prints
+/// a verdict line per remote on stdout, and returns exit code 0 if all are ok, else 1.
+pub fn check_connect(config: &LocalConfig) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("warren-local: error: starting the async runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if runtime.block_on(check::connect(config)) {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    }
+}
 
 /// Serves SOCKS5, SOCKS4/4a and HTTP proxy clients on `listener` until `shutdown` is cancelled, then drains.
 pub async fn run(listener: TcpListener, config: LocalConfig, shutdown: CancellationToken) {

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use warren_common::cli;
 use warren_common::config::{LocalConfig, RawConfig, RawLocal};
 
@@ -10,22 +10,37 @@ use warren_common::config::{LocalConfig, RawConfig, RawLocal};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// YAML config file (see config.example.yaml).
-    #[arg(short, long, value_name = "FILE")]
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// YAML config file (see config.example.yaml); without it, the first of
+    /// ~/.config/warren/config.yaml and /etc/warren/config.yaml that exists.
+    #[arg(short, long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// SOCKS5 listen address; overrides local.listen.
-    #[arg(long, value_name = "IP:PORT")]
+    #[arg(long, value_name = "IP:PORT", global = true)]
     listen: Option<String>,
     /// warren-remote's host:port; overrides local.remote.
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", global = true)]
     remote: Option<String>,
     /// Cap on concurrent connections; overrides local.max_connections.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", global = true)]
     max_connections: Option<usize>,
     /// Log filter: error, warn (or warning), info, debug, trace, off, or target=level directives;
     /// wins over RUST_LOG. Anything else (or a bad RUST_LOG) exits 2.
-    #[arg(long, value_name = "LEVEL")]
+    #[arg(long, value_name = "LEVEL", global = true)]
     log_level: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Check the config and print it as it takes effect (defaults filled in, secrets masked),
+    /// with any warnings; exit 0 if valid, 2 if not. Binds nothing.
+    Check {
+        /// Also try each remote: TCP reachable? a warren remote? key right? clocks agree?
+        /// Exit 1 if any is not.
+        #[arg(long)]
+        connect: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -35,7 +50,20 @@ fn main() -> ExitCode {
         config: args.config.clone(),
         log_level: args.log_level.clone(),
     };
-    cli::run_server(binary, |raw| flags(raw, args), ready, warren_local::run)
+    match args.command {
+        Some(Cmd::Check { connect }) => cli::run_check(
+            binary,
+            |raw| flags(raw, args),
+            |config| {
+                if connect {
+                    warren_local::check_connect(config)
+                } else {
+                    ExitCode::SUCCESS
+                }
+            },
+        ),
+        None => cli::run_server(binary, |raw| flags(raw, args), ready, warren_local::run),
+    }
 }
 
 /// The flags that override the config file's `local:` section. Only `--listen` or `--remote`

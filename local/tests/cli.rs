@@ -7,16 +7,13 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use tokio_util::sync::CancellationToken;
-use warren_common::config::{RawConfig, RemoteConfig};
-
 const BIN: &str = env!("CARGO_BIN_EXE_warren-local");
 
 #[path = "../../tests/cli_harness.rs"]
 mod cli_harness;
 use cli_harness::{
     assert_default_config_path, assert_each_exits_2_before_binding, assert_fails_at_binding, assert_version_and_help,
-    config_file, free_port, key, Proc, BOUND,
+    config_file, free_port, key, start_remote, Proc, BOUND,
 };
 
 /// A raw, blocking SOCKS5 CONNECT (with an RFC 1929 login if given). Returns the reply code, or
@@ -52,19 +49,6 @@ fn socks5_connect(proxy: SocketAddr, target: SocketAddr, login: Option<(&str, &s
     s.read_exact(&mut reply).expect("a complete SOCKS5 reply within 10 s");
     assert_eq!(reply[0], 5);
     Some(reply[1])
-}
-
-/// Starts an in-process warren-remote with `key` on 127.0.0.1:0; `extra` holds lines for its
-/// `remote:` section.
-async fn start_remote(key: &str, extra: &str) -> (SocketAddr, CancellationToken) {
-    let yaml = format!("key: \"{key}\"\nremote:\n  listen: \"127.0.0.1:0\"\n{extra}");
-    let raw = RawConfig::from_yaml(&yaml, "remote.yaml").unwrap();
-    let config = RemoteConfig::try_from(&raw).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(warren_remote::run(listener, config, shutdown.clone()));
-    (addr, shutdown)
 }
 
 // --version and --help print and exit 0.

@@ -13,18 +13,19 @@ use warren_common::crypto::Key;
 struct Args {
     #[command(subcommand)]
     command: Option<Cmd>,
-    /// YAML config file (see config.example.yaml).
-    #[arg(short, long, value_name = "FILE")]
+    /// YAML config file (see config.example.yaml); without it, the first of
+    /// ~/.config/warren/config.yaml and /etc/warren/config.yaml that exists.
+    #[arg(short, long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Tunnel listen address; overrides remote.listen.
-    #[arg(long, value_name = "IP:PORT")]
+    #[arg(long, value_name = "IP:PORT", global = true)]
     listen: Option<String>,
     /// Cap on concurrent connections; overrides remote.max_connections.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", global = true)]
     max_connections: Option<usize>,
     /// Log filter: error, warn (or warning), info, debug, trace, off, or target=level directives;
     /// wins over RUST_LOG. Anything else (or a bad RUST_LOG) exits 2.
-    #[arg(long, value_name = "LEVEL")]
+    #[arg(long, value_name = "LEVEL", global = true)]
     log_level: Option<String>,
 }
 
@@ -32,20 +33,26 @@ struct Args {
 enum Cmd {
     /// Print a fresh random key (base64 of 32 bytes) for the `key:` field of both ends.
     Genkey,
+    /// Check the config and print it as it takes effect (defaults filled in, secrets masked),
+    /// with any warnings and the ports to open; exit 0 if valid, 2 if not. Binds nothing.
+    Check,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(Cmd::Genkey) = args.command {
-        println!("{}", Key::generate().to_base64());
-        return ExitCode::SUCCESS;
-    }
     let binary = cli::Binary {
         name: "warren-remote",
         config: args.config.clone(),
         log_level: args.log_level.clone(),
     };
-    cli::run_server(binary, |raw| flags(raw, args), ready, warren_remote::run)
+    match args.command {
+        Some(Cmd::Genkey) => {
+            println!("{}", Key::generate().to_base64());
+            ExitCode::SUCCESS
+        }
+        Some(Cmd::Check) => cli::run_check(binary, |raw| flags(raw, args), |_: &RemoteConfig| ExitCode::SUCCESS),
+        None => cli::run_server(binary, |raw| flags(raw, args), ready, warren_remote::run),
+    }
 }
 
 /// The flags that override the config file's `remote:` section. Only `--listen` creates the

@@ -272,3 +272,51 @@ fn without_c_the_default_config_file_is_used_or_the_paths_named() {
         format!("key: \"{key}\"\nremote:\n  listen: \"{listen}\"\n")
     });
 }
+
+// `check`: the effective config with the key masked (its id shown, the same id warren-local's
+// check prints for the same key), the ports to open, an agent's listener beyond loopback warned
+// about; a bad file exits 2 naming the field; nothing is bound (the listen port is held).
+#[test]
+fn check_prints_the_config_masked_with_its_warnings_and_binds_nothing() {
+    let k = key();
+    let agent_key = key();
+    let held = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let yaml = format!(
+        "key: \"{k}\"\nremote:\n  listen: \"0.0.0.0:{port}\"\n  acl: [ {{ deny: \"10.0.0.0/8\" }} ]\n  agent: {{ server: \"vps.example.net:8388\", name: campus, key: \"{agent_key}\" }}\n"
+    );
+    let path = config_file(&yaml);
+    let out = Command::new(BIN)
+        .args(["check", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(!stdout.contains(&k) && !stdout.contains(&agent_key), "{stdout}");
+    let id = Key::from_base64(&k).unwrap().id();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&stdout).expect("check prints YAML");
+    assert_eq!(doc["key"].as_str(), Some(format!("*** (id {id})").as_str()));
+    assert_eq!(doc["remote"]["acl"][0]["deny"].as_str(), Some("10.0.0.0/8"));
+    assert_eq!(doc["remote"]["handshake_timeout"].as_u64(), Some(10));
+    assert_eq!(doc["remote"]["agent"]["name"].as_str(), Some("campus"));
+    assert!(
+        stdout.contains(&format!("# note: open TCP {port} and UDP {port}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("# warning: remote.listen is 0.0.0.0")),
+        "{stdout}"
+    );
+    drop(held);
+
+    let bad = config_file(&format!("key: \"{k}\"\nremote:\n  max_handshakes: 0\n"));
+    let out = Command::new(BIN)
+        .args(["check", "-c", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("remote.max_handshakes"));
+    assert!(out.stdout.is_empty());
+}

@@ -12,6 +12,7 @@
 //! mod.rs     RawConfig: load, parse, the key; LocalConfig / RemoteConfig from it
 //!  ├─ local.rs ── local_routes.rs               the `local:` section and its routing
 //!  ├─ remote.rs                                  the `remote:` section
+//!  ├─ advice.rs, show.rs                         warnings and notes; the effective config for `check`
 //!  └─ error.rs, parse.rs, secret.rs, limits.rs   leaf helpers used by all of the above
 //! ```
 
@@ -22,6 +23,7 @@ use serde::Deserialize;
 use crate::crypto::Key;
 use error::invalid;
 
+pub mod advice;
 mod error;
 mod limits;
 mod local;
@@ -29,6 +31,7 @@ pub mod local_routes;
 mod parse;
 mod remote;
 mod secret;
+pub mod show;
 #[cfg(test)]
 mod tests;
 
