@@ -261,3 +261,84 @@ pub async fn start_remote(key: &str, extra: &str) -> (std::net::SocketAddr, toki
     tokio::spawn(warren_remote::run(listener, config, shutdown.clone()));
     (addr, shutdown)
 }
+
+/// Whether `tool` runs; when it does not, the caller skips that part, unless
+/// `WARREN_REQUIRE_PACKAGING_TOOLS` is set (`.ci/run` installs them all).
+pub fn have_tool(tool: &str, version_flag: &str) -> bool {
+    let found = Command::new(tool)
+        .arg(version_flag)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("WARREN_REQUIRE_PACKAGING_TOOLS").is_none(),
+            "{tool} is required (WARREN_REQUIRE_PACKAGING_TOOLS is set) but not found"
+        );
+        eprintln!("SKIPPED: {tool} not found");
+    }
+    found
+}
+
+/// `bin completions SHELL` and `bin man` work: bash completes `name <TAB>` to its subcommands
+/// (`words`, each checked) and `--config`; zsh and fish accept their scripts (`-n`, syntax only);
+/// the man page is roff that groff renders without a warning and names every word.
+pub fn assert_completions_and_man(bin: &str, name: &str, words: &[&str]) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("docs-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let generate = |args: &[&str], file: &str| {
+        let out = Command::new(bin).args(args).output().unwrap();
+        assert!(out.status.success() && !out.stdout.is_empty(), "{args:?}");
+        let path = dir.join(file);
+        std::fs::write(&path, &out.stdout).unwrap();
+        path
+    };
+    let bash = generate(&["completions", "bash"], "completion.bash");
+    let script = format!(
+        "source {}\nf=$(complete -p {name} | sed -E 's/.*-F ([^ ]+).*/\\1/')\n\
+         COMP_WORDS=({name} \"\"); COMP_CWORD=1; COMP_LINE=\"{name} \"; COMP_POINT=${{#COMP_LINE}}\n\
+         \"$f\" {name} \"\" {name}\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
+        bash.display()
+    );
+    let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+    let offered = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for word in words.iter().chain(&["--config", "--log-format"]) {
+        assert!(
+            offered.lines().any(|l| l == *word),
+            "bash does not offer {word:?}: {offered}"
+        );
+    }
+    for (shell, file) in [("zsh", "_completion.zsh"), ("fish", "completion.fish")] {
+        let path = generate(&["completions", shell], file);
+        if have_tool(shell, "--version") {
+            let out = Command::new(shell).arg("-n").arg(&path).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{shell}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let man = generate(&["man"], "page.1");
+    let roff = std::fs::read_to_string(&man).unwrap();
+    assert!(roff.contains(&format!(".TH {name} 1")), "{roff}");
+    if have_tool("groff", "--version") {
+        let out = Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-P-cbou"])
+            .arg(&man)
+            .output()
+            .unwrap();
+        let page = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for word in words.iter().chain(&["--log-format"]) {
+            // groff may render a hyphen as U+2010; compare without hyphens.
+            let plain = |s: &str| s.replace(['-', '\u{2010}', '\u{2212}'], "");
+            assert!(plain(&page).contains(&plain(word)), "man page lacks {word:?}: {page}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,4 +1,5 @@
-//! Logging setup: `tracing` to stderr. `--log-level` wins over `RUST_LOG`; the default is info.
+//! Logging setup: `tracing` to stderr, as text or (`--log-format json`) one JSON object per
+//! line. `--log-level` wins over `RUST_LOG`; the default is info.
 //!
 //! The value is checked before use: `tracing`'s own filter reads an unknown word such as
 //! `warning` as a *target* name, which silenced every line without a word of warning. Here a
@@ -53,8 +54,20 @@ pub fn directives(value: &str) -> Option<String> {
     (!out.is_empty()).then(|| out.join(","))
 }
 
-/// Sets up logging to stderr from `level` (`--log-level`), else `RUST_LOG`, else info.
-pub fn init(level: Option<&str>) -> Result<(), LogError> {
+/// How each log line is written (`--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `2026-12-01T05:43:31.037769Z  WARN target: message key=value`, coloured on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (tracing-subscriber's format): `timestamp`, `level`, `target`,
+    /// `fields` (with `message`) and `spans`, for journald, Loki or jq.
+    Json,
+}
+
+/// Sets up logging to stderr in `format` from `level` (`--log-level`), else `RUST_LOG`, else
+/// info.
+pub fn init(level: Option<&str>, format: LogFormat) -> Result<(), LogError> {
     let (origin, value) = match level {
         Some(level) => ("--log-level", level.to_owned()),
         None => match std::env::var("RUST_LOG") {
@@ -76,11 +89,14 @@ pub fn init(level: Option<&str>) -> Result<(), LogError> {
     let filter = directives(&value)
         .and_then(|d| EnvFilter::try_new(d).ok())
         .ok_or_else(invalid)?;
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    // Err only if a subscriber is already set (a test that started a server twice): keep it.
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
+    };
     Ok(())
 }
 

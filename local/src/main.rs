@@ -1,7 +1,6 @@
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use warren_common::cli;
 use warren_common::config::{LocalConfig, RawConfig, RawLocal};
 
@@ -12,10 +11,8 @@ use warren_common::config::{LocalConfig, RawConfig, RawLocal};
 struct Args {
     #[command(subcommand)]
     command: Option<Cmd>,
-    /// YAML config file (see config.example.yaml); without it, the first of
-    /// ~/.config/warren/config.yaml and /etc/warren/config.yaml that exists.
-    #[arg(short, long, value_name = "FILE", global = true)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    common: cli::CommonArgs,
     /// SOCKS5 listen address; overrides local.listen.
     #[arg(long, value_name = "IP:PORT", global = true)]
     listen: Option<String>,
@@ -25,10 +22,6 @@ struct Args {
     /// Cap on concurrent connections; overrides local.max_connections.
     #[arg(long, value_name = "N", global = true)]
     max_connections: Option<usize>,
-    /// Log filter: error, warn (or warning), info, debug, trace, off, or target=level directives;
-    /// wins over RUST_LOG. Anything else (or a bad RUST_LOG) exits 2.
-    #[arg(long, value_name = "LEVEL", global = true)]
-    log_level: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -41,16 +34,15 @@ enum Cmd {
         #[arg(long)]
         connect: bool,
     },
+    #[command(flatten)]
+    Doc(cli::DocCmd),
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let binary = cli::Binary {
-        name: "warren-local",
-        config: args.config.clone(),
-        log_level: args.log_level.clone(),
-    };
+    let binary = args.common.binary("warren-local");
     match args.command {
+        Some(Cmd::Doc(ref doc)) => doc.print(Args::command()),
         Some(Cmd::Check { connect }) => cli::run_check(
             binary,
             |raw| flags(raw, args),
@@ -65,7 +57,6 @@ fn main() -> ExitCode {
         None => cli::run_server(binary, |raw| flags(raw, args), ready, warren_local::run),
     }
 }
-
 /// The flags that override the config file's `local:` section. Only `--listen` or `--remote`
 /// creates the section when the file has none; otherwise such a file is refused ("section
 /// missing"), whatever else is passed.

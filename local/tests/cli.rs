@@ -343,3 +343,32 @@ fn an_open_proxy_beyond_loopback_is_warned_about() {
     assert!(!stderr.contains("open proxy"), "{stderr}");
     drop(held);
 }
+
+// `completions bash|zsh|fish` and `man`, generated from the flags' own definition.
+#[test]
+fn completions_and_man_page_cover_the_subcommands_and_flags() {
+    cli_harness::assert_completions_and_man(BIN, "warren-local", &["check", "completions", "man", "--remote"]);
+}
+
+// `--log-format json`: every line on stderr is one JSON object, the ready line's fields among
+// them, until the signal stops it.
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    let file = config_file(&format!(
+        "key: \"{}\"\nlocal:\n  listen: \"127.0.0.1:{}\"\n  remote: \"127.0.0.1:1\"\n",
+        key(),
+        free_port()
+    ));
+    let mut proc = Proc::spawn(BIN, &["-c", file.to_str().unwrap(), "--log-format", "json"]);
+    let line = proc.wait_line("serving SOCKS5");
+    let ready: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(ready["level"], "INFO", "{line}");
+    assert_eq!(ready["fields"]["remote"], "127.0.0.1:1", "{line}");
+    proc.signal("TERM");
+    let (status, stderr) = proc.wait_exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    for line in stderr.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    }
+    assert!(stderr.contains("\"stopped\""), "{stderr}");
+}

@@ -1,7 +1,6 @@
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use warren_common::cli;
 use warren_common::config::{RawConfig, RawRemote, RemoteConfig};
 use warren_common::crypto::Key;
@@ -13,20 +12,14 @@ use warren_common::crypto::Key;
 struct Args {
     #[command(subcommand)]
     command: Option<Cmd>,
-    /// YAML config file (see config.example.yaml); without it, the first of
-    /// ~/.config/warren/config.yaml and /etc/warren/config.yaml that exists.
-    #[arg(short, long, value_name = "FILE", global = true)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    common: cli::CommonArgs,
     /// Tunnel listen address; overrides remote.listen.
     #[arg(long, value_name = "IP:PORT", global = true)]
     listen: Option<String>,
     /// Cap on concurrent connections; overrides remote.max_connections.
     #[arg(long, value_name = "N", global = true)]
     max_connections: Option<usize>,
-    /// Log filter: error, warn (or warning), info, debug, trace, off, or target=level directives;
-    /// wins over RUST_LOG. Anything else (or a bad RUST_LOG) exits 2.
-    #[arg(long, value_name = "LEVEL", global = true)]
-    log_level: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -36,20 +29,19 @@ enum Cmd {
     /// Check the config and print it as it takes effect (defaults filled in, secrets masked),
     /// with any warnings and the ports to open; exit 0 if valid, 2 if not. Binds nothing.
     Check,
+    #[command(flatten)]
+    Doc(cli::DocCmd),
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let binary = cli::Binary {
-        name: "warren-remote",
-        config: args.config.clone(),
-        log_level: args.log_level.clone(),
-    };
+    let binary = args.common.binary("warren-remote");
     match args.command {
         Some(Cmd::Genkey) => {
             println!("{}", Key::generate().to_base64());
             ExitCode::SUCCESS
         }
+        Some(Cmd::Doc(ref doc)) => doc.print(Args::command()),
         Some(Cmd::Check) => cli::run_check(binary, |raw| flags(raw, args), |_: &RemoteConfig| ExitCode::SUCCESS),
         None => cli::run_server(binary, |raw| flags(raw, args), ready, warren_remote::run),
     }

@@ -320,3 +320,9 @@ fn check_prints_the_config_masked_with_its_warnings_and_binds_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("remote.max_handshakes"));
     assert!(out.stdout.is_empty());
 }
+
+// `completions bash|zsh|fish` and `man`, generated from the flags' own definition.
+#[test]
+fn completions_and_man_page_cover_the_subcommands_and_flags() {
+    cli_harness::assert_completions_and_man(BIN, "warren-remote", &["genkey", "check", "completions", "man"]);
+}

@@ -23,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, LocalConfig, RawConfig, RemoteConfig};
 
+mod args;
+pub use args::{CommonArgs, DocCmd};
+
 /// A checked config a server binary runs from, built from the whole file.
 pub trait ServerConfig: for<'a> TryFrom<&'a RawConfig, Error = ConfigError> {
     /// Where the server listens.
@@ -101,6 +104,8 @@ pub struct Binary {
     pub config: Option<PathBuf>,
     /// `--log-level`: wins over `RUST_LOG`.
     pub log_level: Option<String>,
+    /// `--log-format`: text or JSON lines.
+    pub log_format: crate::logging::LogFormat,
 }
 
 /// Runs a server binary to its end and returns its exit code: 0 after a signal stopped it, 2
@@ -118,7 +123,7 @@ where
     F: Future<Output = ()>,
 {
     // An unknown --log-level or RUST_LOG stops the binary: it used to silence every line.
-    let started = crate::logging::init(binary.log_level.as_deref())
+    let started = crate::logging::init(binary.log_level.as_deref(), binary.log_format)
         .map_err(StartError::from)
         .and_then(|()| start(binary.config.as_deref(), flags, ready, run));
     match started {
@@ -199,7 +204,7 @@ pub fn run_check<C: ServerConfig>(
 ) -> ExitCode {
     // Quiet by default: the report goes to stdout, and info lines would only interleave.
     let level = binary.log_level.clone().unwrap_or_else(|| "warn".to_owned());
-    let loaded = crate::logging::init(Some(&level))
+    let loaded = crate::logging::init(Some(&level), binary.log_format)
         .map_err(StartError::from)
         .and_then(|()| load::<C>(binary.config.as_deref(), flags));
     let (path, config) = match loaded {
