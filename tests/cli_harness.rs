@@ -342,3 +342,44 @@ pub fn assert_completions_and_man(bin: &str, name: &str, words: &[&str]) {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A raw, blocking SOCKS5 CONNECT to an IPv4 `target` (with an RFC 1929 login if given).
+/// Returns the reply code and the connection (relaying after a 0x00 reply), or None if the
+/// server refused the login.
+pub fn socks5_open(
+    proxy: std::net::SocketAddr,
+    target: std::net::SocketAddr,
+    login: Option<(&str, &str)>,
+) -> Option<(u8, std::net::TcpStream)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(proxy).expect("connect to warren-local");
+    s.set_read_timeout(Some(BOUND)).unwrap();
+    let method = if login.is_some() { 0x02 } else { 0x00 };
+    s.write_all(&[5, 1, method]).unwrap();
+    let mut sel = [0u8; 2];
+    s.read_exact(&mut sel).expect("method selection");
+    assert_eq!(sel, [5, method]);
+    if let Some((user, pass)) = login {
+        let mut msg = vec![1, user.len() as u8];
+        msg.extend_from_slice(user.as_bytes());
+        msg.push(pass.len() as u8);
+        msg.extend_from_slice(pass.as_bytes());
+        s.write_all(&msg).unwrap();
+        let mut status = [0u8; 2];
+        s.read_exact(&mut status).expect("login status");
+        if status[1] != 0 {
+            return None;
+        }
+    }
+    let std::net::SocketAddr::V4(v4) = target else {
+        panic!("IPv4 targets only")
+    };
+    let mut req = vec![5, 1, 0, 1];
+    req.extend_from_slice(&v4.ip().octets());
+    req.extend_from_slice(&v4.port().to_be_bytes());
+    s.write_all(&req).unwrap();
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).expect("a complete SOCKS5 reply within 10 s");
+    assert_eq!(reply[0], 5);
+    Some((reply[1], s))
+}

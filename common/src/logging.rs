@@ -1,5 +1,6 @@
 //! Logging setup: `tracing` to stderr, as text or (`--log-format json`) one JSON object per
-//! line. `--log-level` wins over `RUST_LOG`; the default is info.
+//! line. `--log-level` wins over `RUST_LOG`, which wins over the config file's `log_level`
+//! (applied, and re-applied on reload, through [`LogHandle`]); the default is info.
 //!
 //! The value is checked before use: `tracing`'s own filter reads an unknown word such as
 //! `warning` as a *target* name, which silenced every line without a word of warning. Here a
@@ -65,9 +66,38 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the running filter came from, and how to change it when the config file's
+/// `log_level` is (re)read.
+pub struct LogHandle {
+    /// `--log-level` or `RUST_LOG` when one of them set the filter (the file's `log_level` is
+    /// then ignored); `None` when the default (info) is in force.
+    pub fixed_by: Option<&'static str>,
+    set: Box<dyn Fn(EnvFilter) -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for LogHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogHandle").field("fixed_by", &self.fixed_by).finish()
+    }
+}
+
+impl LogHandle {
+    /// Applies the config file's `log_level` (already checked by [`directives`]), or info when
+    /// the file has none, unless a flag or `RUST_LOG` fixed the filter. Returns what it did, for
+    /// the log: `None` when nothing changed.
+    pub fn apply_file_level(&self, level: Option<&str>) -> Option<String> {
+        if self.fixed_by.is_some() {
+            return None;
+        }
+        let value = level.and_then(directives).unwrap_or_else(|| "info".to_owned());
+        let filter = EnvFilter::try_new(&value).ok()?;
+        (self.set)(filter).then_some(value)
+    }
+}
+
 /// Sets up logging to stderr in `format` from `level` (`--log-level`), else `RUST_LOG`, else
-/// info.
-pub fn init(level: Option<&str>, format: LogFormat) -> Result<(), LogError> {
+/// info (which the config file's `log_level` may change later, through the returned handle).
+pub fn init(level: Option<&str>, format: LogFormat) -> Result<LogHandle, LogError> {
     let (origin, value) = match level {
         Some(level) => ("--log-level", level.to_owned()),
         None => match std::env::var("RUST_LOG") {
@@ -92,12 +122,32 @@ pub fn init(level: Option<&str>, format: LogFormat) -> Result<(), LogError> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    // Err only if a subscriber is already set (a test that started a server twice): keep it.
-    let _ = match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
+    // try_init fails only if a subscriber is already set (a test that started a server twice):
+    // that one is kept, and the handle then changes nothing that matters.
+    let set: Box<dyn Fn(EnvFilter) -> bool + Send + Sync> = match format {
+        LogFormat::Text => {
+            let builder = builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            let _ = builder.try_init();
+            Box::new(move |filter| handle.reload(filter).is_ok())
+        }
+        LogFormat::Json => {
+            let builder = builder
+                .json()
+                .with_current_span(true)
+                .with_span_list(true)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            let _ = builder.try_init();
+            Box::new(move |filter| handle.reload(filter).is_ok())
+        }
     };
-    Ok(())
+    Ok(LogHandle {
+        fixed_by: (origin != "default").then_some(origin),
+        set,
+    })
 }
 
 #[cfg(test)]

@@ -30,6 +30,17 @@ pub struct ServerLimits {
     pub shutdown_grace: Duration,
 }
 
+/// The config a running server serves from: the current one, replaced whole when the config is
+/// reloaded (SIGHUP, `cli::reload`). A server reads it for each new connection; open
+/// connections keep the `Arc` they started with. [`fixed`] makes one that never changes.
+pub type Configs<C> = tokio::sync::watch::Receiver<std::sync::Arc<C>>;
+
+/// [`Configs`] that stay `config` (for library users and tests without reload).
+pub fn fixed<C>(config: C) -> Configs<C> {
+    // With the sender gone, `changed()` reports the end at once and `borrow()` keeps the value.
+    tokio::sync::watch::channel(std::sync::Arc::new(config)).1
+}
+
 /// Accepts connections until `shutdown` is cancelled, running `handler` for each in its own
 /// task, then drains. Every deadline a connection needs lives inside `handler`, never here, so
 /// one slow client cannot hold up the accept loop.

@@ -36,11 +36,12 @@ mod session;
 mod socks4;
 mod socks5;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warren_common::config::LocalConfig;
+use warren_common::server::{fixed, Configs};
 
 pub use outbound::Health;
 
@@ -63,25 +64,92 @@ pub fn check_connect(config: &LocalConfig) -> std::process::ExitCode {
 
 /// Serves SOCKS5, SOCKS4/4a and HTTP proxy clients on `listener` until `shutdown` is cancelled, then drains.
 pub async fn run(listener: TcpListener, config: LocalConfig, shutdown: CancellationToken) {
-    let health = Health::for_config(&config);
-    serve(listener, config, health, shutdown).await;
+    run_reloadable(listener, fixed(config), shutdown).await;
+}
+
+/// [`run`], serving each new connection from the newest of `configs` (reloads): users, routes,
+/// remotes, chains and timeouts change for what starts after a reload, and the remotes' health
+/// checks and warm connections start over for the new remotes; open connections run on with
+/// the config they started with. The listener and the caps stay as they started.
+pub async fn run_reloadable(listener: TcpListener, configs: Configs<LocalConfig>, shutdown: CancellationToken) {
+    let health = Health::for_config(&configs.borrow());
+    serve_configs(listener, configs, health, shutdown).await;
 }
 
 /// [`run`], with the remotes' health state in the caller's hands (to watch the checker).
 pub async fn serve(listener: TcpListener, config: LocalConfig, health: Arc<Health>, shutdown: CancellationToken) {
-    outbound::health::spawn(
-        health.clone(),
-        &config.routing,
-        config.timeouts.connect,
-        shutdown.clone(),
-    );
-    let config = Arc::new(config);
-    let limits = config.limits;
-    let warm = health.clone();
+    serve_configs(listener, fixed(config), health, shutdown).await;
+}
+
+/// What new connections are served with: a config and the health state built for it, with the
+/// token that stops that state's checker when a reload replaces it.
+struct Current {
+    config: Arc<LocalConfig>,
+    health: Arc<Health>,
+    checker: CancellationToken,
+}
+
+impl Current {
+    fn start(config: Arc<LocalConfig>, health: Arc<Health>, shutdown: &CancellationToken) -> Current {
+        let checker = shutdown.child_token();
+        outbound::health::spawn(
+            health.clone(),
+            &config.routing,
+            config.timeouts.connect,
+            checker.clone(),
+        );
+        Current {
+            config,
+            health,
+            checker,
+        }
+    }
+
+    /// Stops what only this state used: its health checker and its warm connections.
+    fn retire(&self) {
+        self.checker.cancel();
+        self.health.warm.close_all();
+    }
+}
+
+fn read(current: &RwLock<Current>) -> std::sync::RwLockReadGuard<'_, Current> {
+    // A poisoned lock only means a writer panicked while swapping Arcs: the value is whole.
+    current.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn serve_configs(
+    listener: TcpListener,
+    mut configs: Configs<LocalConfig>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) {
+    let first = configs.borrow_and_update().clone();
+    let limits = first.limits;
+    let current = Arc::new(RwLock::new(Current::start(first, health, &shutdown)));
+    let reloads = {
+        let (current, shutdown) = (current.clone(), shutdown.clone());
+        async move {
+            // Ends when the sender is gone (no reloads: tests, library users).
+            while configs.changed().await.is_ok() {
+                let config = configs.borrow_and_update().clone();
+                let next = Current::start(config.clone(), Health::for_config(&config), &shutdown);
+                let old = std::mem::replace(
+                    &mut *current.write().unwrap_or_else(std::sync::PoisonError::into_inner),
+                    next,
+                );
+                old.retire();
+            }
+        }
+    };
+    tokio::spawn(reloads);
+    let serving = current.clone();
     warren_common::server::serve(listener, shutdown, limits, move |stream, peer| {
-        let (config, health) = (config.clone(), health.clone());
+        let (config, health) = {
+            let now = read(&serving);
+            (now.config.clone(), now.health.clone())
+        };
         async move { accept::handle(stream, peer, config, health).await }
     })
     .await;
-    warm.warm.close_all();
+    read(&current).retire();
 }

@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         Some(Cmd::Doc(ref doc)) => doc.print(Args::command()),
         Some(Cmd::Check { connect }) => cli::run_check(
             binary,
-            |raw| flags(raw, args),
+            |raw| flags(raw, &args),
             |config| {
                 if connect {
                     warren_local::check_connect(config)
@@ -54,19 +54,24 @@ fn main() -> ExitCode {
                 }
             },
         ),
-        None => cli::run_server(binary, |raw| flags(raw, args), ready, warren_local::run),
+        None => cli::run_server(
+            binary,
+            move |raw| flags(raw, &args),
+            ready,
+            warren_local::run_reloadable,
+        ),
     }
 }
 /// The flags that override the config file's `local:` section. Only `--listen` or `--remote`
 /// creates the section when the file has none; otherwise such a file is refused ("section
 /// missing"), whatever else is passed.
-fn flags(raw: &mut RawConfig, args: Args) {
+fn flags(raw: &mut RawConfig, args: &Args) {
     if raw.local.is_none() && args.listen.is_none() && args.remote.is_none() {
         return;
     }
     let local: &mut RawLocal = raw.local_mut();
-    local.listen = args.listen.or(local.listen.take());
-    local.remote = args.remote.or(local.remote.take());
+    local.listen = args.listen.clone().or(local.listen.take());
+    local.remote = args.remote.clone().or(local.remote.take());
     local.max_connections = args.max_connections.or(local.max_connections.take());
 }
 

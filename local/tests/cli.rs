@@ -2,7 +2,6 @@
 //! anything is bound, signals, the `--listen` override, and the log's hints and discretion.
 //! A warren-remote, where one is needed, runs in-process from the library.
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -19,36 +18,7 @@ use cli_harness::{
 /// A raw, blocking SOCKS5 CONNECT (with an RFC 1929 login if given). Returns the reply code, or
 /// None if the server refused the login.
 fn socks5_connect(proxy: SocketAddr, target: SocketAddr, login: Option<(&str, &str)>) -> Option<u8> {
-    let mut s = TcpStream::connect(proxy).expect("connect to warren-local");
-    s.set_read_timeout(Some(BOUND)).unwrap();
-    let method = if login.is_some() { 0x02 } else { 0x00 };
-    s.write_all(&[5, 1, method]).unwrap();
-    let mut sel = [0u8; 2];
-    s.read_exact(&mut sel).expect("method selection");
-    assert_eq!(sel, [5, method]);
-    if let Some((user, pass)) = login {
-        let mut msg = vec![1, user.len() as u8];
-        msg.extend_from_slice(user.as_bytes());
-        msg.push(pass.len() as u8);
-        msg.extend_from_slice(pass.as_bytes());
-        s.write_all(&msg).unwrap();
-        let mut status = [0u8; 2];
-        s.read_exact(&mut status).expect("login status");
-        if status[1] != 0 {
-            return None;
-        }
-    }
-    let SocketAddr::V4(v4) = target else {
-        panic!("IPv4 targets only")
-    };
-    let mut req = vec![5, 1, 0, 1];
-    req.extend_from_slice(&v4.ip().octets());
-    req.extend_from_slice(&v4.port().to_be_bytes());
-    s.write_all(&req).unwrap();
-    let mut reply = [0u8; 10];
-    s.read_exact(&mut reply).expect("a complete SOCKS5 reply within 10 s");
-    assert_eq!(reply[0], 5);
-    Some(reply[1])
+    cli_harness::socks5_open(proxy, target, login).map(|(code, _)| code)
 }
 
 // --version and --help print and exit 0.

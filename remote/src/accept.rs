@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 use tracing::field::Empty;
 use tracing::Instrument;
+use warren_common::config::RemoteConfig;
 use warren_common::crypto::Key;
 use warren_common::proto::address::Address;
 use warren_common::proto::header::{Command, TIMESTAMP_WINDOW_SECS};
@@ -46,7 +47,7 @@ pub async fn serve<S: Connection>(mut stream: S, origin: Origin, shared: Arc<Sha
         let started = std::time::Instant::now();
         let hold = shared
             .hold
-            .pick(shared.config.timeouts.handshake, &mut rand::thread_rng());
+            .pick(shared.config().timeouts.handshake, &mut rand::thread_rng());
         let deadline = Instant::now() + hold;
         match check(&mut stream, origin, deadline, &shared).await {
             Ok((accepted, party)) => {
@@ -87,9 +88,9 @@ enum Refusal {
 
 /// The keys a request on a connection from `origin` may be sealed with: the shared key first,
 /// then every listed agent's own key (on our listener) or our own agent key (on a stream of our
-/// agent link, opened by the public remote). [`party`] names the holder of the one that matched.
-fn keys(origin: Origin, shared: &Shared) -> Vec<&Key> {
-    let config = &shared.config;
+/// agent link, opened by the public remote). [`party`] names the holder of the one that matched,
+/// from the same `config` (one snapshot: after a reload, an index means another list).
+fn keys(origin: Origin, config: &RemoteConfig) -> Vec<&Key> {
     let mut keys = vec![&config.key];
     match origin {
         Origin::Tcp { .. } => keys.extend(config.agents.iter().map(|a| &a.key)),
@@ -99,11 +100,10 @@ fn keys(origin: Origin, shared: &Shared) -> Vec<&Key> {
 }
 
 /// Who holds the key at `index` of [`keys`] for the same `origin`.
-fn party(index: usize, origin: Origin, shared: &Shared) -> Party {
+fn party(index: usize, origin: Origin, config: &RemoteConfig) -> Party {
     match (index.checked_sub(1), origin) {
         (None, _) => Party::Client,
-        (Some(i), Origin::Tcp { .. }) => shared
-            .config
+        (Some(i), Origin::Tcp { .. }) => config
             .agents
             .get(i)
             .map_or(Party::Client, |a| Party::Agent(a.name.clone())),
@@ -123,8 +123,11 @@ where
     S: AsyncRead + Unpin,
 {
     let peer = origin.peer();
-    let keys = keys(origin, shared);
-    let read = AcceptedRequest::read(stream, &keys, shared.forwards);
+    // One snapshot for the whole check: a reload in the middle must not pair a key index with
+    // another config's list of agents.
+    let config = &*shared.config();
+    let keys = keys(origin, config);
+    let read = AcceptedRequest::read(stream, &keys, crate::shared::forwards(config));
     let request = match tokio::time::timeout_at(deadline, read).await {
         Ok(Ok(request)) => request,
         Ok(Err(HandshakeError::Unauthenticated | HandshakeError::Malformed(_))) => {
@@ -171,7 +174,7 @@ where
             return Err(Refusal::Silent);
         }
     }
-    let party = party(request.key_index, origin, shared);
+    let party = party(request.key_index, origin, config);
     let registers = request.header.command == Command::Agent;
     match &party {
         // Only an agent's own key may register, and only under its own name: the shared key is
@@ -215,14 +218,14 @@ async fn dispatch<S: Connection>(request: Request, stream: S, shared: &Shared) {
     // Every command but a direct CONNECT is boxed: inline, the largest command's states would
     // set the size of every connection's task for its whole (mostly idle) life.
     match header.command {
-        Command::Connect => match shared.config.routes.route(&header.target) {
+        Command::Connect => match shared.config().routes.route(&header.target) {
             RemoteAction::Via(agent) => Box::pin(agent::server::forward(request, stream, shared, agent)).await,
             RemoteAction::Direct => connect::serve(request, stream, shared).await,
         },
         Command::Agent => Box::pin(agent::server::register(request, stream, shared)).await,
         // A BIND is routed by its request's target (the address its peer will come from): via
         // an agent, the agent listens inside its network and answers the local itself.
-        Command::Bind => match shared.config.routes.route(&header.target) {
+        Command::Bind => match shared.config().routes.route(&header.target) {
             RemoteAction::Via(agent) => Box::pin(agent::server::forward(request, stream, shared, agent)).await,
             RemoteAction::Direct => Box::pin(bind::serve(request, stream, shared)).await,
         },
@@ -254,7 +257,7 @@ mod tests {
             Key::generate().to_base64()
         );
         let config = RemoteConfig::try_from(&RawConfig::from_yaml(&yaml, "t").expect("yaml")).expect("config");
-        let shared = Arc::new(Shared::new(config, CancellationToken::new(), unix_now()));
+        let shared = Arc::new(Shared::new(Arc::new(config), CancellationToken::new(), unix_now()));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let _local = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
             .await
@@ -285,7 +288,7 @@ mod tests {
         );
         let config = RemoteConfig::try_from(&RawConfig::from_yaml(&yaml, "t").expect("yaml")).expect("config");
         let shared = Arc::new(Shared::new(
-            config,
+            Arc::new(config),
             CancellationToken::new(),
             unix_now().saturating_sub(600),
         ));

@@ -74,7 +74,7 @@ where
 {
     // The lines users read name the connection themselves (see accept.rs on spans).
     let (peer, target) = (request.origin.peer(), request.header().target.clone());
-    let config = &shared.config;
+    let config = &*shared.config();
     let prepared = match expected_peers(&request.header().target, config).await {
         Ok(expected) => listen(config, request.origin).await.map(|(l, a)| (expected, l, a)),
         Err(code) => Err(code),

@@ -28,7 +28,7 @@ where
 {
     // The lines users read name the connection themselves (see accept.rs on spans).
     let (peer, target) = (request.origin.peer(), request.header().target.clone());
-    let config = &shared.config;
+    let config = &*shared.config();
     let Some((connected, early)) = open_watching(&request, &mut stream, shared).await else {
         tracing::info!(%peer, %target, "local left before the outbound connection was made");
         return;
@@ -79,7 +79,7 @@ async fn open_watching<S>(
 where
     S: AsyncRead + Unpin,
 {
-    let config = &shared.config;
+    let config = &*shared.config();
     let connect = tokio::time::timeout(
         config.timeouts.connect,
         outbound::connect(&request.header().target, &config.acl, config.outbound_source),

@@ -42,20 +42,25 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Cmd::Doc(ref doc)) => doc.print(Args::command()),
-        Some(Cmd::Check) => cli::run_check(binary, |raw| flags(raw, args), |_: &RemoteConfig| ExitCode::SUCCESS),
-        None => cli::run_server(binary, |raw| flags(raw, args), ready, warren_remote::run),
+        Some(Cmd::Check) => cli::run_check(binary, |raw| flags(raw, &args), |_: &RemoteConfig| ExitCode::SUCCESS),
+        None => cli::run_server(
+            binary,
+            move |raw| flags(raw, &args),
+            ready,
+            warren_remote::run_reloadable,
+        ),
     }
 }
 
 /// The flags that override the config file's `remote:` section. Only `--listen` creates the
 /// section when the file has none; otherwise such a file is refused ("section missing"),
 /// whatever else is passed: it used to start on 0.0.0.0:8388 silently.
-fn flags(raw: &mut RawConfig, args: Args) {
+fn flags(raw: &mut RawConfig, args: &Args) {
     if raw.remote.is_none() && args.listen.is_none() {
         return;
     }
     let remote: &mut RawRemote = raw.remote_mut();
-    remote.listen = args.listen.or(remote.listen.take());
+    remote.listen = args.listen.clone().or(remote.listen.take());
     remote.max_connections = args.max_connections.or(remote.max_connections.take());
 }
 

@@ -1,10 +1,15 @@
 //! What every connection of one warren-remote shares (config, replay filter, agent registry),
 //! and where a tunnel connection came from.
+//!
+//! The config is replaced whole on reload ([`Shared::set_config`]); each step of a connection
+//! reads the current one with [`Shared::config`] and keeps that `Arc` for as long as it needs
+//! consistent values. The replay filter, start second, hold factor and agent registry outlive
+//! reloads: replay protection does not restart with the config.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use tokio_util::sync::CancellationToken;
 use warren_common::config::RemoteConfig;
@@ -16,7 +21,8 @@ use crate::hold::Hold;
 
 /// The state of one running warren-remote, shared by all its connections.
 pub struct Shared {
-    pub config: RemoteConfig,
+    /// The config in force; read with [`Shared::config`].
+    config: RwLock<Arc<RemoteConfig>>,
     /// Salts of tunnel requests inside the timestamp window; refuses stamps before `started`.
     pub replay: Mutex<ReplayFilter>,
     /// The Unix second this remote counts as its start (PROTOCOL.md §10): requests and UDP
@@ -26,8 +32,6 @@ pub struct Shared {
     pub agents: Registry,
     /// UDP legs to agents open now (agent/udp.rs caps them).
     pub udp_legs: Arc<AtomicUsize>,
-    /// Whether any route leads to an agent, so requests must be kept as they arrived.
-    pub forwards: bool,
     /// How long this server holds a refused connection (its factor is picked at start).
     pub hold: Hold,
     pub shutdown: CancellationToken,
@@ -35,23 +39,42 @@ pub struct Shared {
 
 impl Shared {
     /// `started`: see [`Shared::started`].
-    pub fn new(config: RemoteConfig, shutdown: CancellationToken, started: u64) -> Self {
-        let forwards = config
-            .routes
-            .rules
-            .iter()
-            .any(|r| matches!(r.action, RemoteAction::Via(_)));
+    pub fn new(config: Arc<RemoteConfig>, shutdown: CancellationToken, started: u64) -> Self {
         Shared {
-            config,
+            config: RwLock::new(config),
             replay: Mutex::new(ReplayFilter::since(started)),
             started,
             agents: Registry::default(),
             udp_legs: Arc::default(),
-            forwards,
             hold: Hold::new(&mut rand::thread_rng()),
             shutdown,
         }
     }
+}
+
+impl Shared {
+    /// The config in force now (a reload may replace it at any moment; this `Arc` stays).
+    pub fn config(&self) -> Arc<RemoteConfig> {
+        // A poisoned lock only means a writer panicked while swapping an Arc: the value is whole.
+        self.config
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts `config` in force for what reads it from now on.
+    pub fn set_config(&self, config: Arc<RemoteConfig>) {
+        *self.config.write().unwrap_or_else(std::sync::PoisonError::into_inner) = config;
+    }
+}
+
+/// Whether any of `config`'s routes leads to an agent, so requests must be kept as they arrived.
+pub fn forwards(config: &RemoteConfig) -> bool {
+    config
+        .routes
+        .rules
+        .iter()
+        .any(|r| matches!(r.action, RemoteAction::Via(_)))
 }
 
 /// Who sent a request, as the key that authenticated it says (PROTOCOL.md §17).

@@ -1,7 +1,9 @@
 //! The systemd units in `dist/`: systemd's own offline checks accept them (`systemd-analyze
 //! verify`: no unknown key, no bad value, an executable ExecStart) and rate their sandbox at
-//! most 2.0 on its 0-10 exposure scale (`systemd-analyze security --offline`). No systemd runs
-//! as PID 1 on the test machines, so the units are not started here.
+//! most 2.0 on its 0-10 exposure scale (`systemd-analyze security --offline`); both reload
+//! with SIGHUP (which `tests/reload.rs` of each binary proves the binaries handle); and
+//! `systemd-sysusers` makes the group from `dist/warren.sysusers` that may read the configs. No
+//! systemd runs as PID 1 on the test machines, so the units are not started here.
 //!
 //! Needs systemd-analyze; without it the test says so and passes, unless
 //! `WARREN_REQUIRE_PACKAGING_TOOLS=1` (set by `.ci/run`, which installs it).
@@ -63,6 +65,8 @@ fn dist_units_pass_systemds_checks_with_a_tight_sandbox() {
             "{}: exposure above 2.0:\n{report}",
             unit.display()
         );
+        let text = std::fs::read_to_string(unit).unwrap();
+        assert!(text.contains("ExecReload=/bin/kill -HUP $MAINPID"), "no reload: {text}");
         for setting in ["DynamicUser=", "NoNewPrivileges=", "ProtectSystem="] {
             assert!(
                 report.lines().any(|l| l.starts_with('✓') && l.contains(setting)),
@@ -70,5 +74,17 @@ fn dist_units_pass_systemds_checks_with_a_tight_sandbox() {
             );
         }
     }
+    // The group the units run in, made by systemd's own tool in a scratch root.
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    let sysusers = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/warren.sysusers");
+    let out = Command::new("systemd-sysusers")
+        .arg(format!("--root={}", root.display()))
+        .arg(&sysusers)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let groups = std::fs::read_to_string(root.join("etc/group")).unwrap();
+    assert!(groups.lines().any(|l| l.starts_with("warren:")), "{groups}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

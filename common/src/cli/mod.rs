@@ -17,6 +17,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +25,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ConfigError, LocalConfig, RawConfig, RemoteConfig};
 
 mod args;
+mod paths;
+mod reload;
+pub use crate::server::Configs;
 pub use args::{CommonArgs, DocCmd};
+pub use paths::default_config_paths;
 
 /// A checked config a server binary runs from, built from the whole file.
 pub trait ServerConfig: for<'a> TryFrom<&'a RawConfig, Error = ConfigError> {
@@ -42,6 +47,10 @@ pub trait ServerConfig: for<'a> TryFrom<&'a RawConfig, Error = ConfigError> {
 
     /// The effective config as YAML, defaults filled in, secrets masked (`check`).
     fn show(&self) -> String;
+
+    /// What differs in `new` that a reload cannot apply (the listener, the connection caps),
+    /// one field name each; logged when a reload keeps the old value.
+    fn restart_needed(&self, new: &Self) -> Vec<&'static str>;
 }
 
 impl ServerConfig for LocalConfig {
@@ -55,6 +64,20 @@ impl ServerConfig for LocalConfig {
 
     fn show(&self) -> String {
         crate::config::show::local(self)
+    }
+
+    fn restart_needed(&self, new: &Self) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        if self.listen != new.listen {
+            fields.push("local.listen");
+        }
+        if self.limits.max_connections != new.limits.max_connections {
+            fields.push("local.max_connections");
+        }
+        if self.limits.shutdown_grace != new.limits.shutdown_grace {
+            fields.push("local.shutdown_grace");
+        }
+        fields
     }
 }
 
@@ -73,6 +96,26 @@ impl ServerConfig for RemoteConfig {
 
     fn show(&self) -> String {
         crate::config::show::remote(self)
+    }
+
+    fn restart_needed(&self, new: &Self) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        if self.listen != new.listen {
+            fields.push("remote.listen");
+        }
+        if self.limits.max_connections != new.limits.max_connections {
+            fields.push("remote.max_connections");
+        }
+        if self.limits.shutdown_grace != new.limits.shutdown_grace {
+            fields.push("remote.shutdown_grace");
+        }
+        if self.handshakes.max_handshakes != new.handshakes.max_handshakes {
+            fields.push("remote.max_handshakes");
+        }
+        if self.handshakes.max_handshakes_per_ip != new.handshakes.max_handshakes_per_ip {
+            fields.push("remote.max_handshakes_per_ip");
+        }
+        fields
     }
 }
 
@@ -110,22 +153,23 @@ pub struct Binary {
 
 /// Runs a server binary to its end and returns its exit code: 0 after a signal stopped it, 2
 /// (with `NAME: error: ...` on stderr) if it could not start. `flags` writes the binary's own
-/// flags over the parsed file, `ready` logs the line that announces the server is up, and `run`
-/// serves until its shutdown token is cancelled.
+/// flags over the parsed file (at start and at each reload), `ready` logs the line that
+/// announces the server is up, and `run` serves from the config it is given, and from each
+/// one a reload (SIGHUP, [`reload`]) puts in its place, until its shutdown token is cancelled.
 pub fn run_server<C, F>(
     binary: Binary,
-    flags: impl FnOnce(&mut RawConfig),
+    flags: impl Fn(&mut RawConfig) + Send + Sync + 'static,
     ready: impl FnOnce(&C),
-    run: impl FnOnce(TcpListener, C, CancellationToken) -> F,
+    run: impl FnOnce(TcpListener, Configs<C>, CancellationToken) -> F,
 ) -> ExitCode
 where
-    C: ServerConfig,
+    C: ServerConfig + Send + Sync + 'static,
     F: Future<Output = ()>,
 {
     // An unknown --log-level or RUST_LOG stops the binary: it used to silence every line.
     let started = crate::logging::init(binary.log_level.as_deref(), binary.log_format)
         .map_err(StartError::from)
-        .and_then(|()| start(binary.config.as_deref(), flags, ready, run));
+        .and_then(|log| start(binary.config.as_deref(), flags, log, ready, run));
     match started {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -137,58 +181,37 @@ where
 
 fn start<C, F>(
     path: Option<&Path>,
-    flags: impl FnOnce(&mut RawConfig),
+    flags: impl Fn(&mut RawConfig) + Send + Sync + 'static,
+    log: crate::logging::LogHandle,
     ready: impl FnOnce(&C),
-    run: impl FnOnce(TcpListener, C, CancellationToken) -> F,
+    run: impl FnOnce(TcpListener, Configs<C>, CancellationToken) -> F,
 ) -> Result<(), StartError>
 where
-    C: ServerConfig,
+    C: ServerConfig + Send + Sync + 'static,
     F: Future<Output = ()>,
 {
     crate::net::raise_fd_limit();
-    let (_, config) = load::<C>(path, flags)?;
-    for warning in config.warnings() {
+    let loaded = paths::load::<C>(path, &flags)?;
+    if loaded.log_level.is_some() {
+        log.apply_file_level(loaded.log_level.as_deref());
+    }
+    for warning in loaded.config.warnings() {
         tracing::warn!("{warning}");
     }
     let runtime = tokio::runtime::Runtime::new().map_err(StartError::Runtime)?;
     runtime.block_on(async {
         crate::trim::spawn();
-        let addr = config.listen();
+        let addr = loaded.config.listen();
         let listener = crate::net::bind(addr).map_err(|source| StartError::Listen { addr, source })?;
         let shutdown = crate::server::shutdown_on_signals();
-        ready(&config);
-        run(listener, config, shutdown).await;
+        let (configs, updates) = tokio::sync::watch::channel(Arc::new(loaded.config));
+        // Before the ready line, like the other handlers: a SIGHUP sent on seeing it is caught.
+        reload::on_sighup(loaded.path, flags, configs, log, shutdown.clone());
+        ready(&updates.borrow());
+        run(listener, updates, shutdown).await;
         tracing::info!("stopped");
         Ok(())
     })
-}
-
-/// The config file (`path`, else the first default that exists), parsed, with the binary's
-/// flags written over it, and checked; with the path it came from.
-fn load<C: ServerConfig>(path: Option<&Path>, flags: impl FnOnce(&mut RawConfig)) -> Result<(PathBuf, C), StartError> {
-    let path = match path {
-        Some(path) => path.to_owned(),
-        None => {
-            let tried = default_config_paths(|name| std::env::var_os(name));
-            // A path that exists but cannot be read (permissions, a directory, a dangling link) is
-            // chosen, so its error is reported, rather than silently passed over for the next.
-            let found = tried
-                .iter()
-                .find(|p| !matches!(std::fs::metadata(p), Err(e) if e.kind() == std::io::ErrorKind::NotFound))
-                .cloned();
-            match found {
-                Some(found) => {
-                    tracing::info!(config = %found.display(), "no -c given: using the config file found here");
-                    found
-                }
-                None => return Err(StartError::NoConfig { tried }),
-            }
-        }
-    };
-    let mut raw = RawConfig::load(&path)?;
-    flags(&mut raw);
-    let config = C::try_from(&raw)?;
-    Ok((path, config))
 }
 
 /// `warren-X check`, like `sshd -t`: loads and checks the config exactly as a start would
@@ -199,16 +222,16 @@ fn load<C: ServerConfig>(path: Option<&Path>, flags: impl FnOnce(&mut RawConfig)
 /// local's `--connect` probe's verdict). Binds nothing.
 pub fn run_check<C: ServerConfig>(
     binary: Binary,
-    flags: impl FnOnce(&mut RawConfig),
+    flags: impl Fn(&mut RawConfig),
     then: impl FnOnce(&C) -> ExitCode,
 ) -> ExitCode {
     // Quiet by default: the report goes to stdout, and info lines would only interleave.
     let level = binary.log_level.clone().unwrap_or_else(|| "warn".to_owned());
     let loaded = crate::logging::init(Some(&level), binary.log_format)
         .map_err(StartError::from)
-        .and_then(|()| load::<C>(binary.config.as_deref(), flags));
+        .and_then(|_| paths::load::<C>(binary.config.as_deref(), &flags));
     let (path, config) = match loaded {
-        Ok(loaded) => loaded,
+        Ok(loaded) => (loaded.path, loaded.config),
         Err(e) => {
             eprintln!("{}: error: {}", binary.name, with_causes(&e));
             return ExitCode::from(2);
@@ -223,37 +246,6 @@ pub fn run_check<C: ServerConfig>(
         println!("# note: {note}");
     }
     then(&config)
-}
-
-/// Where a binary started without `-c` looks for its config, in order (the first that exists
-/// is used): on Unix `$XDG_CONFIG_HOME/warren/config.yaml` (or `$HOME/.config/warren/...` when
-/// XDG_CONFIG_HOME is unset or empty), then `/etc/warren/config.yaml`; on Windows
-/// `%APPDATA%\warren\config.yaml`, then `%PROGRAMDATA%\warren\config.yaml`; a variable that
-/// is unset, empty or not an absolute path is skipped. `env` reads
-/// an environment variable (a parameter, so tests need not change the process's own).
-pub fn default_config_paths(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Vec<PathBuf> {
-    config_paths_for(cfg!(windows), env)
-}
-
-/// [`default_config_paths`] for Windows (`windows`) or Unix: a parameter, so the unit tests
-/// check both lists on any platform.
-fn config_paths_for(windows: bool, env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Vec<PathBuf> {
-    // Unset, empty and relative values are ignored (the XDG Base Directory spec's rule).
-    let set = |name: &str| env(name).map(PathBuf::from).filter(|p| p.is_absolute());
-    let mut paths = Vec::new();
-    if windows {
-        for var in ["APPDATA", "PROGRAMDATA"] {
-            if let Some(dir) = set(var) {
-                paths.push(dir.join("warren").join("config.yaml"));
-            }
-        }
-    } else {
-        if let Some(dir) = set("XDG_CONFIG_HOME").or_else(|| set("HOME").map(|home| home.join(".config"))) {
-            paths.push(dir.join("warren").join("config.yaml"));
-        }
-        paths.push(PathBuf::from("/etc/warren/config.yaml"));
-    }
-    paths
 }
 
 /// `error: cause: cause's cause...`, each source on the chain after a colon.
@@ -271,52 +263,6 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<std::ffi::OsString> {
-        let pairs: Vec<(String, String)> = pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
-        move |name: &str| pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.into())
-    }
-
-    #[test]
-    fn default_config_paths_on_windows_are_appdata_then_programdata() {
-        // Absolute on the platform the test runs on.
-        let (a, p) = if cfg!(windows) {
-            ("C:\\A", "C:\\P")
-        } else {
-            ("/A", "/P")
-        };
-        let paths = config_paths_for(true, env(&[("APPDATA", a), ("PROGRAMDATA", p), ("HOME", "/h")]));
-        assert_eq!(
-            paths,
-            [
-                PathBuf::from(a).join("warren").join("config.yaml"),
-                PathBuf::from(p).join("warren").join("config.yaml")
-            ]
-        );
-        assert!(config_paths_for(true, env(&[])).is_empty());
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn default_config_paths_follow_xdg_then_home_then_etc() {
-        let paths = |pairs: &[(&str, &str)]| config_paths_for(false, env(pairs));
-        let etc = PathBuf::from("/etc/warren/config.yaml");
-        assert_eq!(
-            paths(&[("XDG_CONFIG_HOME", "/x"), ("HOME", "/h")]),
-            [PathBuf::from("/x/warren/config.yaml"), etc.clone()]
-        );
-        // An empty XDG_CONFIG_HOME counts as unset (the XDG Base Directory spec).
-        assert_eq!(
-            paths(&[("XDG_CONFIG_HOME", ""), ("HOME", "/h")]),
-            [PathBuf::from("/h/.config/warren/config.yaml"), etc.clone()]
-        );
-        // A relative XDG_CONFIG_HOME is ignored too.
-        assert_eq!(
-            paths(&[("XDG_CONFIG_HOME", "rel"), ("HOME", "/h")]),
-            [PathBuf::from("/h/.config/warren/config.yaml"), etc.clone()]
-        );
-        assert_eq!(paths(&[]), [etc]);
-    }
 
     #[test]
     fn errors_show_their_causes_in_order() {

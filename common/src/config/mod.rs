@@ -50,6 +50,8 @@ pub const EXAMPLE_KEY: &str = "ZXhhbXBsZSBrZXkgLSBuZXZlciBkZXBsb3kgdGhpcyE=";
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub key: Option<String>,
+    /// The log filter when neither `--log-level` nor `RUST_LOG` sets one (re-read on reload).
+    pub log_level: Option<String>,
     pub local: Option<RawLocal>,
     pub remote: Option<RawRemote>,
 }
@@ -84,6 +86,25 @@ impl RawConfig {
     /// The `remote:` section, created empty if absent (for command-line overrides).
     pub fn remote_mut(&mut self) -> &mut RawRemote {
         self.remote.get_or_insert_with(RawRemote::default)
+    }
+
+    /// `log_level`, checked: comma-separated levels or `target=level` directives (as
+    /// `--log-level` takes them), in canonical form; `None` when absent.
+    pub fn log_level(&self) -> Result<Option<String>, ConfigError> {
+        self.log_level
+            .as_deref()
+            .map(|value| {
+                crate::logging::directives(value).ok_or_else(|| {
+                    invalid(
+                        "log_level",
+                        format!(
+                            "{value:?} is not a log level: expected one of {}, or target=level directives",
+                            crate::logging::LEVELS
+                        ),
+                    )
+                })
+            })
+            .transpose()
     }
 
     fn key(&self) -> Result<Key, ConfigError> {

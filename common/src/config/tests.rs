@@ -231,3 +231,16 @@ fn warm_settings_default_and_errors_name_the_field() {
         assert!(text.contains(&format!("local.{field}")), "{field}: {value}: {text}");
     }
 }
+
+#[test]
+fn log_level_is_checked_and_made_canonical() {
+    let raw = |level: &str| RawConfig::from_yaml(&format!("log_level: {level:?}"), "t.yaml").unwrap();
+    assert_eq!(raw("Warning").log_level().unwrap().as_deref(), Some("warn"));
+    assert_eq!(
+        raw("info, warren_remote=DEBUG").log_level().unwrap().as_deref(),
+        Some("info,warren_remote=debug")
+    );
+    assert_eq!(RawConfig::default().log_level().unwrap(), None);
+    let e = raw("loud").log_level().unwrap_err().to_string();
+    assert!(e.starts_with("log_level:") && e.contains("loud"), "{e}");
+}

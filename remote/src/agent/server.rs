@@ -86,7 +86,7 @@ where
 {
     // The lines users read name the connection themselves (see accept.rs on spans).
     let (peer, target) = (request.origin.peer(), request.header().target.clone());
-    let config = &shared.config;
+    let config = &*shared.config();
     let opened = match (shared.agents.get(name), request.raw()) {
         (None, _) => Err(Status::HostUnreachable),
         // `raw` is kept whenever a route leads to an agent (see `Shared::forwards`).

@@ -76,7 +76,7 @@ impl AgentLegs {
         let (Some(opener), Some(agent_key)) = (
             shared.agents.get(name),
             shared
-                .config
+                .config()
                 .agents
                 .iter()
                 .find(|a| a.name == name)
@@ -91,7 +91,7 @@ impl AgentLegs {
         };
         let (leg, outbound) = mpsc::channel(QUEUE);
         let sent = leg.try_send(frame).is_ok();
-        let connect = shared.config.timeouts.connect;
+        let connect = shared.config().timeouts.connect;
         let answers = self.answers_tx.clone();
         tokio::spawn(async move {
             run_leg(opener, agent_key, outbound, answers, connect).await;

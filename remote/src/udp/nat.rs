@@ -78,7 +78,7 @@ impl Nat {
     /// the next [`Nat::flush`] (callers flush after each burst). A datagram the route, the ACL
     /// or the name lookup rules out is dropped (false).
     pub async fn forward(&mut self, target: &Address, data: &[u8], shared: &Shared) -> bool {
-        let config = &shared.config;
+        let config = &*shared.config();
         match UdpSink::route(target, config) {
             UdpSink::Direct => match self.destination(target, config).await {
                 Some(to) => self.send(to, data).await,
@@ -199,7 +199,7 @@ mod tests {
             Key::generate().to_base64()
         );
         let config = RemoteConfig::try_from(&RawConfig::from_yaml(&yaml, "t").expect("yaml")).expect("config");
-        Shared::new(config, CancellationToken::new(), unix_now())
+        Shared::new(std::sync::Arc::new(config), CancellationToken::new(), unix_now())
     }
 
     async fn receiver() -> BatchSocket {

@@ -63,7 +63,7 @@ pub async fn serve(socket: std::net::UdpSocket, shared: Arc<Shared>, started: u6
         // packet cannot reopen an entry): room for several per entry.
         sessions: PacketSessions::new(
             Purpose::UdpToRemote,
-            shared.config.limits.max_connections.saturating_mul(4).max(1024),
+            shared.config().limits.max_connections.saturating_mul(4).max(1024),
             started,
         ),
         table: HashMap::new(),
@@ -101,7 +101,7 @@ impl Entries {
     /// Opens one packet from `from` and hands its datagram to that source's entry (opening
     /// one if needed), or ends the entry; anything else is dropped.
     fn admit(&mut self, packet: &mut [u8], from: SocketAddr, now: u64) {
-        let config = &self.shared.config;
+        let config = &*self.shared.config();
         let plaintext = match self.sessions.open(&config.key, packet, now) {
             Ok(plaintext) => plaintext,
             // Not ours (a probe, another key, a reflected packet): silence, not even a log line.
@@ -178,7 +178,7 @@ async fn association(
     socket: Arc<BatchSocket>,
     shared: Arc<Shared>,
 ) {
-    let config = &shared.config;
+    let config = &*shared.config();
     let mut nat = Nat::default();
     let mut answers = Answers {
         sealer: PacketSealer::new(&config.key, Purpose::UdpToLocal),

@@ -81,7 +81,7 @@ async fn relay<R>(
 where
     R: AsyncRead + Unpin,
 {
-    let config = &shared.config;
+    let config = &*shared.config();
     let mut nat = Nat::default();
     let (mut buf4, mut buf6) = (vec![0u8; 65536], vec![0u8; 65536]);
     let idle = tokio::time::sleep(config.timeouts.idle);
