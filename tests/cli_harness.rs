@@ -383,3 +383,32 @@ pub fn socks5_open(
     assert_eq!(reply[0], 5);
     Some((reply[1], s))
 }
+
+/// Scrapes `http://ADDR/metrics` with curl and returns each sample as (name with its labels
+/// exactly as printed, value), e.g. `("warren_bytes_total{direction=\"up\"}", 3000.0)`.
+pub fn scrape(addr: std::net::SocketAddr) -> Vec<(String, f64)> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-i"])
+        .arg(format!("http://{addr}/metrics"))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    let (head, body) = text.split_once("\n\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    assert!(body.ends_with("# EOF\n"), "OpenMetrics ends with # EOF: {body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').expect("name value");
+            (name.to_owned(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+/// The value of the sample named exactly `name` (with labels), or 0 when absent (a metric
+/// appears once recorded).
+pub fn sample(samples: &[(String, f64)], name: &str) -> f64 {
+    samples.iter().find(|(n, _)| n == name).map_or(0.0, |(_, v)| *v)
+}

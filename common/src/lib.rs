@@ -19,6 +19,7 @@ pub mod framed;
 #[doc(hidden)]
 pub mod fuzzing; // the cargo-fuzz targets' bodies, shared with the stable corpus replay
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod pac;
 pub mod proto;

@@ -34,6 +34,7 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, config: Arc<LocalConfig
     // subscriber keeps its slot after close (+288 % RSS after 10,000 connections had closed,
     // against +23 % without; docs/BENCHMARKS.md).
     let span = tracing::debug_span!("conn", %peer, protocol = tracing::field::Empty);
+    let _open = warren_common::metrics::OpenConnection::new();
     dispatch(client, peer, config, health).instrument(span).await;
 }
 

@@ -21,6 +21,7 @@ use tracing::field::Empty;
 use tracing::Instrument;
 use warren_common::config::RemoteConfig;
 use warren_common::crypto::Key;
+use warren_common::metrics;
 use warren_common::proto::address::Address;
 use warren_common::proto::header::{Command, TIMESTAMP_WINDOW_SECS};
 use warren_common::replay::Verdict;
@@ -44,6 +45,7 @@ pub async fn serve<S: Connection>(mut stream: S, origin: Origin, shared: Arc<Sha
     // against +23 % without; docs/BENCHMARKS.md).
     let span = tracing::debug_span!("tunnel", peer = %origin.peer(), command = Empty, target = Empty);
     async move {
+        let _open = warren_common::metrics::OpenConnection::new();
         let started = std::time::Instant::now();
         let hold = shared
             .hold
@@ -132,14 +134,17 @@ where
         Ok(Ok(request)) => request,
         Ok(Err(HandshakeError::Unauthenticated | HandshakeError::Malformed(_))) => {
             tracing::info!(%peer, "request failed authentication (a probe, or a client with another key): ignored");
+            metrics::get().refused("unauthenticated");
             return Err(Refusal::Silent);
         }
         Ok(Err(e)) => {
             tracing::debug!("tunnel handshake failed: {e}");
+            metrics::get().refused("incomplete");
             return Err(Refusal::Over);
         }
         Err(_) => {
             tracing::debug!("no complete request before the handshake deadline");
+            metrics::get().refused("incomplete");
             return Err(Refusal::Over);
         }
     };
@@ -151,6 +156,7 @@ where
             "request stamped {skew:+} s from our clock, outside ±{TIMESTAMP_WINDOW_SECS} s: ignored. If this is your \
              own client, synchronise both machines' clocks (NTP)"
         );
+        metrics::get().refused("stale");
         return Err(Refusal::Silent);
     }
     let verdict = shared
@@ -167,10 +173,12 @@ where
                 "request stamped {behind} s before this remote started: ignored (a replay from before a restart, \
                  or a client whose clock is behind ours: synchronise the clocks (NTP))"
             );
+            metrics::get().refused("before_start");
             return Err(Refusal::Silent);
         }
         Verdict::Replay | Verdict::OutsideWindow => {
             tracing::warn!(%peer, "replayed request (salt seen before): ignored");
+            metrics::get().refused("replay");
             return Err(Refusal::Silent);
         }
     }
@@ -183,6 +191,7 @@ where
             if registers && matches!(&request.header.target, Address::Domain(n, 0) if n.as_str() == name.as_str()) => {}
         Party::Agent(name) => {
             tracing::warn!(%peer, agent = %name, "request with agent {name:?}'s key that is not its registration: ignored");
+            metrics::get().refused("misused_key");
             return Err(Refusal::Silent);
         }
         Party::Client | Party::PublicRemote if registers => {
@@ -191,6 +200,7 @@ where
                 "agent registration without an agent's key: ignored (agents register with their own key, listed \
                  under remote.agents)"
             );
+            metrics::get().refused("misused_key");
             return Err(Refusal::Silent);
         }
         // The public remote's own requests on our link are its UDP legs and nothing else: a
@@ -199,6 +209,7 @@ where
         // TCP connection inside the agent's network.
         Party::PublicRemote if request.header.command != Command::UdpOverTcp => {
             tracing::warn!(%peer, "request with our agent key that is not a UDP leg: ignored");
+            metrics::get().refused("misused_key");
             return Err(Refusal::Silent);
         }
         Party::Client | Party::PublicRemote => {}

@@ -147,6 +147,7 @@ where
         return;
     }
     let outcome = relay(tunnel, inbound, config.timeouts.idle).await;
+    warren_common::metrics::get().relayed(outcome.sent + early.len() as u64, outcome.received);
     tracing::info!(
         %peer, %target, %from,
         sent = outcome.sent + early.len() as u64,

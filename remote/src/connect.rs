@@ -58,6 +58,7 @@ where
     }
     let connected_to = outbound.peer_addr().ok();
     let outcome = relay(tunnel, outbound, config.timeouts.idle).await;
+    warren_common::metrics::get().relayed(outcome.sent + initial_data.len() as u64, outcome.received);
     tracing::info!(
         %peer, %target, connected_to = ?connected_to,
         sent = outcome.sent + initial_data.len() as u64,

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use warren_common::proto::address::Address;
-use warren_common::proto::header::{RequestHeader, ResponseHeader};
+use warren_common::proto::header::{Command, RequestHeader, ResponseHeader};
 use warren_common::proto::status::Status;
 use warren_common::stream::EncryptedStream;
 use warren_common::time::unix_now;
@@ -100,6 +100,17 @@ impl Request {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let front = match self.origin {
+            Origin::Tcp { .. } => "tunnel",
+            Origin::Agent { .. } => "agent_link",
+        };
+        let command = match self.accepted.header.command {
+            Command::Connect => "connect",
+            Command::Bind => "bind",
+            Command::UdpOverTcp => "udp_over_tcp",
+            Command::Agent => "agent",
+        };
+        warren_common::metrics::get().request(front, command, reply.status);
         let response = ResponseHeader::new(self.accepted.salt, reply.status, unix_now(), reply.bound);
         match self.accepted.respond(stream, &response, already_read).await {
             Ok(tunnel) => Some(tunnel),

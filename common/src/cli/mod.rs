@@ -36,6 +36,9 @@ pub trait ServerConfig: for<'a> TryFrom<&'a RawConfig, Error = ConfigError> {
     /// Where the server listens.
     fn listen(&self) -> SocketAddr;
 
+    /// Where `/metrics` is served, if anywhere (`metrics.listen`).
+    fn metrics(&self) -> Option<SocketAddr>;
+
     /// What is valid but probably not meant, one sentence each; logged at start, before
     /// binding, and printed by `check`.
     fn warnings(&self) -> Vec<String>;
@@ -58,6 +61,10 @@ impl ServerConfig for LocalConfig {
         self.listen
     }
 
+    fn metrics(&self) -> Option<SocketAddr> {
+        self.metrics
+    }
+
     fn warnings(&self) -> Vec<String> {
         crate::config::advice::local_warnings(self)
     }
@@ -70,6 +77,9 @@ impl ServerConfig for LocalConfig {
         let mut fields = Vec::new();
         if self.listen != new.listen {
             fields.push("local.listen");
+        }
+        if self.metrics != new.metrics {
+            fields.push("local.metrics");
         }
         if self.limits.max_connections != new.limits.max_connections {
             fields.push("local.max_connections");
@@ -84,6 +94,10 @@ impl ServerConfig for LocalConfig {
 impl ServerConfig for RemoteConfig {
     fn listen(&self) -> SocketAddr {
         self.listen
+    }
+
+    fn metrics(&self) -> Option<SocketAddr> {
+        self.metrics
     }
 
     fn warnings(&self) -> Vec<String> {
@@ -102,6 +116,9 @@ impl ServerConfig for RemoteConfig {
         let mut fields = Vec::new();
         if self.listen != new.listen {
             fields.push("remote.listen");
+        }
+        if self.metrics != new.metrics {
+            fields.push("remote.metrics");
         }
         if self.limits.max_connections != new.limits.max_connections {
             fields.push("remote.max_connections");
@@ -204,6 +221,11 @@ where
         let addr = loaded.config.listen();
         let listener = crate::net::bind(addr).map_err(|source| StartError::Listen { addr, source })?;
         let shutdown = crate::server::shutdown_on_signals();
+        if let Some(addr) = loaded.config.metrics() {
+            let scrapes = crate::net::bind(addr).map_err(|source| StartError::Listen { addr, source })?;
+            tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+            tokio::spawn(crate::metrics::serve(scrapes, shutdown.clone()));
+        }
         let (configs, updates) = tokio::sync::watch::channel(Arc::new(loaded.config));
         // Before the ready line, like the other handlers: a SIGHUP sent on seeing it is caught.
         reload::on_sighup(loaded.path, flags, configs, log, shutdown.clone());

@@ -16,7 +16,8 @@ fn on_loopback(endpoint: &Endpoint) -> bool {
     }
 }
 
-/// Warnings about the `local:` section: an open proxy beyond loopback, the published example
+/// Warnings about the `local:` section: an open proxy beyond loopback, a metrics endpoint beyond
+/// loopback, the published example
 /// key used for a remote off this machine (the remote refuses it there), and two remotes
 /// sharing one key (a request recorded on the way to one can be replayed to the other inside
 /// the timestamp window, docs/PROTOCOL.md §10).
@@ -29,6 +30,7 @@ pub fn local_warnings(config: &LocalConfig) -> Vec<String> {
             config.listen
         ));
     }
+    warnings.extend(metrics_warning("local", config.metrics));
     let example = Key::from_base64(EXAMPLE_KEY).ok();
     for remote in &config.routing.remotes {
         if Some(&remote.key) == example.as_ref() && !on_loopback(remote) {
@@ -54,11 +56,11 @@ pub fn local_warnings(config: &LocalConfig) -> Vec<String> {
     warnings
 }
 
-/// Warnings about the `remote:` section: an agent whose own listener is reachable beyond
-/// loopback (it accepts the shared key, so a request recorded on the laptop–VPS link could be
+/// Warnings about the `remote:` section: a metrics endpoint beyond loopback; an agent whose own
+/// listener is reachable beyond loopback (it accepts the shared key, so a request recorded on the laptop–VPS link could be
 /// replayed to it; docs/PROTOCOL.md §10).
 pub fn remote_warnings(config: &RemoteConfig) -> Vec<String> {
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = metrics_warning("remote", config.metrics).into_iter().collect();
     if config.agent.is_some() && !config.listen.ip().is_loopback() {
         warnings.push(format!(
             "remote.listen is {} on an agent: its listener accepts the shared key, so a request \
@@ -68,6 +70,16 @@ pub fn remote_warnings(config: &RemoteConfig) -> Vec<String> {
         ));
     }
     warnings
+}
+
+/// A metrics endpoint beyond loopback: it has no login, and its counters tell who uses the
+/// proxy how much.
+fn metrics_warning(section: &str, metrics: Option<std::net::SocketAddr>) -> Option<String> {
+    let addr = metrics.filter(|a| !a.ip().is_loopback())?;
+    Some(format!(
+        "{section}.metrics.listen is {addr}, beyond loopback: /metrics has no login and its counters show \
+         who uses the proxy how much; keep it on 127.0.0.1 or firewall it to your Prometheus"
+    ))
 }
 
 /// What the operator of a remote must arrange: the firewall ports.

@@ -49,6 +49,8 @@ pub struct RawLocal {
     pub warm_lifetime: Option<f64>,
     /// Seconds without a request after which no more warm connections are opened.
     pub warm_linger: Option<f64>,
+    /// The Prometheus endpoint (off when absent).
+    pub metrics: Option<super::RawMetrics>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +75,8 @@ pub struct LocalConfig {
     pub udp_transport: UdpTransport,
     /// Connections to each remote opened ahead of requests (`local.warm_*`).
     pub warm: WarmSettings,
+    /// Where `/metrics` is served (`local.metrics.listen`); `None`: not served.
+    pub metrics: Option<SocketAddr>,
     /// Remotes, chains and the routing rules (a single `local.remote` is the default route).
     /// Remote addresses are resolved on each connection, so a changed DNS record is picked up
     /// without a restart.
@@ -171,6 +175,7 @@ impl LocalConfig {
                 }
             },
             warm: warm_settings(local)?,
+            metrics: super::metrics_listen("local", local.metrics.as_ref())?,
             routing,
         })
     }

@@ -45,6 +45,29 @@ pub use secret::{Secret, User};
 /// address but loopback.
 pub const EXAMPLE_KEY: &str = "ZXhhbXBsZSBrZXkgLSBuZXZlciBkZXBsb3kgdGhpcyE=";
 
+/// `local.metrics` / `remote.metrics`: `{ listen: IP:PORT }` turns the Prometheus endpoint on.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub listen: Option<String>,
+}
+
+/// The `metrics` field of `section`: the scrape address, or `None` (off) when absent.
+pub(crate) fn metrics_listen(
+    section: &str,
+    raw: Option<&RawMetrics>,
+) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let field = format!("{section}.metrics.listen");
+    let Some(listen) = raw.listen.as_deref() else {
+        return Err(invalid(
+            &field,
+            "missing (the address to serve /metrics on, e.g. \"127.0.0.1:9100\")",
+        ));
+    };
+    parse::socket_addr(&field, Some(listen), "").map(Some)
+}
+
 /// The whole file: the shared `key` and each end's section.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -39,6 +39,8 @@ pub struct RawRemote {
     pub bind_timeout: Option<f64>,
     /// Source IP for outbound TCP connections (multi-homed servers).
     pub outbound_source: Option<String>,
+    /// The Prometheus endpoint (off when absent).
+    pub metrics: Option<super::RawMetrics>,
 }
 
 /// `{domain, cidr, port}` conditions and exactly one of `direct: true` / `via: AGENT`.
@@ -95,6 +97,8 @@ pub struct RemoteConfig {
     pub bind_timeout: Duration,
     /// Source address of outbound TCP connections; `None`: the system picks.
     pub outbound_source: Option<IpAddr>,
+    /// Where `/metrics` is served (`remote.metrics.listen`); `None`: not served.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A reverse-tunnel agent's settings: where it dials, the name it registers and the key that
@@ -152,6 +156,7 @@ impl RemoteConfig {
                         .map_err(|_| invalid("remote.outbound_source", format!("{text:?} is not an IP address")))
                 })
                 .transpose()?,
+            metrics: super::metrics_listen("remote", remote.metrics.as_ref())?,
         })
     }
 }

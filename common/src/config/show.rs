@@ -53,6 +53,14 @@ fn action(action: &LocalAction) -> String {
     }
 }
 
+/// The `metrics:` line of a section.
+fn metrics(o: &mut String, listen: Option<std::net::SocketAddr>) {
+    let _ = match listen {
+        Some(addr) => writeln!(o, "  metrics: {{ listen: {addr} }}"),
+        None => writeln!(o, "  metrics: null  # no /metrics endpoint"),
+    };
+}
+
 /// The `local:` section (and the shared key) with defaults filled in.
 pub fn local(config: &LocalConfig) -> String {
     let mut out = String::new();
@@ -127,6 +135,7 @@ pub fn local(config: &LocalConfig) -> String {
     let _ = writeln!(o, "  warm_connections: {}", config.warm.per_remote);
     let _ = writeln!(o, "  warm_lifetime: {}", secs(config.warm.lifetime));
     let _ = writeln!(o, "  warm_linger: {}", secs(config.warm.linger));
+    metrics(o, config.metrics);
     out
 }
 
@@ -192,5 +201,6 @@ pub fn remote(config: &RemoteConfig) -> String {
             let _ = writeln!(o, "  outbound_source: null  # the system picks");
         }
     }
+    metrics(o, config.metrics);
     out
 }

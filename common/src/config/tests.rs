@@ -244,3 +244,17 @@ fn log_level_is_checked_and_made_canonical() {
     let e = raw("loud").log_level().unwrap_err().to_string();
     assert!(e.starts_with("log_level:") && e.contains("loud"), "{e}");
 }
+
+#[test]
+fn metrics_listen_is_off_by_default_and_checked() {
+    let with = |m: &str| local(&format!("key: {KEY:?}\nlocal: {{ remote: \"127.0.0.1:1\"{m} }}"));
+    assert_eq!(with("").unwrap().metrics, None);
+    assert_eq!(
+        with(", metrics: { listen: \"127.0.0.1:9100\" }").unwrap().metrics,
+        Some("127.0.0.1:9100".parse().unwrap())
+    );
+    assert!(err(with(", metrics: {}")).starts_with("local.metrics.listen: missing"));
+    assert!(err(with(", metrics: { listen: \"nine\" }")).starts_with("local.metrics.listen"));
+    let r = remote(&format!("key: {KEY:?}\nremote: {{ metrics: {{ listen: \"[::1]:9101\" }} }}")).unwrap();
+    assert_eq!(r.metrics, Some("[::1]:9101".parse().unwrap()));
+}

@@ -145,6 +145,23 @@ impl From<ReplyCode> for Status {
     }
 }
 
+impl Status {
+    /// The snake_case name metrics label a result with (`succeeded`, `not_allowed`, ...).
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Succeeded => "succeeded",
+            Status::GeneralFailure => "general_failure",
+            Status::NotAllowed => "not_allowed",
+            Status::NetworkUnreachable => "network_unreachable",
+            Status::HostUnreachable => "host_unreachable",
+            Status::ConnectionRefused => "connection_refused",
+            Status::TtlExpired => "ttl_expired",
+            Status::CommandNotSupported => "command_not_supported",
+            Status::AddressTypeNotSupported => "address_type_not_supported",
+        }
+    }
+}
+
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.describe())

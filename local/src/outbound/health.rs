@@ -37,7 +37,11 @@ impl Health {
             .routing
             .checked_remotes()
             .iter()
-            .map(|remote| (remote.name.clone(), AtomicBool::new(true)))
+            .map(|remote| {
+                // The gauge says what `is_up` says: up until a check says otherwise.
+                up_gauge(&remote.name, true);
+                (remote.name.clone(), AtomicBool::new(true))
+            })
             .collect();
         Arc::new(Health {
             up,
@@ -52,10 +56,24 @@ impl Health {
 
     /// Records a check's result; true when it changed the state.
     fn set(&self, remote: &str, up: bool) -> bool {
+        if self.up.contains_key(remote) {
+            up_gauge(remote, up);
+        }
         self.up
             .get(remote)
             .is_some_and(|flag| flag.swap(up, Ordering::Relaxed) != up)
     }
+}
+
+/// Sets `warren_remote_up{remote}`.
+fn up_gauge(remote: &str, up: bool) {
+    let labels = warren_common::metrics::Remote {
+        remote: remote.to_owned(),
+    };
+    warren_common::metrics::get()
+        .remote_up
+        .get_or_create(&labels)
+        .set(i64::from(up));
 }
 
 /// Starts the checker if any route has a failover list; `connect` is `local.connect_timeout`.

@@ -39,6 +39,7 @@ use tokio::time::{timeout_at, Instant};
 use warren_common::config::local_routes::{LocalAction, LocalRouting, Via};
 use warren_common::config::{LocalConfig, UdpTransport};
 use warren_common::dial::ConnectFailure;
+use warren_common::metrics;
 use warren_common::proto::address::Address;
 use warren_common::proto::header::{Command, RequestHeader};
 use warren_common::proto::status::Status;
@@ -162,6 +163,11 @@ impl Outbounds {
                         Ok(Err(e)) => {
                             if i + 1 < order.len() {
                                 tracing::warn!(peer = %self.peer, target = %header.target, via = via.name(), "{e}: trying the next way out");
+                                let remote = via.name().to_owned();
+                                warren_common::metrics::get()
+                                    .failovers
+                                    .get_or_create(&metrics::Remote { remote })
+                                    .inc();
                             }
                             last = Some(e);
                         }

@@ -123,6 +123,10 @@ pub async fn bind(
         return;
     }
     let outcome = relay(client, tunnel, outbounds.idle()).await;
+    warren_common::metrics::get().relayed(
+        outcome.sent + early.len() as u64,
+        outcome.received + from_tunnel.len() as u64,
+    );
     tracing::info!(peer = %outbounds.peer(),
         %expected, from = %notice.peer,
         sent = outcome.sent + early.len() as u64,

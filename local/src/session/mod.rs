@@ -30,6 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warren_common::proto::address::Address;
 use warren_common::proto::header::RequestHeader;
+use warren_common::proto::status::Status;
 use warren_common::relay::relay;
 use warren_common::time::unix_now;
 
@@ -97,8 +98,10 @@ pub async fn connect<A: Answer>(mut client: TcpStream, outbounds: &Outbounds, re
     // to 1 KiB or more) must not stay allocated for the connection's whole life.
     let sent_before = initial.len();
     drop(initial);
+    let metrics = warren_common::metrics::get();
     let tunnel = match opened {
         Ok((bound, tunnel)) => {
+            metrics.request(A::PROTOCOL, "connect", Status::Succeeded);
             if client.write_all(&answer.granted(&bound)).await.is_err() {
                 return;
             }
@@ -106,6 +109,7 @@ pub async fn connect<A: Answer>(mut client: TcpStream, outbounds: &Outbounds, re
         }
         Err(Failure::ClientLeft) => return,
         Err(Failure::Open(error)) => {
+            metrics.request(A::PROTOCOL, "connect", error.status());
             let refusal = answer.refused(&error);
             if A::LINGERS {
                 answer_and_close(&mut client, &refusal).await;
@@ -194,6 +198,7 @@ async fn relay_to_end(
         protocol,
         started,
     } = finished;
+    warren_common::metrics::get().relayed(outcome.sent + sent_before, outcome.received);
     tracing::info!(
         %peer,
         %target,

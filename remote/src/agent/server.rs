@@ -65,12 +65,18 @@ where
     });
     claim.activate(opener);
     tracing::info!(%peer, agent = %name, "agent connected");
+    let sessions = warren_common::metrics::get()
+        .agent_sessions
+        .get_or_create(&warren_common::metrics::Agent { agent: name.clone() })
+        .clone();
+    sessions.inc();
     tokio::select! {
         () = driver => {}
         () = heartbeat::echo(beat_rx) => tracing::warn!(%peer, agent = %name, "agent heartbeat lost"),
         () = shared.shutdown.cancelled() => {}
     }
     drop(claim);
+    sessions.dec();
     tracing::info!(%peer, agent = %name, "agent disconnected");
 }
 
@@ -105,12 +111,17 @@ where
         }
     };
     let upstream = match opened {
-        Ok(upstream) => upstream,
+        Ok(upstream) => {
+            let agent = warren_common::metrics::Agent { agent: name.to_owned() };
+            warren_common::metrics::get().agent_streams.get_or_create(&agent).inc();
+            upstream
+        }
         Err(status) => {
             tracing::info!(%peer, %target, agent = %name, reply = status.socks5() as u8, "refused: {}", status.describe());
             return request.refuse(stream, status).await;
         }
     };
     let outcome = relay(stream, upstream, config.timeouts.idle).await;
+    warren_common::metrics::get().relayed(outcome.sent, outcome.received);
     tracing::info!(%peer, %target, agent = %name, sent = outcome.sent, received = outcome.received, end = %outcome.end, "connection via agent finished");
 }
