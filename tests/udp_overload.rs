@@ -303,7 +303,7 @@ async fn local_keeps_reading_a_tunnel_whose_remote_never_reads() {
     let associating = tokio::spawn(async move { associate_at(socks).await });
     let (mut stream, _) = within(20, "the local's tunnel", fake.accept()).await.unwrap();
     let key = Key::from_base64(&key).unwrap();
-    let accepted = AcceptedRequest::read(&mut stream, &[&key], false).await.unwrap();
+    let accepted = AcceptedRequest::read(&mut stream, &[&key], None, false).await.unwrap();
     assert_eq!(accepted.header.command, header::Command::UdpOverTcp);
     let response = ResponseHeader::new(accepted.salt, Status::Succeeded, unix_now(), Address::UNSPECIFIED);
     let mut tunnel = accepted.respond(stream, &response, &[]).await.unwrap();

@@ -56,6 +56,9 @@ pub enum Purpose {
     UdpToRemote,
     /// An encrypted UDP packet from the remote to a local.
     UdpToLocal,
+    /// The mask over a request's user hint (PROTOCOL.md §19): derived from the remote's shared
+    /// key and the request's salt.
+    Identity,
 }
 
 impl Purpose {
@@ -66,6 +69,7 @@ impl Purpose {
             Purpose::TcpResponse => b"warren v2 tcp response",
             Purpose::UdpToRemote => b"warren v2 udp session to remote",
             Purpose::UdpToLocal => b"warren v2 udp session to local",
+            Purpose::Identity => b"warren v2 identity",
         }
     }
 }
@@ -139,6 +143,22 @@ impl Key {
             .chain_update(self.0)
             .finalize();
         digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The 16-byte identity a user's key is looked up by on the remote (PROTOCOL.md §19):
+    /// the first 16 bytes of SHA-256("warren user id" || key). Public among the users who share
+    /// the remote's key; it reveals nothing usable about the key itself.
+    pub fn user_id(&self) -> [u8; 16] {
+        use sha2::Digest;
+        let digest = sha2::Sha256::new()
+            .chain_update(b"warren user id")
+            .chain_update(self.0)
+            .finalize();
+        let mut id = [0u8; 16];
+        for (out, byte) in id.iter_mut().zip(digest.iter()) {
+            *out = *byte;
+        }
+        id
     }
 
     pub fn to_base64(&self) -> String {

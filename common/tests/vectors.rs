@@ -296,7 +296,7 @@ fn nonces_are_not_interchangeable() {
 #[tokio::test]
 async fn a_reflected_response_does_not_authenticate_as_a_request() {
     let mut reflected = &unhex(WIRE_RESPONSE)[..];
-    let got = AcceptedRequest::read(&mut reflected, &[&key()], false).await;
+    let got = AcceptedRequest::read(&mut reflected, &[&key()], None, false).await;
     assert!(
         matches!(got, Err(warren_common::tunnel::HandshakeError::Unauthenticated)),
         "{:?}",
@@ -311,7 +311,9 @@ async fn a_reflected_response_does_not_authenticate_as_a_request() {
 #[tokio::test]
 async fn remote_handshake_reads_the_vectors() {
     let mut handshake = &unhex(WIRE_REQUEST)[..];
-    let accepted = AcceptedRequest::read(&mut handshake, &[&key()], false).await.unwrap();
+    let accepted = AcceptedRequest::read(&mut handshake, &[&key()], None, false)
+        .await
+        .unwrap();
     assert!(handshake.is_empty());
     assert_eq!(accepted.header, request_header());
     assert_eq!(accepted.salt, salt_l());

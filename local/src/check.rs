@@ -142,7 +142,10 @@ async fn exchange(stream: TcpStream, endpoint: &Endpoint, clock: i64, shift: i64
     let stamp = sent.saturating_add_signed(shift);
     let header = RequestHeader::connect(Address::UNSPECIFIED, stamp);
     let exchange = async {
-        let pending = PendingTunnel::send_request(&mut stream, &endpoint.key, &header, &[]).await?;
+        let pending = match &endpoint.user_key {
+            Some(user) => PendingTunnel::send_request_as_user(&mut stream, &endpoint.key, user, &header, &[]).await?,
+            None => PendingTunnel::send_request(&mut stream, &endpoint.key, &header, &[]).await?,
+        };
         pending.read_response().await.map(|(response, _)| response)
     };
     let result = tokio::time::timeout(wait, exchange).await;
@@ -239,6 +242,11 @@ pub fn conclude(heard: &[(i64, Heard)], connect: Duration) -> Verdict {
     Verdict::Silent
 }
 
+/// The key requests to `endpoint` are sealed with: this laptop's user key, else the shared one.
+fn sealing_key(endpoint: &Endpoint) -> &warren_common::crypto::Key {
+    endpoint.user_key.as_ref().unwrap_or(&endpoint.key)
+}
+
 /// The lines `check --connect` prints for one remote.
 pub fn describe(name: &str, endpoint: &Endpoint, verdict: &Verdict) -> String {
     let head = format!("remote {name:?} ({}):", endpoint.address);
@@ -253,7 +261,7 @@ pub fn describe(name: &str, endpoint: &Endpoint, verdict: &Verdict) -> String {
             format!(
                 "{head} ok: TCP in {} ms, a warren remote, key right (id {}), {clock}",
                 connect.as_millis(),
-                endpoint.key.id()
+                sealing_key(endpoint).id()
             )
         }
         Verdict::ClockSkew { skew } => format!(
@@ -273,7 +281,7 @@ pub fn describe(name: &str, endpoint: &Endpoint, verdict: &Verdict) -> String {
             "{head} FAILED: TCP connects, but nothing answered: most likely the key is wrong (ours has id {}; \
              compare the `key:` line of `warren-remote check` there), or the clocks differ by more than \
              the 10 minutes and whole hours tried; or it is not warren but a server that waits for its client",
-            endpoint.key.id()
+            sealing_key(endpoint).id()
         ),
     }
 }

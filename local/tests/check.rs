@@ -191,3 +191,79 @@ async fn check_connect_measures_a_clock_too_far_off() {
     assert_eq!(probe(endpoint, 86_400, wait).await, Verdict::Silent);
     stop.cancel();
 }
+
+// A laptop with its own key on a remote with per-user keys (PROTOCOL.md §19): check shows the
+// user key masked and UDP inside the tunnel, --connect finds the key right, SOCKS5 traffic
+// flows; a user key equal to the shared key, or with the UDP packet transport, is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_key_seals_requests_and_checks() {
+    let (shared, mine) = (key(), key());
+    let users = format!("  acl: [ {{ allow: \"127.0.0.1\" }} ]\n  users:\n    me: {{ key: \"{mine}\" }}\n");
+    let (remote, stop) = start_remote(&shared, &users).await;
+    let port = free_port();
+    let yaml = format!(
+        "key: \"{shared}\"\nlocal:\n  listen: \"127.0.0.1:{port}\"\n  remote: \"{remote}\"\n  user_key: \"{mine}\"\n"
+    );
+    let file = config_file(&yaml);
+    let out = spawn_run(vec![
+        "check".into(),
+        "--connect".into(),
+        "-c".into(),
+        file.display().to_string(),
+    ])
+    .await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let id = Key::from_base64(&mine).unwrap().id();
+    assert!(stdout.contains(&format!("user_key: \"*** (id {id})\"")), "{stdout}");
+    assert!(stdout.contains("udp_transport: tcp"), "{stdout}");
+    assert!(stdout.contains(&format!("key right (id {id})")), "{stdout}");
+    assert!(!stdout.contains(&mine), "{stdout}");
+
+    // Traffic through the proxy binary, sealed with the user key.
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target_addr = target.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut conn, _)) = target.accept() {
+            let mut buf = [0u8; 4];
+            if conn.read_exact(&mut buf).is_ok() {
+                let _ = conn.write_all(&buf);
+            }
+        }
+    });
+    let mut proc = cli_harness::Proc::spawn(BIN, &["-c", file.to_str().unwrap()]);
+    proc.wait_line("serving SOCKS5");
+    let proxy = format!("127.0.0.1:{port}").parse().unwrap();
+    let echoed = tokio::task::spawn_blocking(move || {
+        let (code, mut s) = cli_harness::socks5_open(proxy, target_addr, None).expect("no login needed");
+        assert_eq!(code, 0);
+        s.write_all(b"ping").unwrap();
+        let mut back = [0u8; 4];
+        s.read_exact(&mut back).unwrap();
+        back
+    })
+    .await
+    .unwrap();
+    assert_eq!(&echoed, b"ping");
+    drop(proc);
+
+    for (extra, field) in [
+        (format!("  user_key: \"{shared}\"\n"), "local.user_key"),
+        (
+            format!("  user_key: \"{mine}\"\n  udp_transport: udp\n"),
+            "local.udp_transport",
+        ),
+    ] {
+        let bad = config_file(&format!("key: \"{shared}\"\nlocal:\n  remote: \"{remote}\"\n{extra}"));
+        let out = spawn_run(vec!["check".into(), "-c".into(), bad.display().to_string()]).await;
+        assert_eq!(out.status.code(), Some(2));
+        assert!(text(&out.stderr).contains(field), "{}", text(&out.stderr));
+    }
+    stop.cancel();
+}
+
+async fn spawn_run(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || run(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap()
+}

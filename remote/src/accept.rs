@@ -28,7 +28,7 @@ use warren_common::replay::Verdict;
 use warren_common::route::RemoteAction;
 use warren_common::server::Admission;
 use warren_common::time::unix_now;
-use warren_common::tunnel::{AcceptedRequest, HandshakeError};
+use warren_common::tunnel::{AcceptedRequest, HandshakeError, Opener};
 
 use crate::respond::{Connection, Request};
 use crate::shared::{Origin, Party, Shared};
@@ -88,28 +88,30 @@ enum Refusal {
     Over,
 }
 
-/// The keys a request on a connection from `origin` may be sealed with: the shared key first,
-/// then every listed agent's own key (on our listener) or our own agent key (on a stream of our
-/// agent link, opened by the public remote). [`party`] names the holder of the one that matched,
-/// from the same `config` (one snapshot: after a reload, an index means another list).
-fn keys(origin: Origin, config: &RemoteConfig) -> Vec<&Key> {
-    let mut keys = vec![&config.key];
+/// The keys a request on a connection from `origin` may be sealed with, each with who holds
+/// it: the shared key (unless `remote.users` is set: then users' own keys, found by their hint,
+/// take its place), then every listed agent's own key (on our listener) or our own agent key
+/// (on a stream of our agent link, opened by the public remote). [`party`] names the holder of
+/// the one that matched, from the same `config` (one snapshot: after a reload, an index means
+/// another list).
+fn keys(origin: Origin, config: &RemoteConfig) -> Vec<(&Key, Party)> {
+    let mut keys = Vec::new();
+    if config.users.is_empty() {
+        keys.push((&config.key, Party::Client));
+    }
     match origin {
-        Origin::Tcp { .. } => keys.extend(config.agents.iter().map(|a| &a.key)),
-        Origin::Agent { .. } => keys.extend(config.agent.iter().map(|a| &a.key)),
+        Origin::Tcp { .. } => keys.extend(config.agents.iter().map(|a| (&a.key, Party::Agent(a.name.clone())))),
+        Origin::Agent { .. } => keys.extend(config.agent.iter().map(|a| (&a.key, Party::PublicRemote))),
     }
     keys
 }
 
-/// Who holds the key at `index` of [`keys`] for the same `origin`.
-fn party(index: usize, origin: Origin, config: &RemoteConfig) -> Party {
-    match (index.checked_sub(1), origin) {
-        (None, _) => Party::Client,
-        (Some(i), Origin::Tcp { .. }) => config
-            .agents
-            .get(i)
-            .map_or(Party::Client, |a| Party::Agent(a.name.clone())),
-        (Some(_), Origin::Agent { .. }) => Party::PublicRemote,
+/// Who holds the key that opened the request: one of `keys` (from [`keys`], same config), or
+/// a user of `config`'s table.
+fn party(opener: Opener, keys: &[(&Key, Party)], config: &RemoteConfig) -> Option<Party> {
+    match opener {
+        Opener::Listed(i) => keys.get(i).map(|(_, party)| party.clone()),
+        Opener::User(i) => config.users.get(i).map(|user| Party::User(user.clone())),
     }
 }
 
@@ -129,7 +131,13 @@ where
     // another config's list of agents.
     let config = &*shared.config();
     let keys = keys(origin, config);
-    let read = AcceptedRequest::read(stream, &keys, crate::shared::forwards(config));
+    let offered: Vec<&Key> = keys.iter().map(|(key, _)| *key).collect();
+    let read = AcceptedRequest::read(
+        stream,
+        &offered,
+        config.user_table.as_deref(),
+        crate::shared::forwards(config),
+    );
     let request = match tokio::time::timeout_at(deadline, read).await {
         Ok(Ok(request)) => request,
         Ok(Err(HandshakeError::Unauthenticated | HandshakeError::Malformed(_))) => {
@@ -182,7 +190,9 @@ where
             return Err(Refusal::Silent);
         }
     }
-    let party = party(request.key_index, origin, config);
+    let Some(party) = party(request.opener, &keys, config) else {
+        return Err(Refusal::Silent);
+    };
     let registers = request.header.command == Command::Agent;
     match &party {
         // Only an agent's own key may register, and only under its own name: the shared key is
@@ -194,7 +204,7 @@ where
             metrics::get().refused("misused_key");
             return Err(Refusal::Silent);
         }
-        Party::Client | Party::PublicRemote if registers => {
+        Party::Client | Party::PublicRemote | Party::User(_) if registers => {
             tracing::warn!(
                 %peer,
                 "agent registration without an agent's key: ignored (agents register with their own key, listed \
@@ -212,7 +222,7 @@ where
             metrics::get().refused("misused_key");
             return Err(Refusal::Silent);
         }
-        Party::Client | Party::PublicRemote => {}
+        Party::Client | Party::PublicRemote | Party::User(_) => {}
     }
     Ok((request, party))
 }

@@ -13,6 +13,7 @@ use warren_common::proto::Encode;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
+use warren_common::acl::Acl;
 use warren_common::config::RemoteConfig;
 use warren_common::proto::address::Address;
 use warren_common::proto::bind::BindNotice;
@@ -30,13 +31,13 @@ const EARLY_LIMIT: usize = 64 * 1024;
 /// BIND: one inbound connection to a listener of ours.
 /// Who may connect: `None` when the request named the unspecified address (any peer the ACL
 /// allows), else the allowed addresses the request's target stands for.
-async fn expected_peers(target: &Address, config: &RemoteConfig) -> Result<Option<Vec<IpAddr>>, Status> {
+async fn expected_peers(target: &Address, acl: &Acl, config: &RemoteConfig) -> Result<Option<Vec<IpAddr>>, Status> {
     if let Address::Ip(addr) = target {
         if addr.ip().is_unspecified() {
             return Ok(None);
         }
     }
-    let lookup = tokio::time::timeout(config.timeouts.connect, allowed_addresses(target, &config.acl));
+    let lookup = tokio::time::timeout(config.timeouts.connect, allowed_addresses(target, acl));
     match lookup.await {
         Ok(Ok(addrs)) => Ok(Some(addrs.iter().map(|a| a.ip().to_canonical()).collect())),
         Ok(Err(code)) => Err(code),
@@ -75,7 +76,10 @@ where
     // The lines users read name the connection themselves (see accept.rs on spans).
     let (peer, target) = (request.origin.peer(), request.header().target.clone());
     let config = &*shared.config();
-    let prepared = match expected_peers(&request.header().target, config).await {
+    // The party's ACL, owned: the request is answered (consumed) before the peer arrives.
+    let acl = request.party.acl(config).clone();
+    let acl = &acl;
+    let prepared = match expected_peers(&request.header().target, acl, config).await {
         Ok(expected) => listen(config, request.origin).await.map(|(l, a)| (expected, l, a)),
         Err(code) => Err(code),
     };
@@ -126,7 +130,7 @@ where
     let from_ip = from.ip().to_canonical();
     let allowed = match &expected {
         Some(ips) => ips.contains(&from_ip),
-        None => config.acl.check(None, from_ip) == warren_common::acl::Verdict::Allow,
+        None => acl.check(None, from_ip) == warren_common::acl::Verdict::Allow,
     };
     if !allowed {
         tracing::info!(%peer, %target, %from, "BIND: refused a peer that does not match the request");

@@ -28,6 +28,7 @@ where
 {
     // The lines users read name the connection themselves (see accept.rs on spans).
     let (peer, target) = (request.origin.peer(), request.header().target.clone());
+    let user = request.party.user().map(str::to_owned);
     let config = &*shared.config();
     let Some((connected, early)) = open_watching(&request, &mut stream, shared).await else {
         tracing::info!(%peer, %target, "local left before the outbound connection was made");
@@ -58,9 +59,13 @@ where
     }
     let connected_to = outbound.peer_addr().ok();
     let outcome = relay(tunnel, outbound, config.timeouts.idle).await;
-    warren_common::metrics::get().relayed(outcome.sent + initial_data.len() as u64, outcome.received);
+    let sent = outcome.sent + initial_data.len() as u64;
+    warren_common::metrics::get().relayed(sent, outcome.received);
+    if let Some(user) = &user {
+        warren_common::metrics::get().user_relayed(user, sent, outcome.received);
+    }
     tracing::info!(
-        %peer, %target, connected_to = ?connected_to,
+        %peer, %target, connected_to = ?connected_to, user = %user.as_deref().unwrap_or("-"),
         sent = outcome.sent + initial_data.len() as u64,
         received = outcome.received,
         duration_ms = started.elapsed().as_millis() as u64,
@@ -83,7 +88,11 @@ where
     let config = &*shared.config();
     let connect = tokio::time::timeout(
         config.timeouts.connect,
-        outbound::connect(&request.header().target, &config.acl, config.outbound_source),
+        outbound::connect(
+            &request.header().target,
+            request.party.acl(config),
+            config.outbound_source,
+        ),
     );
     tokio::pin!(connect);
     let mut early = Vec::new();

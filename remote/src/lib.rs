@@ -61,6 +61,9 @@ async fn serve(listener: TcpListener, mut configs: Configs<RemoteConfig>, shutdo
     let with_own = move |config: &RemoteConfig| {
         let mut config = config.clone();
         config.acl.deny_own_addresses(own.iter().copied());
+        for user in &mut config.users {
+            Arc::make_mut(user).acl.deny_own_addresses(own.iter().copied());
+        }
         Arc::new(config)
     };
     let config = with_own(&configs.borrow_and_update());

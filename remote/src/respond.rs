@@ -110,7 +110,12 @@ impl Request {
             Command::UdpOverTcp => "udp_over_tcp",
             Command::Agent => "agent",
         };
-        warren_common::metrics::get().request(front, command, reply.status);
+        let metrics = warren_common::metrics::get();
+        metrics.request(front, command, reply.status);
+        if let Some(user) = self.party.user() {
+            let user = warren_common::metrics::User { user: user.to_owned() };
+            metrics.user_connections.get_or_create(&user).inc();
+        }
         let response = ResponseHeader::new(self.accepted.salt, reply.status, unix_now(), reply.bound);
         match self.accepted.respond(stream, &response, already_read).await {
             Ok(tunnel) => Some(tunnel),

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::sync::{Mutex, RwLock};
 
 use tokio_util::sync::CancellationToken;
+use warren_common::acl::Acl;
+use warren_common::config::remote_users::RemoteUser;
 use warren_common::config::RemoteConfig;
 use warren_common::replay::ReplayFilter;
 use warren_common::route::RemoteAction;
@@ -78,7 +80,7 @@ pub fn forwards(config: &RemoteConfig) -> bool {
 }
 
 /// Who sent a request, as the key that authenticated it says (PROTOCOL.md §17).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Party {
     /// A client holding the shared `key` (a laptop, or a hop of a chain).
     Client,
@@ -88,6 +90,27 @@ pub enum Party {
     /// The public remote this agent registered with, holding our `remote.agent.key`, on a stream
     /// of our sealed agent link.
     PublicRemote,
+    /// A user of `remote.users`, holding its own key (found by the request's hint).
+    User(Arc<RemoteUser>),
+}
+
+impl Party {
+    /// The ACL this party's requests go by: a user's own (its rules, then `remote.acl`'s), or
+    /// `config`'s.
+    pub fn acl<'a>(&'a self, config: &'a RemoteConfig) -> &'a Acl {
+        match self {
+            Party::User(user) => &user.acl,
+            _ => &config.acl,
+        }
+    }
+
+    /// The user's name, for logs and per-user metrics.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Party::User(user) => Some(&user.name),
+            _ => None,
+        }
+    }
 }
 
 /// Where a tunnel connection came from.

@@ -26,6 +26,8 @@ use crate::server::ServerLimits;
 pub struct RawLocal {
     pub listen: Option<String>,
     pub remote: Option<String>,
+    /// This laptop's own key on remotes with per-user keys (PROTOCOL.md §19).
+    pub user_key: Option<String>,
     pub users: Option<Vec<RawUser>>,
     pub handshake_timeout: Option<f64>,
     pub connect_timeout: Option<f64>,
@@ -132,6 +134,7 @@ impl LocalConfig {
         let health_interval = seconds("local.health_interval", local.health_interval, 5.0)?;
         let fields = RoutingFields {
             remote: local.remote.as_deref(),
+            user_key: local.user_key.as_deref(),
             remotes: local.remotes.as_ref(),
             chains: local.chains.as_ref(),
             routes: local.routes.as_deref(),
@@ -165,7 +168,16 @@ impl LocalConfig {
             },
             limits: limits("local", local.max_connections, local.shutdown_grace)?,
             udp_transport: match local.udp_transport.as_deref() {
-                None | Some("udp") => UdpTransport::Udp,
+                // Packets carry no user identity: with a user key, UDP rides in the tunnel.
+                None if routing.remotes.iter().any(|r| r.user_key.is_some()) => UdpTransport::Tcp,
+                None => UdpTransport::Udp,
+                Some("udp") if routing.remotes.iter().any(|r| r.user_key.is_some()) => {
+                    return Err(invalid(
+                        "local.udp_transport",
+                        "`udp` cannot carry a user key (remote.users accept UDP only inside the tunnel): use `tcp`, the default with a user_key",
+                    ))
+                }
+                Some("udp") => UdpTransport::Udp,
                 Some("tcp") => UdpTransport::Tcp,
                 Some(other) => {
                     return Err(invalid(

@@ -41,6 +41,8 @@ pub const LEGACY_REMOTE: &str = "remote";
 pub struct RawEndpoint {
     pub address: String,
     pub key: Option<String>,
+    /// This laptop's own key on a remote with per-user keys (PROTOCOL.md §19).
+    pub user_key: Option<String>,
 }
 
 /// One hop of `local.chains.NAME`: a remote's name, or an upstream SOCKS5 server (last only).
@@ -96,7 +98,11 @@ pub struct Endpoint {
     pub address: String,
     /// The same, as a tunnel target (what the previous hop of a chain connects to).
     pub target: Address,
+    /// The remote's shared key: it seals requests, or, with `user_key`, masks the user hint.
     pub key: Key,
+    /// This laptop's own key on a remote with `remote.users` (PROTOCOL.md §19): requests are
+    /// sealed with it and carry a hint naming it.
+    pub user_key: Option<Key>,
 }
 
 /// The login for an upstream SOCKS5 server (RFC 1929).
@@ -203,6 +209,8 @@ impl LocalRouting {
 pub(crate) struct RoutingFields<'a> {
     /// `local.remote`: the single-remote form, known as [`LEGACY_REMOTE`].
     pub remote: Option<&'a str>,
+    /// `local.user_key`: for the remotes that use the top-level key.
+    pub user_key: Option<&'a str>,
     pub remotes: Option<&'a BTreeMap<String, RawEndpoint>>,
     pub chains: Option<&'a BTreeMap<String, Vec<RawHop>>>,
     pub routes: Option<&'a [RawRoute]>,
@@ -216,6 +224,7 @@ pub(crate) fn build(
     health_interval: Duration,
 ) -> Result<LocalRouting, ConfigError> {
     let mut remotes: Vec<Arc<Endpoint>> = Vec::new();
+    let default_user_key = user_key("local.user_key", local.user_key, key)?;
     if let Some(address) = local.remote {
         let (address, target) = host_port("local.remote", address)?;
         remotes.push(Arc::new(Endpoint {
@@ -223,6 +232,7 @@ pub(crate) fn build(
             address,
             target,
             key: key.clone(),
+            user_key: default_user_key.clone(),
         }));
     }
     for (name, raw) in local.remotes.into_iter().flatten() {
@@ -230,16 +240,22 @@ pub(crate) fn build(
         if name == LEGACY_REMOTE && local.remote.is_some() {
             return Err(invalid(field, "this name is taken by local.remote"));
         }
-        let key = match &raw.key {
-            Some(text) => Key::from_base64(text).map_err(|e| invalid(format!("{field}.key"), e.to_string()))?,
-            None => key.clone(),
+        let (key, inherited) = match &raw.key {
+            Some(text) => (
+                Key::from_base64(text).map_err(|e| invalid(format!("{field}.key"), e.to_string()))?,
+                None,
+            ),
+            // local.user_key goes with the top-level key, to the remotes that use it.
+            None => (key.clone(), default_user_key.clone()),
         };
+        let own = user_key(&format!("{field}.user_key"), raw.user_key.as_deref(), &key)?;
         let (address, target) = host_port(&format!("{field}.address"), &raw.address)?;
         remotes.push(Arc::new(Endpoint {
             name: name.clone(),
             address,
             target,
             key,
+            user_key: own.or(inherited),
         }));
     }
     let remote_named = |name: &str| remotes.iter().find(|e| e.name == name).cloned();
@@ -392,4 +408,18 @@ pub(crate) fn build(
         router: Router { rules, default },
         health_interval,
     })
+}
+
+/// A `user_key` field: absent, or a key that is not the remote's shared `key` (every user holds
+/// that one; a user key must be the user's own).
+fn user_key(field: &str, text: Option<&str>, shared: &Key) -> Result<Option<Key>, ConfigError> {
+    let Some(text) = text else { return Ok(None) };
+    let key = Key::from_base64(text).map_err(|e| invalid(field, e.to_string()))?;
+    if key == *shared {
+        return Err(invalid(
+            field,
+            "is the remote's shared key: a user key is your own (listed under remote.users on the remote)",
+        ));
+    }
+    Ok(Some(key))
 }

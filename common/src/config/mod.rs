@@ -11,7 +11,7 @@
 //! ```text
 //! mod.rs     RawConfig: load, parse, the key; LocalConfig / RemoteConfig from it
 //!  ├─ local.rs ── local_routes.rs               the `local:` section and its routing
-//!  ├─ remote.rs                                  the `remote:` section
+//!  ├─ remote.rs ── remote_users.rs              the `remote:` section and its per-user keys
 //!  ├─ advice.rs, show.rs                         warnings and notes; the effective config for `check`
 //!  └─ error.rs, parse.rs, secret.rs, limits.rs   leaf helpers used by all of the above
 //! ```
@@ -30,6 +30,7 @@ mod local;
 pub mod local_routes;
 mod parse;
 mod remote;
+pub mod remote_users;
 mod secret;
 pub mod show;
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -41,6 +42,8 @@ pub struct RawRemote {
     pub outbound_source: Option<String>,
     /// The Prometheus endpoint (off when absent).
     pub metrics: Option<super::RawMetrics>,
+    /// Per-user keys (PROTOCOL.md §19), by user name.
+    pub users: Option<BTreeMap<String, super::remote_users::RawRemoteUser>>,
 }
 
 /// `{domain, cidr, port}` conditions and exactly one of `direct: true` / `via: AGENT`.
@@ -99,6 +102,11 @@ pub struct RemoteConfig {
     pub outbound_source: Option<IpAddr>,
     /// Where `/metrics` is served (`remote.metrics.listen`); `None`: not served.
     pub metrics: Option<SocketAddr>,
+    /// `remote.users`, in name order; when any are listed, requests must be sealed with one of
+    /// their keys (the shared key only unmasks their hints).
+    pub users: Vec<Arc<super::remote_users::RemoteUser>>,
+    /// The users' keys by hint; `None` without users.
+    pub user_table: Option<Arc<crate::tunnel::Users>>,
 }
 
 /// A reverse-tunnel agent's settings: where it dials, the name it registers and the key that
@@ -132,8 +140,12 @@ impl RemoteConfig {
             ));
         }
         let agents = agent_entries(&key, remote)?;
+        let acl = acl(remote)?;
+        let (users, user_table) = super::remote_users::remote_users(&key, &agents, &acl, remote.users.as_ref())?;
         Ok(RemoteConfig {
-            acl: acl(remote)?,
+            users,
+            user_table,
+            acl,
             routes: remote_routes(remote, &agents)?,
             agent: agent_settings(&key, &agents, remote)?,
             agents,
@@ -162,21 +174,26 @@ impl RemoteConfig {
 }
 
 fn acl(remote: &RawRemote) -> Result<Acl, ConfigError> {
+    Ok(Acl::new(rules("remote.acl", remote.acl.as_deref())?))
+}
+
+/// The rules of an ACL list at `field` (`remote.acl`, `remote.users.NAME.acl`).
+pub(crate) fn rules(field: &str, raw: Option<&[RawRule]>) -> Result<Vec<Rule>, ConfigError> {
     let mut rules = Vec::new();
-    for (i, rule) in remote.acl.iter().flatten().enumerate() {
+    for (i, rule) in raw.into_iter().flatten().enumerate() {
         let (verdict, name, value) = match (&rule.allow, &rule.deny) {
             (Some(v), None) => (Verdict::Allow, "allow", v),
             (None, Some(v)) => (Verdict::Deny, "deny", v),
             _ => {
                 return Err(invalid(
-                    format!("remote.acl[{i}]"),
+                    format!("{field}[{i}]"),
                     "a rule is exactly one of `allow: VALUE` or `deny: VALUE`",
                 ))
             }
         };
-        rules.push(Rule::parse(verdict, value).map_err(|m| invalid(format!("remote.acl[{i}].{name}"), m))?);
+        rules.push(Rule::parse(verdict, value).map_err(|m| invalid(format!("{field}[{i}].{name}"), m))?);
     }
-    Ok(Acl::new(rules))
+    Ok(rules)
 }
 
 fn agent_name(field: &str, name: &str) -> Result<String, ConfigError> {

@@ -83,9 +83,13 @@ pub fn local(config: &LocalConfig) -> String {
     let routing = &config.routing;
     let _ = writeln!(o, "  remotes:");
     for remote in &routing.remotes {
+        let user = match &remote.user_key {
+            Some(k) => format!(", user_key: \"{}\"", key(k)),
+            None => String::new(),
+        };
         let _ = writeln!(
             o,
-            "    {}: {{ address: {}, key: \"{}\" }}",
+            "    {}: {{ address: {}, key: \"{}\"{user} }}",
             quoted(&remote.name),
             quoted(&remote.address),
             key(&remote.key)
@@ -174,6 +178,28 @@ pub fn remote(config: &RemoteConfig) -> String {
             quoted(&agent.name),
             key(&agent.key)
         );
+    }
+    if !config.users.is_empty() {
+        let _ = writeln!(
+            o,
+            "  users:  # requests need one of these keys; the shared key alone opens nothing"
+        );
+        for user in &config.users {
+            let own: Vec<String> = user
+                .acl
+                .rules()
+                .iter()
+                .take(user.acl.rules().len().saturating_sub(config.acl.rules().len()))
+                .map(|r| format!("{{ {r} }}"))
+                .collect();
+            let _ = writeln!(
+                o,
+                "    {}: {{ key: \"{}\", acl: [{}] }}",
+                quoted(&user.name),
+                key(&user.key),
+                own.join(", ")
+            );
+        }
     }
     if !config.agents.is_empty() {
         let _ = writeln!(o, "  agents:");

@@ -255,6 +255,53 @@ fn metrics_listen_is_off_by_default_and_checked() {
     );
     assert!(err(with(", metrics: {}")).starts_with("local.metrics.listen: missing"));
     assert!(err(with(", metrics: { listen: \"nine\" }")).starts_with("local.metrics.listen"));
-    let r = remote(&format!("key: {KEY:?}\nremote: {{ metrics: {{ listen: \"[::1]:9101\" }} }}")).unwrap();
+    let r = remote(&format!(
+        "key: {KEY:?}\nremote: {{ metrics: {{ listen: \"[::1]:9101\" }} }}"
+    ))
+    .unwrap();
     assert_eq!(r.metrics, Some("[::1]:9101".parse().unwrap()));
+}
+
+#[test]
+fn remote_users_are_checked_field_by_field() {
+    let (alice, agent) = (Key::generate().to_base64(), Key::generate().to_base64());
+    let with = |users: &str| {
+        remote(&format!(
+            "key: {KEY:?}\nremote:\n  agents: {{ campus: {{ key: {agent:?} }} }}\n  users:\n{users}"
+        ))
+    };
+    let ok = with(&format!(
+        "    alice: {{ key: {alice:?}, acl: [ {{ deny: \"10.0.0.0/8\" }} ] }}\n"
+    ))
+    .unwrap();
+    assert_eq!(ok.users.len(), 1);
+    assert_eq!(ok.users[0].name, "alice");
+    assert!(ok.user_table.is_some());
+    for (users, starts) in [
+        ("    alice: {}\n".to_owned(), "remote.users.alice.key: missing"),
+        (
+            format!("    alice: {{ key: {KEY:?} }}\n"),
+            "remote.users.alice.key: is the shared `key`",
+        ),
+        (
+            format!("    alice: {{ key: {agent:?} }}\n"),
+            "remote.users.alice.key: is also remote.agents.campus.key",
+        ),
+        (
+            format!("    alice: {{ key: {alice:?} }}\n    bob: {{ key: {alice:?} }}\n"),
+            "remote.users.bob.key: is also remote.users.alice.key",
+        ),
+        (
+            format!("    alice: {{ key: {alice:?}, acl: [ {{ deny: \"10.0.0.0/33\" }} ] }}\n"),
+            "remote.users.alice.acl[0].deny",
+        ),
+    ] {
+        let e = err(with(&users));
+        assert!(e.starts_with(starts), "{e}");
+    }
+    // Without users, no table: the shared key opens requests as before.
+    assert!(remote(&format!("key: {KEY:?}\nremote: {{}}"))
+        .unwrap()
+        .user_table
+        .is_none());
 }

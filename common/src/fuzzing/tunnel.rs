@@ -22,7 +22,7 @@ use crate::proto::address::Address;
 use crate::proto::decode_prefix;
 use crate::proto::header::{RequestHeader, ResponseHeader};
 use crate::proto::status::Status;
-use crate::tunnel::AcceptedRequest;
+use crate::tunnel::{AcceptedRequest, Opener, Users};
 
 use super::{round_trip, selector};
 
@@ -44,10 +44,18 @@ fn keys() -> [Key; 2] {
     [Key::from_bytes([1; 32]), Key::from_bytes([2; 32])]
 }
 
+/// Two users of per-user keys (PROTOCOL.md §19), their hints unmasked with the shared key.
+fn users() -> Users {
+    Users::new(
+        keys()[0].clone(),
+        vec![Key::from_bytes([4; 32]), Key::from_bytes([5; 32])],
+    )
+}
+
 /// What the remote reads from one connection's bytes.
 #[derive(Debug, PartialEq, Eq)]
 struct Accepted {
-    key_index: usize,
+    opener: Opener,
     header: RequestHeader,
     initial_data: Vec<u8>,
     /// Whether the bytes after the first chunk end with the end-of-stream chunk.
@@ -60,11 +68,18 @@ struct Accepted {
 fn accept(wire: &[u8]) -> Result<Accepted, String> {
     let keys = keys();
     let mut rest = wire;
-    let request = block_on(AcceptedRequest::read(&mut rest, &[&keys[0], &keys[1]], true)).map_err(|e| e.to_string())?;
+    let users = users();
+    let request = block_on(AcceptedRequest::read(
+        &mut rest,
+        &[&keys[0], &keys[1]],
+        Some(&users),
+        true,
+    ))
+    .map_err(|e| e.to_string())?;
     let raw = request.raw.as_deref().unwrap_or_default();
     assert_eq!(raw, wire.get(..wire.len() - rest.len()).unwrap_or_default(), "raw copy");
     let ended = request.ends_with_end_of_stream(rest);
-    let (key_index, header, initial_data) = (request.key_index, request.header.clone(), request.initial_data.clone());
+    let (opener, header, initial_data) = (request.opener, request.header.clone(), request.initial_data.clone());
     let response = ResponseHeader::new(request.salt, Status::Succeeded, header.timestamp, Address::UNSPECIFIED);
     // Part of the stream arrived with the request (accept.rs passes it on as `already_read`).
     let (already, later) = rest.split_at(rest.len() / 2);
@@ -75,7 +90,7 @@ fn accept(wire: &[u8]) -> Result<Accepted, String> {
         Err(e) => e.kind(),
     };
     Ok(Accepted {
-        key_index,
+        opener,
         header,
         initial_data,
         ended,
@@ -85,7 +100,8 @@ fn accept(wire: &[u8]) -> Result<Accepted, String> {
 
 /// `bytes` = flags | segments, each `len (1 byte) | len bytes`. The first segment is the request
 /// chunk's plaintext, each later one a chunk of the stream (length 0: the end-of-stream chunk).
-/// flags bit 0 picks the key; bit 1 flips one ciphertext bit, chosen by the byte after flags.
+/// flags bit 0 picks the key (shared or agent's), bit 2 seals as user 1 with a hint instead;
+/// bit 1 flips one ciphertext bit, chosen by the byte after flags.
 fn sealed(bytes: &[u8]) {
     let Some((flags, rest)) = selector(bytes) else {
         return;
@@ -100,11 +116,20 @@ fn sealed(bytes: &[u8]) {
     let Some((first, chunks)) = segments.split_first() else {
         return;
     };
-    let key_index = usize::from(flags & 1);
-    let key = &keys()[key_index];
     let salt = [3; SALT_LEN];
-    let mut cipher = SessionCipher::new(key, Purpose::TcpRequest, &salt);
+    let user = Key::from_bytes([5; 32]);
+    let (opener, key) = if flags & 4 != 0 {
+        (Opener::User(1), user.clone())
+    } else {
+        let i = usize::from(flags & 1);
+        (Opener::Listed(i), keys()[i].clone())
+    };
+    let mut cipher = SessionCipher::new(&key, Purpose::TcpRequest, &salt);
     let mut wire = salt.to_vec();
+    if opener == Opener::User(1) {
+        wire.extend_from_slice(&crate::tunnel::users::hint(&keys()[0], &user, &salt));
+    }
+    let header_at = wire.len();
     // Where the bytes that decide the outcome end: after the first end-of-stream chunk nothing
     // is read (and a flipped bit there changes nothing).
     let mut decisive = None;
@@ -118,10 +143,10 @@ fn sealed(bytes: &[u8]) {
         }
     }
     let clean = accept(&wire);
-    check_clean(&clean, key_index, first, chunks);
+    check_clean(&clean, opener, first, chunks);
     if decode_prefix::<RequestHeader>(first).is_err() {
         // A request that does not decode ends the connection: nothing after it is read.
-        decisive = Some(SALT_LEN + frame_len(first.len()));
+        decisive = Some(header_at + frame_len(first.len()));
     }
     if flags & 2 != 0 {
         let at = usize::from(flip_at) * wire.len() / 256;
@@ -140,7 +165,7 @@ fn sealed(bytes: &[u8]) {
 }
 
 /// The unaltered wire reads back as exactly what was sealed.
-fn check_clean(got: &Result<Accepted, String>, key_index: usize, first: &[u8], chunks: &[&[u8]]) {
+fn check_clean(got: &Result<Accepted, String>, opener: Opener, first: &[u8], chunks: &[&[u8]]) {
     let (header, used) = match decode_prefix::<RequestHeader>(first) {
         Ok(decoded) => decoded,
         Err(e) => return assert_eq!(got.as_ref().err(), Some(&format!("malformed header: {e}"))),
@@ -154,7 +179,7 @@ fn check_clean(got: &Result<Accepted, String>, key_index: usize, first: &[u8], c
         .flat_map(|c| c.iter().copied())
         .collect();
     let expected = Accepted {
-        key_index,
+        opener,
         header,
         initial_data: first.get(used..).unwrap_or_default().to_vec(),
         ended: end.is_some_and(|at| at + 1 == chunks.len()),

@@ -180,6 +180,17 @@ impl Metrics {
         self.bytes.get_or_create(&Direction { direction: "down" }).inc_by(down);
     }
 
+    /// Counts a finished relay's bytes for `user` of `remote.users` (`up`: client to target).
+    pub fn user_relayed(&self, user: &str, up: u64, down: u64) {
+        for (direction, n) in [("up", up), ("down", down)] {
+            let labels = UserDirection {
+                user: user.to_owned(),
+                direction,
+            };
+            self.user_bytes.get_or_create(&labels).inc_by(n);
+        }
+    }
+
     /// Counts a request the remote answered with silence.
     pub fn refused(&self, reason: &'static str) {
         self.refusals.get_or_create(&Reason { reason }).inc();

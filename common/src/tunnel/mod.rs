@@ -13,6 +13,7 @@
 
 mod request;
 mod response;
+pub mod users;
 
 use std::io;
 
@@ -21,6 +22,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::crypto::{Key, Purpose, SessionCipher, LEN_BLOCK, MAX_PAYLOAD, SALT_LEN, TAG_LEN};
 use crate::proto::header::RequestHeader;
 use crate::proto::DecodeError;
+pub use users::Users;
+use users::HINT_LEN;
 
 /// Why a tunnel handshake failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,43 +63,77 @@ fn push_chunk(out: &mut Vec<u8>, cipher: &mut SessionCipher, plaintext: &[u8]) -
     Ok(())
 }
 
+/// Which key opened a request's first chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opener {
+    /// The key at this index of the list offered (the shared key, an agent's key).
+    Listed(usize),
+    /// The user at this index of the [`Users`] table, found by the request's hint.
+    User(usize),
+}
+
 /// Reads one salt and the first chunk after it, sealed for `purpose` (a request's direction or a
-/// response's), returning which of `keys` authenticated it, the salt, the opened plaintext and
-/// the receive cipher (its counter past that chunk). Each key is tried on the 18-byte length
+/// response's), returning which key authenticated it, the salt, the opened plaintext and the
+/// receive cipher (its counter past that chunk). Each of `keys` is tried on the 18-byte length
 /// block only (one ChaCha20 block and a 2-byte Poly1305 each), so a remote that accepts a few
-/// keys pays almost nothing for them. `raw`, when given, gets the bytes exactly as they arrived.
+/// keys pays almost nothing for them; then, if `users` is given, the 16 bytes after the salt are
+/// taken as a user hint (§19) and the length block after them is opened with that user's key.
+/// `raw`, when given, gets the bytes exactly as they arrived.
 async fn read_first_chunk<S: AsyncRead + Unpin>(
     stream: &mut S,
     keys: &[&Key],
+    users: Option<&Users>,
     purpose: Purpose,
     raw: Option<&mut Vec<u8>>,
-) -> Result<(usize, [u8; SALT_LEN], Vec<u8>, SessionCipher), HandshakeError> {
+) -> Result<(Opener, Key, [u8; SALT_LEN], Vec<u8>, SessionCipher), HandshakeError> {
     let mut head = [0u8; SALT_LEN + LEN_BLOCK];
     read_exact_or_closed(stream, &mut head).await?;
     let mut salt = [0u8; SALT_LEN];
     salt.copy_from_slice(&head[..SALT_LEN]);
-    let (index, n, mut cipher) = keys
-        .iter()
-        .enumerate()
-        .find_map(|(i, key)| {
-            let mut cipher = SessionCipher::new(key, purpose, &salt);
+    let listed = keys.iter().enumerate().find_map(|(i, key)| {
+        let mut cipher = SessionCipher::new(key, purpose, &salt);
+        let mut block = [0u8; LEN_BLOCK];
+        block.copy_from_slice(&head[SALT_LEN..]);
+        cipher
+            .open_length(&mut block)
+            .ok()
+            .map(|n| (Opener::Listed(i), (*key).clone(), n, cipher))
+    });
+    // With a hint the length block starts HINT_LEN bytes later: its last HINT_LEN bytes follow.
+    let mut rest_of_block = [0u8; HINT_LEN];
+    let (opener, key, n, mut cipher) = match (listed, users) {
+        (Some(found), _) => found,
+        (None, Some(users)) if !users.is_empty() => {
+            read_exact_or_closed(stream, &mut rest_of_block).await?;
+            let mut hint = [0u8; HINT_LEN];
+            hint.copy_from_slice(&head[SALT_LEN..SALT_LEN + HINT_LEN]);
+            let (i, key) = users.find(&salt, hint).ok_or(HandshakeError::Unauthenticated)?;
             let mut block = [0u8; LEN_BLOCK];
-            block.copy_from_slice(&head[SALT_LEN..]);
-            cipher.open_length(&mut block).ok().map(|n| (i, n, cipher))
-        })
-        .ok_or(HandshakeError::Unauthenticated)?;
+            block[..LEN_BLOCK - HINT_LEN].copy_from_slice(&head[SALT_LEN + HINT_LEN..]);
+            block[LEN_BLOCK - HINT_LEN..].copy_from_slice(&rest_of_block);
+            let mut cipher = SessionCipher::new(key, purpose, &salt);
+            let n = cipher
+                .open_length(&mut block)
+                .map_err(|_| HandshakeError::Unauthenticated)?;
+            (Opener::User(i), key.clone(), n, cipher)
+        }
+        (None, _) => return Err(HandshakeError::Unauthenticated),
+    };
     let mut payload = vec![0u8; n + TAG_LEN];
     read_exact_or_closed(stream, &mut payload).await?;
     if let Some(raw) = raw {
         raw.clear();
         raw.extend_from_slice(&head);
+        if matches!(opener, Opener::User(_)) {
+            raw.extend_from_slice(&rest_of_block);
+        }
         raw.extend_from_slice(&payload);
     }
     cipher
         .open_payload(&mut payload)
         .map_err(|_| HandshakeError::Unauthenticated)?;
     payload.truncate(n);
-    Ok((index, salt, payload, cipher))
+    Ok((opener, key, salt, payload, cipher))
 }
 
 async fn read_exact_or_closed<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut [u8]) -> Result<(), HandshakeError> {
@@ -126,9 +163,9 @@ pub struct AcceptedRequest {
     /// requests to a reverse-tunnel agent passes them on unopened (the agent authenticates them
     /// again). Others skip the copy.
     pub raw: Option<Vec<u8>>,
-    /// Which of the keys offered to [`AcceptedRequest::read`] authenticated the request (an
-    /// index into that slice).
-    pub key_index: usize,
+    /// Which key authenticated the request: one of those offered to [`AcceptedRequest::read`]
+    /// (an index into that slice), or a user of its table.
+    pub opener: Opener,
     /// That key: the response is sealed with it.
     key: Key,
     recv: SessionCipher,
@@ -183,7 +220,9 @@ mod tests {
         let pending = PendingTunnel::send_request(local, &key, &header, b"hi")
             .await
             .expect("send");
-        let request = AcceptedRequest::read(&mut remote, &[&key], false).await.expect("read");
+        let request = AcceptedRequest::read(&mut remote, &[&key], None, false)
+            .await
+            .expect("read");
         (request, pending.send)
     }
 

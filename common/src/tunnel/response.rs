@@ -18,8 +18,8 @@ use crate::stream::EncryptedStream;
 impl<S: AsyncRead + AsyncWrite + Unpin> PendingTunnel<S> {
     /// Waits for the remote's response; on success the connection becomes an encrypted stream.
     pub async fn read_response(mut self) -> Result<(ResponseHeader, EncryptedStream<S>), HandshakeError> {
-        let (_, _salt, plaintext, recv) =
-            read_first_chunk(&mut self.stream, &[&self.key], Purpose::TcpResponse, None).await?;
+        let (_, _, _salt, plaintext, recv) =
+            read_first_chunk(&mut self.stream, &[&self.key], None, Purpose::TcpResponse, None).await?;
         let response: ResponseHeader = decode_exact(&plaintext)?;
         if response.request_salt != self.salt {
             return Err(HandshakeError::WrongRequestSalt);

@@ -137,9 +137,11 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     initial: &[u8],
 ) -> Result<(Status, Address, EncryptedStream<S>), OpenError> {
     let failed = |e| OpenError::Handshake(remote.name.clone(), e);
-    let pending = PendingTunnel::send_request(stream, &remote.key, header, initial)
-        .await
-        .map_err(failed)?;
+    let pending = match &remote.user_key {
+        Some(user) => PendingTunnel::send_request_as_user(stream, &remote.key, user, header, initial).await,
+        None => PendingTunnel::send_request(stream, &remote.key, header, initial).await,
+    }
+    .map_err(failed)?;
     let (response, tunnel) = pending.read_response().await.map_err(failed)?;
     let drift = warren_common::time::skew(response.timestamp, unix_now());
     if drift.unsigned_abs() > u128::from(TIMESTAMP_WINDOW_SECS / 2) {

@@ -19,9 +19,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
 use tokio::net::UdpSocket;
-use warren_common::acl::Verdict;
+use warren_common::acl::{Acl, Verdict};
+use warren_common::config::remote_users::RemoteUser;
 use warren_common::config::RemoteConfig;
 use warren_common::datagrams::{recv_one, Batch, BatchSocket, RecvMeta};
 use warren_common::proto::address::Address;
@@ -52,6 +54,9 @@ pub struct Nat {
     /// Legs to the agents some of its datagrams are routed to; `agents.recv()` is the next
     /// datagram an agent sent back (never ready while none went via an agent).
     pub agents: AgentLegs,
+    /// The user of `remote.users` the association belongs to, whose ACL applies instead of
+    /// `remote.acl` (set by the UDP-over-TCP command; `None` otherwise).
+    pub user: Option<Arc<RemoteUser>>,
 }
 
 /// Where one datagram goes, as `remote.routes` decides for its destination.
@@ -74,6 +79,11 @@ impl<'a> UdpSink<'a> {
 }
 
 impl Nat {
+    /// The ACL datagrams of this association go by.
+    fn acl<'a>(&'a self, config: &'a RemoteConfig) -> &'a Acl {
+        self.user.as_ref().map_or(&config.acl, |user| &user.acl)
+    }
+
     /// Routes one datagram for `target`; true if it was sent or queued to leave this machine at
     /// the next [`Nat::flush`] (callers flush after each burst). A datagram the route, the ACL
     /// or the name lookup rules out is dropped (false).
@@ -95,14 +105,14 @@ impl Nat {
         match target {
             // An address needs no lookup: the ACL alone decides, with no timer and no
             // allocation per datagram (what `allowed_addresses` decides for it too).
-            Address::Ip(addr) => return (config.acl.check(None, addr.ip()) == Verdict::Allow).then_some(*addr),
+            Address::Ip(addr) => return (self.acl(config).check(None, addr.ip()) == Verdict::Allow).then_some(*addr),
             Address::Domain(name, port) => {
                 if let Some(found) = self.names.get(&(name.to_string(), *port)) {
                     return *found;
                 }
             }
         }
-        let lookup = tokio::time::timeout(config.timeouts.connect, allowed_addresses(target, &config.acl));
+        let lookup = tokio::time::timeout(config.timeouts.connect, allowed_addresses(target, self.acl(config)));
         let found = match lookup.await {
             Ok(Ok(addrs)) => addrs.first().copied(),
             _ => None,

@@ -102,6 +102,12 @@ impl Entries {
     /// one if needed), or ends the entry; anything else is dropped.
     fn admit(&mut self, packet: &mut [u8], from: SocketAddr, now: u64) {
         let config = &*self.shared.config();
+        // With remote.users the shared key opens nothing by itself (every user, a removed one
+        // too, holds it), and packets carry no user identity: users send UDP inside their
+        // tunnels (UDP-over-TCP). Silence, as for any packet that is not ours.
+        if !config.users.is_empty() {
+            return;
+        }
         let plaintext = match self.sessions.open(&config.key, packet, now) {
             Ok(plaintext) => plaintext,
             // Not ours (a probe, another key, a reflected packet): silence, not even a log line.

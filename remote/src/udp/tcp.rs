@@ -27,7 +27,7 @@ use warren_common::proto::{decode_prefix, DecodeError};
 
 use super::nat::{recv, segments, Nat};
 use crate::respond::{Connection, Reply, Request};
-use crate::shared::Shared;
+use crate::shared::{Party, Shared};
 
 /// Answers queued for the tunnel writer before new ones are dropped.
 const QUEUE: usize = 128;
@@ -51,6 +51,10 @@ where
 {
     // The lines users read name the connection themselves (see accept.rs on spans).
     let peer = request.origin.peer();
+    let user = match &request.party {
+        Party::User(user) => Some(user.clone()),
+        _ => None,
+    };
     let inbound = BytesMut::from(&request.take_initial_data()[..]);
     let Some(tunnel) = request.answer(stream, Reply::GRANTED, &[]).await else {
         return;
@@ -59,7 +63,7 @@ where
     let (queue, answers) = mpsc::channel(QUEUE);
     let mut counts = Counts::default();
     let end = tokio::select! {
-        end = relay(reader, inbound, &queue, shared, &mut counts) => end,
+        end = relay(reader, inbound, &queue, shared, user, &mut counts) => end,
         end = write_frames(&mut writer, answers) => end,
         () = shared.shutdown.cancelled() => "shutdown".to_owned(),
     };
@@ -76,6 +80,7 @@ async fn relay<R>(
     mut inbound: BytesMut,
     queue: &mpsc::Sender<Vec<u8>>,
     shared: &Shared,
+    user: Option<std::sync::Arc<warren_common::config::remote_users::RemoteUser>>,
     counts: &mut Counts,
 ) -> String
 where
@@ -83,6 +88,7 @@ where
 {
     let config = &*shared.config();
     let mut nat = Nat::default();
+    nat.user = user;
     let (mut buf4, mut buf6) = (vec![0u8; 65536], vec![0u8; 65536]);
     let idle = tokio::time::sleep(config.timeouts.idle);
     tokio::pin!(idle);
