@@ -322,6 +322,17 @@ pub fn assert_completions_and_man(bin: &str, name: &str, words: &[&str]) {
     let man = generate(&["man"], "page.1");
     let roff = std::fs::read_to_string(&man).unwrap();
     assert!(roff.contains(&format!(".TH {name} 1")), "{roff}");
+    // --out-dir: a page per subcommand too, with the subcommand's own flags.
+    let pages = dir.join("pages");
+    std::fs::create_dir_all(&pages).unwrap();
+    let out = Command::new(bin)
+        .args(["man", "--out-dir"])
+        .arg(&pages)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let check = std::fs::read_to_string(pages.join(format!("{name}-check.1"))).expect("a page for check");
+    assert!(check.contains(&format!(".TH {name}-check 1")), "{check}");
     if have_tool("groff", "--version") {
         let out = Command::new("groff")
             .args(["-man", "-Tutf8", "-ww", "-P-cbou"])

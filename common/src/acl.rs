@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::proto::address::{check_domain, name_matches, DomainRule};
+use crate::proto::address::{check_domain, name_matches, Address, DomainRule};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -155,6 +155,21 @@ impl Acl {
             }
         }
         None
+    }
+
+    /// The verdict of the first rule that matches `target` as it was asked for, an IP or CIDR
+    /// rule for an address and a name rule for a name, with no lookup and no built-in denies;
+    /// `None` when no rule matches. For a request this remote forwards (to an agent, which
+    /// applies its own ACL where it connects): a user's own rules still hold on the way.
+    pub fn rule_for(&self, target: &Address) -> Option<Verdict> {
+        self.rules.iter().find_map(|rule| {
+            let hit = match (&rule.matcher, target) {
+                (Matcher::Net(net), Address::Ip(addr)) => net.contains(&addr.ip().to_canonical()),
+                (Matcher::Domain(d), Address::Domain(name, _)) => name_matches(d, name.as_str()),
+                _ => false,
+            };
+            hit.then_some(rule.verdict)
+        })
     }
 }
 

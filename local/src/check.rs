@@ -277,12 +277,19 @@ pub fn describe(name: &str, endpoint: &Endpoint, verdict: &Verdict) -> String {
                 format!(": \"{said}\"")
             }
         ),
-        Verdict::Silent => format!(
-            "{head} FAILED: TCP connects, but nothing answered: most likely the key is wrong (ours has id {}; \
-             compare the `key:` line of `warren-remote check` there), or the clocks differ by more than \
-             the 10 minutes and whole hours tried; or it is not warren but a server that waits for its client",
-            sealing_key(endpoint).id()
-        ),
+        Verdict::Silent => {
+            let compare = if endpoint.user_key.is_some() {
+                "compare your entry under `users:` in `warren-remote check` there; with users listed the shared key alone is refused"
+            } else {
+                "compare the `key:` line of `warren-remote check` there"
+            };
+            format!(
+                "{head} FAILED: TCP connects, but nothing answered: most likely the key is wrong (ours has id {}; \
+                 {compare}), or the clocks differ by more than the 10 minutes and whole hours tried; or it is \
+                 not warren but a server that waits for its client",
+                sealing_key(endpoint).id()
+            )
+        }
     }
 }
 

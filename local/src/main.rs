@@ -14,13 +14,13 @@ struct Args {
     #[command(flatten)]
     common: cli::CommonArgs,
     /// SOCKS5 listen address; overrides local.listen.
-    #[arg(long, value_name = "IP:PORT", global = true)]
+    #[arg(long, value_name = "IP:PORT")]
     listen: Option<String>,
     /// warren-remote's host:port; overrides local.remote.
-    #[arg(long, value_name = "HOST:PORT", global = true)]
+    #[arg(long, value_name = "HOST:PORT")]
     remote: Option<String>,
     /// Cap on concurrent connections; overrides local.max_connections.
-    #[arg(long, value_name = "N", global = true)]
+    #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
 }
 

@@ -267,3 +267,32 @@ async fn spawn_run(args: Vec<String>) -> Output {
         .await
         .unwrap()
 }
+
+// A remote reached only as a later hop of a chain is listed as not checked; the first hop is.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_connect_skips_later_chain_hops_and_says_so() {
+    let (shared, inner_key) = (key(), key());
+    let (vps, stop) = start_remote(&shared, "").await;
+    let yaml = format!(
+        "key: \"{shared}\"\nlocal:\n  remotes:\n    vps: {{ address: \"{vps}\" }}\n    inner: {{ address: \"10.1.0.1:8388\", key: \"{inner_key}\" }}\n  chains:\n    deep: [vps, inner]\n  default: deep\n"
+    );
+    let file = config_file(&yaml);
+    let out = spawn_run(vec![
+        "check".into(),
+        "--connect".into(),
+        "-c".into(),
+        file.display().to_string(),
+    ])
+    .await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("remote \"vps\"") && stdout.contains("ok: TCP in"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("remote \"inner\": not checked: reached only through chain \"deep\""),
+        "{stdout}"
+    );
+    stop.cancel();
+}

@@ -318,6 +318,18 @@ fn an_open_proxy_beyond_loopback_is_warned_about() {
 #[test]
 fn completions_and_man_page_cover_the_subcommands_and_flags() {
     cli_harness::assert_completions_and_man(BIN, "warren-local", &["check", "completions", "man", "--remote"]);
+    // The check subcommand's own page documents --connect.
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("man-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["man", "--out-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let page = std::fs::read_to_string(dir.join("warren-local-check.1")).unwrap();
+    assert!(page.contains("\\-\\-connect"), "{page}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 // `--log-format json`: every line on stderr is one JSON object, the ready line's fields among

@@ -96,7 +96,7 @@ enum Refusal {
 /// another list).
 fn keys(origin: Origin, config: &RemoteConfig) -> Vec<(&Key, Party)> {
     let mut keys = Vec::new();
-    if config.users.is_empty() {
+    if config.user_table.is_none() {
         keys.push((&config.key, Party::Client));
     }
     match origin {

@@ -86,8 +86,18 @@ async fn serve(listener: TcpListener, mut configs: Configs<RemoteConfig>, shutdo
             // Ends when the sender is gone (no reloads: tests, library users) or at shutdown.
             while configs.changed().await.is_ok() {
                 let config = with_own(&configs.borrow_and_update());
-                let agent_changed = config.agent != shared.config().agent;
+                let previous = shared.config();
+                if previous.user_table.is_some() && config.user_table.is_none() {
+                    tracing::warn!(
+                        "remote.users removed: the shared key alone opens requests again, and every former user holds it"
+                    );
+                }
+                let agent_changed = config.agent != previous.agent;
+                let agents = config.agents.clone();
                 shared.set_config(config);
+                for name in shared.agents.revoke_all_but(&agents) {
+                    tracing::info!(agent = %name, "remote.agents.{name} removed or its key changed: its session is closed");
+                }
                 if agent_changed {
                     tracing::info!("remote.agent changed: redialling the agent link");
                     agent_link.cancel();

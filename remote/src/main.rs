@@ -15,10 +15,10 @@ struct Args {
     #[command(flatten)]
     common: cli::CommonArgs,
     /// Tunnel listen address; overrides remote.listen.
-    #[arg(long, value_name = "IP:PORT", global = true)]
+    #[arg(long, value_name = "IP:PORT")]
     listen: Option<String>,
     /// Cap on concurrent connections; overrides remote.max_connections.
-    #[arg(long, value_name = "N", global = true)]
+    #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
 }
 

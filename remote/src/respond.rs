@@ -113,7 +113,9 @@ impl Request {
         let metrics = warren_common::metrics::get();
         metrics.request(front, command, reply.status);
         if let Some(user) = self.party.user() {
-            let user = warren_common::metrics::User { user: user.to_owned() };
+            let user = warren_common::metrics::User {
+                user: warren_common::metrics::label(user),
+            };
             metrics.user_connections.get_or_create(&user).inc();
         }
         let response = ResponseHeader::new(self.accepted.salt, reply.status, unix_now(), reply.bound);

@@ -46,8 +46,13 @@ pub enum DocCmd {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) to stdout, e.g. `warren-local man > warren-local.1`.
-    Man,
+    /// Print the man page (roff) to stdout, e.g. `warren-local man > warren-local.1`; with
+    /// --out-dir, write it and one page per subcommand (warren-local-check.1, ...) there.
+    Man {
+        /// Directory to write every page into, instead of the main page to stdout.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 impl DocCmd {
@@ -61,7 +66,16 @@ impl DocCmd {
                 clap_complete::generate(*shell, &mut command, name, &mut out);
                 Ok(())
             }
-            DocCmd::Man => clap_mangen::Man::new(command).render(&mut out),
+            DocCmd::Man { out_dir: None } => clap_mangen::Man::new(command).render(&mut out),
+            DocCmd::Man { out_dir: Some(dir) } => {
+                return match clap_mangen::generate_to(command, dir) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: writing man pages to {}: {e}", dir.display());
+                        ExitCode::from(1)
+                    }
+                };
+            }
         };
         match rendered.and_then(|()| std::io::stdout().write_all(&out)) {
             Ok(()) => ExitCode::SUCCESS,

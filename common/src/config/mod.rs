@@ -39,7 +39,7 @@ mod tests;
 pub use error::ConfigError;
 pub use limits::{default_max_connections, Timeouts};
 pub use local::{LocalConfig, RawLocal, RawUser, UdpTransport, WarmSettings, MAX_WARM_CONNECTIONS};
-pub use remote::{AgentSettings, RawAgent, RawRemote, RawRemoteRoute, RawRule, RemoteConfig};
+pub use remote::{AgentEntry, AgentSettings, RawAgent, RawRemote, RawRemoteRoute, RawRule, RemoteConfig};
 pub use secret::{Secret, User};
 
 /// The key printed in config.example.yaml. Anyone can read it, so the remote refuses it on any

@@ -102,10 +102,10 @@ pub struct RemoteConfig {
     pub outbound_source: Option<IpAddr>,
     /// Where `/metrics` is served (`remote.metrics.listen`); `None`: not served.
     pub metrics: Option<SocketAddr>,
-    /// `remote.users`, in name order; when any are listed, requests must be sealed with one of
-    /// their keys (the shared key only unmasks their hints).
+    /// `remote.users`, in name order.
     pub users: Vec<Arc<super::remote_users::RemoteUser>>,
-    /// The users' keys by hint; `None` without users.
+    /// The users' keys by hint: `Some` whenever `remote.users` is present (even empty), and
+    /// then requests must be sealed with a user's key (the shared key only unmasks hints).
     pub user_table: Option<Arc<crate::tunnel::Users>>,
 }
 
@@ -141,13 +141,20 @@ impl RemoteConfig {
         }
         let agents = agent_entries(&key, remote)?;
         let acl = acl(remote)?;
-        let (users, user_table) = super::remote_users::remote_users(&key, &agents, &acl, remote.users.as_ref())?;
+        let agent = agent_settings(&key, &agents, remote)?;
+        let (users, user_table) = super::remote_users::remote_users(
+            &key,
+            &agents,
+            agent.as_ref().map(|a| &a.key),
+            &acl,
+            remote.users.as_ref(),
+        )?;
         Ok(RemoteConfig {
             users,
             user_table,
             acl,
             routes: remote_routes(remote, &agents)?,
-            agent: agent_settings(&key, &agents, remote)?,
+            agent,
             agents,
             key,
             listen,

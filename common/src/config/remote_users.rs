@@ -40,6 +40,9 @@ pub struct RemoteUser {
     pub key: Key,
     /// The user's rules, then `remote.acl`'s, then the built-in denies.
     pub acl: Acl,
+    /// The user's rules alone: what still applies to a request this remote forwards to an
+    /// agent (see [`Acl::rule_for`]).
+    pub own: Acl,
 }
 
 /// `remote.users` checked, in name order, and the table requests find them in (`None` when
@@ -50,6 +53,7 @@ pub(crate) type CheckedUsers = (Vec<Arc<RemoteUser>>, Option<Arc<Users>>);
 pub(crate) fn remote_users(
     shared: &Key,
     agents: &[AgentEntry],
+    own_agent_key: Option<&Key>,
     global: &Acl,
     raw: Option<&BTreeMap<String, RawRemoteUser>>,
 ) -> Result<CheckedUsers, ConfigError> {
@@ -72,21 +76,31 @@ pub(crate) fn remote_users(
         if let Some(agent) = agents.iter().find(|a| a.key == key) {
             return Err(invalid(&key_field, format!("is also remote.agents.{}.key", agent.name)));
         }
+        if own_agent_key == Some(&key) {
+            return Err(invalid(
+                &key_field,
+                "is also remote.agent.key (this remote's own agent key)",
+            ));
+        }
         if let Some(other) = users.iter().find(|u| u.key == key) {
             return Err(invalid(
                 &key_field,
                 format!("is also remote.users.{}.key: each user needs its own key", other.name),
             ));
         }
-        let mut acl = rules(&format!("{field}.acl"), entry.acl.as_deref())?;
+        let own = rules(&format!("{field}.acl"), entry.acl.as_deref())?;
+        let mut acl = own.clone();
         acl.extend(global.rules().iter().cloned());
         users.push(Arc::new(RemoteUser {
             name: name.clone(),
             key,
             acl: Acl::new(acl),
+            own: Acl::new(own),
         }));
     }
-    let table = (!users.is_empty()).then(|| {
+    // Present, even empty, means per-user mode: the shared key alone opens nothing. Deleting
+    // the last user must not hand access back to everyone who holds the shared key.
+    let table = raw.map(|_| {
         Arc::new(Users::new(
             shared.clone(),
             users.iter().map(|u| u.key.clone()).collect(),

@@ -179,7 +179,7 @@ pub fn remote(config: &RemoteConfig) -> String {
             key(&agent.key)
         );
     }
-    if !config.users.is_empty() {
+    if config.user_table.is_some() {
         let _ = writeln!(
             o,
             "  users:  # requests need one of these keys; the shared key alone opens nothing"

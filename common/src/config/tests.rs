@@ -305,3 +305,12 @@ fn remote_users_are_checked_field_by_field() {
         .user_table
         .is_none());
 }
+
+#[test]
+fn a_user_key_cannot_be_this_remotes_own_agent_key() {
+    let agent = Key::generate().to_base64();
+    let e = err(remote(&format!(
+        "key: {KEY:?}\nremote:\n  agent: {{ server: \"vps.example:8388\", name: campus, key: {agent:?} }}\n  users: {{ alice: {{ key: {agent:?} }} }}\n"
+    )));
+    assert!(e.starts_with("remote.users.alice.key: is also remote.agent.key"), "{e}");
+}

@@ -4,14 +4,15 @@
 //!
 //! ```text
 //! warren_connections_total{front, command, result}   requests answered: front is socks5, socks4,
-//!                                                     http (local) or tunnel, agent_link (remote);
+//!                                                     http-connect (local) or tunnel, agent_link (remote);
 //!                                                     result is the reply's status (Status::label)
 //! warren_bytes_total{direction}                       relayed payload: up = client→target, down
 //! warren_open_connections                             client connections being served now
 //! warren_refusals_total{reason}                       remote: requests answered with silence:
 //!                                                     unauthenticated (probes, wrong keys),
 //!                                                     stale (outside the window), before_start,
-//!                                                     replay, misused_key, incomplete
+//!                                                     replay, misused_key, incomplete,
+//!                                                     udp_without_user
 //! warren_user_connections_total{user}                 remote: requests per user (remote.users)
 //! warren_user_bytes_total{user, direction}            remote: bytes per user
 //! warren_remote_up{remote}                            local: 1/0, each health-checked remote
@@ -184,7 +185,7 @@ impl Metrics {
     pub fn user_relayed(&self, user: &str, up: u64, down: u64) {
         for (direction, n) in [("up", up), ("down", down)] {
             let labels = UserDirection {
-                user: user.to_owned(),
+                user: label(user),
                 direction,
             };
             self.user_bytes.get_or_create(&labels).inc_by(n);
@@ -203,6 +204,22 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
+}
+
+/// `text` as a label value: prometheus-client writes values as given, so a name from the
+/// config with `\`, `"` or a line break would break the whole scrape; they are escaped the way
+/// the exposition format reads them.
+pub fn label(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The process's metrics.
@@ -230,5 +247,16 @@ impl Default for OpenConnection {
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         get().open_connections.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("alice"), "alice");
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

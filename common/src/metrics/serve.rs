@@ -1,6 +1,7 @@
 //! The scrape endpoint: `GET /metrics` over HTTP/1.x (RFC 9112), answered with the registry as
 //! OpenMetrics text and the connection closed. Anything else gets 404 or 405, a malformed or
-//! oversized request head 400, one that does not arrive within 5 s nothing. At most 16
+//! oversized request head 400; a read that waits 5 s, or a scrape that takes 10 s in all,
+//! gets nothing. At most 16
 //! scrapes are served at once; more wait in the listen backlog.
 //!
 //! Hand-written over httparse (which does the parsing) rather than an HTTP server crate:

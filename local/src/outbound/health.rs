@@ -68,7 +68,7 @@ impl Health {
 /// Sets `warren_remote_up{remote}`.
 fn up_gauge(remote: &str, up: bool) {
     let labels = warren_common::metrics::Remote {
-        remote: remote.to_owned(),
+        remote: warren_common::metrics::label(remote),
     };
     warren_common::metrics::get()
         .remote_up

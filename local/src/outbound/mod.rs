@@ -163,7 +163,7 @@ impl Outbounds {
                         Ok(Err(e)) => {
                             if i + 1 < order.len() {
                                 tracing::warn!(peer = %self.peer, target = %header.target, via = via.name(), "{e}: trying the next way out");
-                                let remote = via.name().to_owned();
+                                let remote = metrics::label(via.name());
                                 warren_common::metrics::get()
                                     .failovers
                                     .get_or_create(&metrics::Remote { remote })

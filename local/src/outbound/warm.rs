@@ -39,6 +39,9 @@ use super::tunnel;
 pub struct Warm {
     settings: WarmSettings,
     remotes: Mutex<HashMap<String, Arc<Slot>>>,
+    /// Set by [`Warm::close_all`]: a pool retired at shutdown or by a reload starts no keeper
+    /// again, even for a connection that still holds it.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// One remote's warm connections and its keeper's state.
@@ -64,13 +67,14 @@ impl Warm {
         Warm {
             settings,
             remotes: Mutex::default(),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// A live, unexpired warm connection to `remote`, if one is ready; either way, records the
     /// demand and starts the remote's keeper if none runs (unless warming is off).
     pub fn take(&self, remote: &Arc<Endpoint>) -> Option<TcpStream> {
-        if self.settings.per_remote == 0 {
+        if self.settings.per_remote == 0 || self.closed.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
         let slot = self.slot(&remote.name);
@@ -100,6 +104,7 @@ impl Warm {
 
     /// Closes every warm connection (at shutdown); keepers find an empty pool and stop.
     pub fn close_all(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::Relaxed);
         for slot in lock(&self.remotes).values() {
             let mut state = lock(&slot.state);
             state.ready.clear();

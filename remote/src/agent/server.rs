@@ -10,6 +10,7 @@
 //! replies: it listens inside its own network).
 
 use tokio::io::AsyncWriteExt;
+use warren_common::acl::Verdict;
 use warren_common::proto::status::Status;
 use warren_common::relay::relay;
 
@@ -33,7 +34,17 @@ where
     let Party::Agent(name) = request.party.clone() else {
         return;
     };
-    let claim = shared.agents.claim(&name);
+    // The key it registered with, so a reload that removes or changes it ends the session.
+    let Some(key) = shared
+        .config()
+        .agents
+        .iter()
+        .find(|a| a.name == name)
+        .map(|a| a.key.clone())
+    else {
+        return;
+    };
+    let claim = shared.agents.claim(&name, &key);
     let reply = match claim {
         Some(_) => Reply::GRANTED,
         None => {
@@ -65,18 +76,14 @@ where
     });
     claim.activate(opener);
     tracing::info!(%peer, agent = %name, "agent connected");
-    let sessions = warren_common::metrics::get()
-        .agent_sessions
-        .get_or_create(&warren_common::metrics::Agent { agent: name.clone() })
-        .clone();
-    sessions.inc();
+    let _session = SessionGauge::new(&name);
     tokio::select! {
         () = driver => {}
         () = heartbeat::echo(beat_rx) => tracing::warn!(%peer, agent = %name, "agent heartbeat lost"),
+        () = claim.revoked() => tracing::warn!(%peer, agent = %name, "agent's key revoked by a reload: session closed"),
         () = shared.shutdown.cancelled() => {}
     }
     drop(claim);
-    sessions.dec();
     tracing::info!(%peer, agent = %name, "agent disconnected");
 }
 
@@ -93,7 +100,13 @@ where
     // The lines users read name the connection themselves (see accept.rs on spans).
     let (peer, target) = (request.origin.peer(), request.header().target.clone());
     let config = &*shared.config();
+    // The agent applies its own ACL where it connects; a user's own rules hold on the way there.
+    let denied = match &request.party {
+        Party::User(user) => user.own.rule_for(&target) == Some(Verdict::Deny),
+        _ => false,
+    };
     let opened = match (shared.agents.get(name), request.raw()) {
+        _ if denied => Err(Status::NotAllowed),
         (None, _) => Err(Status::HostUnreachable),
         // `raw` is kept whenever a route leads to an agent (see `Shared::forwards`).
         (Some(_), None) => Err(Status::GeneralFailure),
@@ -112,7 +125,9 @@ where
     };
     let upstream = match opened {
         Ok(upstream) => {
-            let agent = warren_common::metrics::Agent { agent: name.to_owned() };
+            let agent = warren_common::metrics::Agent {
+                agent: warren_common::metrics::label(name),
+            };
             warren_common::metrics::get().agent_streams.get_or_create(&agent).inc();
             upstream
         }
@@ -124,4 +139,29 @@ where
     let outcome = relay(stream, upstream, config.timeouts.idle).await;
     warren_common::metrics::get().relayed(outcome.sent, outcome.received);
     tracing::info!(%peer, %target, agent = %name, sent = outcome.sent, received = outcome.received, end = %outcome.end, "connection via agent finished");
+}
+
+/// `warren_agent_sessions{agent}` counts a session while this lives (however its task ends).
+struct SessionGauge(warren_common::metrics::Agent);
+
+impl SessionGauge {
+    fn new(name: &str) -> SessionGauge {
+        let labels = warren_common::metrics::Agent {
+            agent: warren_common::metrics::label(name),
+        };
+        warren_common::metrics::get()
+            .agent_sessions
+            .get_or_create(&labels)
+            .inc();
+        SessionGauge(labels)
+    }
+}
+
+impl Drop for SessionGauge {
+    fn drop(&mut self) {
+        warren_common::metrics::get()
+            .agent_sessions
+            .get_or_create(&self.0)
+            .dec();
+    }
 }

@@ -95,7 +95,15 @@ impl Nat {
                 None => false,
             },
             // The agent applies its own ACL and NAT rules; never sent from here, which would
-            // bypass the route and reach the wrong network.
+            // bypass the route and reach the wrong network. A user's own rules hold on the way.
+            UdpSink::Agent(_)
+                if self
+                    .user
+                    .as_ref()
+                    .is_some_and(|u| u.own.rule_for(target) == Some(Verdict::Deny)) =>
+            {
+                false
+            }
             UdpSink::Agent(agent) => self.agents.send(agent, target, data, shared),
         }
     }

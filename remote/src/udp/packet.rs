@@ -105,7 +105,8 @@ impl Entries {
         // With remote.users the shared key opens nothing by itself (every user, a removed one
         // too, holds it), and packets carry no user identity: users send UDP inside their
         // tunnels (UDP-over-TCP). Silence, as for any packet that is not ours.
-        if !config.users.is_empty() {
+        if config.user_table.is_some() {
+            warren_common::metrics::get().refused("udp_without_user");
             return;
         }
         let plaintext = match self.sessions.open(&config.key, packet, now) {
