@@ -26,6 +26,8 @@ struct Entry {
 pub struct Registry {
     agents: Mutex<HashMap<String, Entry>>,
     next_id: AtomicU64,
+    /// Woken when a session becomes reachable ([`Claim::activate`]).
+    activated: tokio::sync::Notify,
 }
 
 impl Registry {
@@ -33,6 +35,30 @@ impl Registry {
     pub(super) fn get(&self, name: &str) -> Option<Opener> {
         let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
         agents.get(name).and_then(|e| e.opener.clone())
+    }
+
+    /// The session registered under `name`; if it is still being set up (the agent has its
+    /// answer, this side has not activated it yet), waits up to `limit` for it. Without this,
+    /// a request arriving in that gap was refused although the agent had just registered.
+    pub(super) async fn get_or_wait(&self, name: &str, limit: std::time::Duration) -> Option<Opener> {
+        let wait = async {
+            loop {
+                let activated = self.activated.notified();
+                let pending = {
+                    let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+                    match agents.get(name) {
+                        Some(Entry { opener: Some(opener), .. }) => return Some(opener.clone()),
+                        Some(_) => true,
+                        None => false,
+                    }
+                };
+                if !pending {
+                    return None;
+                }
+                activated.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.ok().flatten()
     }
 
     /// Reserves `name` for a session about to start, or `None` while another session holds
@@ -103,6 +129,7 @@ impl Claim<'_> {
                 entry.opener = Some(opener);
             }
         }
+        self.registry.activated.notify_waiters();
     }
 }
 

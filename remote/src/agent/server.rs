@@ -105,7 +105,11 @@ where
         Party::User(user) => user.own.rule_for(&target) == Some(Verdict::Deny),
         _ => false,
     };
-    let opened = match (shared.agents.get(name), request.raw()) {
+    let opener = match denied {
+        true => None,
+        false => shared.agents.get_or_wait(name, config.timeouts.connect).await,
+    };
+    let opened = match (opener, request.raw()) {
         _ if denied => Err(Status::NotAllowed),
         (None, _) => Err(Status::HostUnreachable),
         // `raw` is kept whenever a route leads to an agent (see `Shared::forwards`).
