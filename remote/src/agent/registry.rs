@@ -47,7 +47,9 @@ impl Registry {
                 let pending = {
                     let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
                     match agents.get(name) {
-                        Some(Entry { opener: Some(opener), .. }) => return Some(opener.clone()),
+                        Some(Entry {
+                            opener: Some(opener), ..
+                        }) => return Some(opener.clone()),
                         Some(_) => true,
                         None => false,
                     }
