@@ -423,3 +423,18 @@ pub fn scrape(addr: std::net::SocketAddr) -> Vec<(String, f64)> {
 pub fn sample(samples: &[(String, f64)], name: &str) -> f64 {
     samples.iter().find(|(n, _)| n == name).map_or(0.0, |(_, v)| *v)
 }
+
+/// A TCP echo server on `ip` (port 0), on the caller's runtime, serving until the test ends.
+pub async fn echo_on(ip: &str) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = conn.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}

@@ -110,9 +110,15 @@ fn check_warns_about_risky_configs_and_still_exits_0() {
 
 /// `check --connect` against `remote` (host:port) with `key`: exit code and stdout.
 async fn check_connect(key: &str, remote: String) -> (Option<i32>, String) {
-    let file = config_file(&format!(
+    connect_check_of(&format!(
         "key: \"{key}\"\nlocal:\n  remote: \"{remote}\"\n  connect_timeout: 8\n"
-    ));
+    ))
+    .await
+}
+
+/// `check --connect` on a config file holding `yaml`: exit code and stdout.
+async fn connect_check_of(yaml: &str) -> (Option<i32>, String) {
+    let file = config_file(yaml);
     let out = tokio::task::spawn_blocking(move || run(&["check", "--connect", "-c", file.to_str().unwrap()]))
         .await
         .unwrap();
@@ -204,16 +210,8 @@ async fn a_user_key_seals_requests_and_checks() {
     let yaml = format!(
         "key: \"{shared}\"\nlocal:\n  listen: \"127.0.0.1:{port}\"\n  remote: \"{remote}\"\n  user_key: \"{mine}\"\n"
     );
-    let file = config_file(&yaml);
-    let out = spawn_run(vec![
-        "check".into(),
-        "--connect".into(),
-        "-c".into(),
-        file.display().to_string(),
-    ])
-    .await;
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let (code, stdout) = connect_check_of(&yaml).await;
+    assert_eq!(code, Some(0), "{stdout}");
     let id = Key::from_base64(&mine).unwrap().id();
     assert!(stdout.contains(&format!("user_key: \"*** (id {id})\"")), "{stdout}");
     assert!(stdout.contains("udp_transport: tcp"), "{stdout}");
@@ -231,6 +229,7 @@ async fn a_user_key_seals_requests_and_checks() {
             }
         }
     });
+    let file = config_file(&yaml);
     let mut proc = cli_harness::Proc::spawn(BIN, &["-c", file.to_str().unwrap()]);
     proc.wait_line("serving SOCKS5");
     let proxy = format!("127.0.0.1:{port}").parse().unwrap();
@@ -276,16 +275,8 @@ async fn check_connect_skips_later_chain_hops_and_says_so() {
     let yaml = format!(
         "key: \"{shared}\"\nlocal:\n  remotes:\n    vps: {{ address: \"{vps}\" }}\n    inner: {{ address: \"10.1.0.1:8388\", key: \"{inner_key}\" }}\n  chains:\n    deep: [vps, inner]\n  default: deep\n"
     );
-    let file = config_file(&yaml);
-    let out = spawn_run(vec![
-        "check".into(),
-        "--connect".into(),
-        "-c".into(),
-        file.display().to_string(),
-    ])
-    .await;
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let (code, stdout) = connect_check_of(&yaml).await;
+    assert_eq!(code, Some(0), "{stdout}");
     assert!(
         stdout.contains("remote \"vps\"") && stdout.contains("ok: TCP in"),
         "{stdout}"

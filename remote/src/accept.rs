@@ -94,24 +94,34 @@ enum Refusal {
 /// (on a stream of our agent link, opened by the public remote). [`party`] names the holder of
 /// the one that matched, from the same `config` (one snapshot: after a reload, an index means
 /// another list).
-fn keys(origin: Origin, config: &RemoteConfig) -> Vec<(&Key, Party)> {
-    let mut keys = Vec::new();
+fn keys(origin: Origin, config: &RemoteConfig) -> Vec<&Key> {
+    let mut keys = Vec::with_capacity(1 + config.agents.len());
     if config.user_table.is_none() {
-        keys.push((&config.key, Party::Client));
+        keys.push(&config.key);
     }
     match origin {
-        Origin::Tcp { .. } => keys.extend(config.agents.iter().map(|a| (&a.key, Party::Agent(a.name.clone())))),
-        Origin::Agent { .. } => keys.extend(config.agent.iter().map(|a| (&a.key, Party::PublicRemote))),
+        Origin::Tcp { .. } => keys.extend(config.agents.iter().map(|a| &a.key)),
+        Origin::Agent { .. } => keys.extend(config.agent.iter().map(|a| &a.key)),
     }
     keys
 }
 
-/// Who holds the key that opened the request: one of `keys` (from [`keys`], same config), or
-/// a user of `config`'s table.
-fn party(opener: Opener, keys: &[(&Key, Party)], config: &RemoteConfig) -> Option<Party> {
-    match opener {
-        Opener::Listed(i) => keys.get(i).map(|(_, party)| party.clone()),
-        Opener::User(i) => config.users.get(i).map(|user| Party::User(user.clone())),
+/// Who holds the key that opened the request: the one at that index of [`keys`] (same
+/// `origin` and `config`), or a user of `config`'s table. Names are cloned for the match only.
+fn party(opener: Opener, origin: Origin, config: &RemoteConfig) -> Option<Party> {
+    let i = match opener {
+        Opener::User(i) => return config.users.get(i).map(|user| Party::User(user.clone())),
+        Opener::Listed(i) => i,
+    };
+    // The shared key comes first when it is offered at all.
+    let i = match (config.user_table.is_none(), i.checked_sub(1)) {
+        (true, None) => return Some(Party::Client),
+        (true, Some(i)) => i,
+        (false, _) => i,
+    };
+    match origin {
+        Origin::Tcp { .. } => config.agents.get(i).map(|a| Party::Agent(a.name.clone())),
+        Origin::Agent { .. } => config.agent.as_ref().map(|_| Party::PublicRemote),
     }
 }
 
@@ -131,10 +141,9 @@ where
     // another config's list of agents.
     let config = &*shared.config();
     let keys = keys(origin, config);
-    let offered: Vec<&Key> = keys.iter().map(|(key, _)| *key).collect();
     let read = AcceptedRequest::read(
         stream,
-        &offered,
+        &keys,
         config.user_table.as_deref(),
         crate::shared::forwards(config),
     );
@@ -190,7 +199,7 @@ where
             return Err(Refusal::Silent);
         }
     }
-    let Some(party) = party(request.opener, &keys, config) else {
+    let Some(party) = party(request.opener, origin, config) else {
         return Err(Refusal::Silent);
     };
     let registers = request.header.command == Command::Agent;

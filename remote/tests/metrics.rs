@@ -16,22 +16,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_warren-remote");
 
 #[path = "../../tests/cli_harness.rs"]
 mod cli_harness;
-use cli_harness::{config_file, free_port, key, sample, scrape, Proc, BOUND};
-
-/// An echo server on 127.0.0.1.
-async fn echo() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = conn.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
-}
+use cli_harness::{config_file, echo_on, free_port, key, sample, scrape, Proc, BOUND};
 
 /// The bytes of a request to `target` stamped `stamp`, as a local would send them.
 async fn request_bytes(key: &Key, target: SocketAddr, stamp: u64) -> Vec<u8> {
@@ -60,7 +45,7 @@ async fn send(remote: SocketAddr, bytes: &[u8]) -> usize {
 async fn counters_follow_successes_refusals_probes_and_replays() {
     let k = key();
     let key = Key::from_base64(&k).unwrap();
-    let target = echo().await;
+    let target = echo_on("127.0.0.1").await;
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let yaml = format!(
@@ -138,6 +123,44 @@ async fn counters_follow_successes_refusals_probes_and_replays() {
     assert!(s("warren_open_connections") >= 1.0, "the third tunnel is open");
     drop(open);
 
+    proc.signal("TERM");
+    let (status, _) = proc.wait_exit();
+    assert_eq!(status.code(), Some(0));
+}
+
+// The endpoint has no key, so anyone who reaches it may send anything: garbage and an
+// oversized head get 400, a silent client is dropped, and scraping (and the tunnel) go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_metrics_endpoint_refuses_bad_requests_and_keeps_serving() {
+    let k = key();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let yaml = format!("key: \"{k}\"\nremote:\n  listen: \"{listen}\"\n  metrics: {{ listen: \"{metrics}\" }}\n");
+    let mut proc = Proc::spawn(BIN, &["-c", config_file(&yaml).to_str().unwrap()]);
+    proc.wait_line("accepting tunnels");
+    let answer = |bytes: Vec<u8>| async move {
+        let mut s = TcpStream::connect(metrics).await.unwrap();
+        let _ = s.write_all(&bytes).await;
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(BOUND, s.read_to_end(&mut got)).await;
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    assert!(answer(b"\x16\x03\x01\x02\x00garbage\r\n\r\n".to_vec())
+        .await
+        .starts_with("HTTP/1.1 400"));
+    let mut huge = b"GET /metrics HTTP/1.1\r\n".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 16 * 1024));
+    assert!(answer(huge).await.starts_with("HTTP/1.1 400"));
+    assert!(answer(b"DELETE /metrics HTTP/1.1\r\n\r\n".to_vec())
+        .await
+        .starts_with("HTTP/1.1 405"));
+    let held = TcpStream::connect(metrics).await.unwrap();
+    let samples = scrape(metrics);
+    assert!(
+        samples.iter().any(|(name, _)| name == "warren_open_connections"),
+        "{samples:?}"
+    );
+    drop(held);
     proc.signal("TERM");
     let (status, _) = proc.wait_exit();
     assert_eq!(status.code(), Some(0));

@@ -19,21 +19,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_warren-remote");
 
 #[path = "../../tests/cli_harness.rs"]
 mod cli_harness;
-use cli_harness::{config_file, free_port, key, sample, scrape, Proc, BOUND};
-
-async fn echo(ip: &str) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = conn.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
-}
+use cli_harness::{config_file, echo_on, free_port, key, sample, scrape, Proc, BOUND};
 
 /// A CONNECT to `target`, sealed with `user` (and its hint) or, without one, with the shared
 /// key; "ping" echoed on success. The status, or None if the remote said nothing.
@@ -70,7 +56,7 @@ fn rewrite(path: &Path, yaml: &str) {
 async fn users_keys_open_their_own_requests_and_nothing_else() {
     let (shared, alice, bob) = (key(), key(), key());
     let k = |text: &str| Key::from_base64(text).unwrap();
-    let (one, two) = (echo("127.0.0.1").await, echo("127.0.0.2").await);
+    let (one, two) = (echo_on("127.0.0.1").await, echo_on("127.0.0.2").await);
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     // Who is listed: 2 = alice and bob, 1 = alice, 0 = nobody (`users: {}`).
@@ -195,7 +181,7 @@ async fn users_keys_open_their_own_requests_and_nothing_else() {
 async fn a_users_own_rules_hold_for_requests_forwarded_to_an_agent() {
     let (shared, alice, carol, agent_key) = (key(), key(), key(), key());
     let k = |text: &str| Key::from_base64(text).unwrap();
-    let intranet = echo("127.0.0.2").await;
+    let intranet = echo_on("127.0.0.2").await;
     let public = format!(
         "  agents: {{ campus: {{ key: \"{agent_key}\" }} }}\n  routes:\n    - {{ cidr: \"127.0.0.2/32\", via: campus }}\n  users:\n    alice: {{ key: \"{alice}\", acl: [ {{ deny: \"127.0.0.2\" }} ] }}\n    carol: {{ key: \"{carol}\" }}\n"
     );

@@ -119,4 +119,15 @@ mod tests {
         assert_eq!(respond(b"\x00\x01garbage\r\n\r\n").unwrap().0, "400 Bad Request");
         assert!(respond(b"GET /metr").is_none(), "a partial head waits for more");
     }
+
+    proptest::proptest! {
+        // Whatever a scraper (or anyone who reaches the port) sends, the parser answers or waits
+        // for more, and never panics; a whole head always gets a status line.
+        #[test]
+        fn any_bytes_get_an_answer_or_a_wait(head in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            if let Some((status, _, _)) = respond(&head) {
+                proptest::prop_assert!(["200 OK", "400 Bad Request", "404 Not Found", "405 Method Not Allowed"].contains(&status));
+            }
+        }
+    }
 }
