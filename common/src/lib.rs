@@ -15,6 +15,7 @@ pub mod config;
 pub mod crypto;
 pub mod datagrams;
 pub mod dial;
+pub mod dns;
 pub mod framed;
 #[doc(hidden)]
 pub mod fuzzing; // the cargo-fuzz targets' bodies, shared with the stable corpus replay

@@ -9,6 +9,7 @@
 //! replay test.
 
 mod bind;
+mod dns;
 mod http;
 mod route;
 mod socks;
@@ -16,6 +17,7 @@ mod tunnel;
 mod udp;
 
 pub use bind::bind;
+pub use dns::dns;
 pub use http::http;
 pub use route::route;
 pub use socks::socks;
@@ -37,6 +39,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("udp", udp),
     ("bind", bind),
     ("route", route),
+    ("dns", dns),
 ];
 
 /// Decodes a `T` from the front of `bytes`; when that succeeds, checks the codec's promises:
