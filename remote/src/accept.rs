@@ -32,7 +32,7 @@ use warren_common::tunnel::{AcceptedRequest, HandshakeError, Opener};
 
 use crate::respond::{Connection, Request};
 use crate::shared::{Origin, Party, Shared};
-use crate::{agent, bind, connect, udp};
+use crate::{agent, bind, connect, resolve, udp};
 
 /// Serves one tunnel connection: a TCP connection, or a stream a reverse-tunnel session opened.
 /// `admission` is its place in the listener's pools ([`Admission::uncounted`] for a stream of
@@ -260,6 +260,11 @@ async fn dispatch<S: Connection>(request: Request, stream: S, shared: &Shared) {
             RemoteAction::Direct => Box::pin(bind::serve(request, stream, shared)).await,
         },
         Command::UdpOverTcp => Box::pin(udp::tcp::serve(request, stream, shared)).await,
+        // A name is resolved where a CONNECT to it would be made: via an agent, by the agent.
+        Command::Resolve => match shared.config().routes.route(&header.target) {
+            RemoteAction::Via(agent) => Box::pin(agent::server::forward(request, stream, shared, agent)).await,
+            RemoteAction::Direct => Box::pin(resolve::serve(request, stream, shared)).await,
+        },
     }
 }
 

@@ -5,7 +5,8 @@
 //! TCP listener ─┐                               ┌─▶ connect  (CONNECT)
 //!               ├─▶ accept ─▶ command ──────────┼─▶ bind     (BIND)
 //! agent session ┘   (read, authenticate,        ├─▶ udp::tcp (UDP-over-TCP)
-//!  (agent::client)   window, replay)            └─▶ agent::server (AGENT, or CONNECT via an agent)
+//!  (agent::client)   window, replay)            ├─▶ resolve  (RESOLVE: this machine's resolver)
+//!                                               └─▶ agent::server (AGENT, or any command via an agent)
 //!                             every command answers through respond, then relays
 //! UDP socket, same port ─▶ udp::packet (encrypted UDP)
 //! ```
@@ -17,6 +18,7 @@ mod bind;
 mod connect;
 mod hold;
 mod outbound;
+mod resolve;
 mod respond;
 mod shared;
 mod udp;

@@ -108,6 +108,7 @@ impl Request {
             Command::Connect => "connect",
             Command::Bind => "bind",
             Command::UdpOverTcp => "udp_over_tcp",
+            Command::Resolve => "resolve",
             Command::Agent => "agent",
         };
         let metrics = warren_common::metrics::get();

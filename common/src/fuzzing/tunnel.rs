@@ -2,7 +2,8 @@
 //! sealed chunk framing they travel in (`tunnel/`, `stream.rs`, `crypto.rs`), read the way
 //! warren-remote's `accept.rs` reads a connection: the request chunk tried under each key
 //! (the shared key and an agent's own key, so agent registrations, command `0x10`, take the
-//! same path), then the encrypted stream to its end-of-stream chunk.
+//! same path), then the encrypted stream to its end-of-stream chunk; and RESOLVE's answer
+//! (`proto/resolve.rs`).
 //!
 //! Arbitrary bytes never pass the AEAD, so besides the raw wire (the rejection path) the
 //! target also seals the fuzzer's plaintexts under the fixed keys and checks that the reader
@@ -21,6 +22,7 @@ use crate::crypto::{frame_len, Key, Purpose, SessionCipher, LEN_BLOCK, SALT_LEN}
 use crate::proto::address::Address;
 use crate::proto::decode_prefix;
 use crate::proto::header::{RequestHeader, ResponseHeader};
+use crate::proto::resolve::ResolveAnswer;
 use crate::proto::status::Status;
 use crate::tunnel::{AcceptedRequest, Opener, Users};
 
@@ -31,10 +33,12 @@ pub fn tunnel(data: &[u8]) {
     let Some((which, bytes)) = selector(data) else {
         return;
     };
-    match which % 4 {
+    match which % 5 {
         0 => drop(round_trip::<RequestHeader>(bytes, true)),
         1 => drop(round_trip::<ResponseHeader>(bytes, true)),
         2 => drop(accept(bytes)),
+        // RESOLVE's answer, the stream payload after its response (PROTOCOL.md §20).
+        3 => drop(round_trip::<ResolveAnswer>(bytes, true)),
         _ => sealed(bytes),
     }
 }

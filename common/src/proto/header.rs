@@ -48,6 +48,11 @@ pub enum Command {
     /// Relay UDP datagrams framed as [`super::udp::DatagramFrame`]s in the stream (the target is
     /// ignored: each frame names its destination).
     UdpOverTcp = 0x03,
+    /// Resolve the target's name (port 0) with the far side's own resolver: the response's
+    /// STATUS says whether it resolved (0x04: it did not; 0x02: the ACL forbids the name or every
+    /// address), and after a success a [`super::resolve::ResolveAnswer`] is the rest of the
+    /// stream (docs/PROTOCOL.md §20).
+    Resolve = 0x04,
     /// A reverse-tunnel agent registers: the target is a domain-type address carrying the
     /// agent's name with port 0; after a success response both ends run a yamux session over
     /// the encrypted stream (docs/PROTOCOL.md, "Reverse tunnel").
@@ -108,6 +113,7 @@ impl Decode for RequestHeader {
             0x01 => Command::Connect,
             0x02 => Command::Bind,
             0x03 => Command::UdpOverTcp,
+            0x04 => Command::Resolve,
             0x10 => Command::Agent,
             other => return Err(DecodeError::BadCommand(other)),
         };

@@ -13,6 +13,7 @@ pub mod bind;
 pub mod chunked;
 pub mod header;
 pub mod http;
+pub mod resolve;
 pub mod socks4;
 pub mod socks5;
 pub mod status;
