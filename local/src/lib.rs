@@ -20,6 +20,12 @@
 //!                      health.rs checks the remotes of failover routes
 //! ```
 //!
+//! Programs that do not speak SOCKS come in beside it (`programs.rs` starts them on the sockets
+//! the binary bound): `forward/` (fixed-target TCP and UDP forwards), `dns/` (the DNS
+//! forwarder: far-side RESOLVE or upstreams), `redir/` (Linux transparent proxy: REDIRECT and
+//! TPROXY). They enter the same road at session/ (TCP) or with session/udp's upstream (UDP),
+//! and read the newest config through `outbound/current.rs`.
+//!
 //! `check.rs` is apart from that road: `warren-local check --connect` asks each remote whether
 //! it is reachable, warren, on the same key and the same time.
 //!
@@ -30,18 +36,26 @@
 mod accept;
 mod auth;
 pub mod check;
+mod dns;
+mod forward;
 mod http;
 mod outbound;
+mod programs;
+#[cfg(target_os = "linux")]
+mod redir;
 mod session;
 mod socks4;
 mod socks5;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warren_common::config::LocalConfig;
+use warren_common::net::BoundExtra;
 use warren_common::server::{fixed, Configs};
+
+use crate::outbound::current::{Current, Latest};
 
 pub use outbound::Health;
 
@@ -72,84 +86,61 @@ pub async fn run(listener: TcpListener, config: LocalConfig, shutdown: Cancellat
 /// checks and warm connections start over for the new remotes; open connections run on with
 /// the config they started with. The listener and the caps stay as they started.
 pub async fn run_reloadable(listener: TcpListener, configs: Configs<LocalConfig>, shutdown: CancellationToken) {
+    run_all(listener, Vec::new(), configs, shutdown).await;
+}
+
+/// [`run_reloadable`], also serving `local.forwards`, `local.dns` and `local.redir` on `extra`:
+/// the sockets `warren_common::net::bind_extra` bound for the config's
+/// `programs.listeners()`, in that order (what the binary does; a missing socket leaves its
+/// front end off). These listeners and their settings stay as they started; the routes they
+/// use follow reloads.
+pub async fn run_all(
+    listener: TcpListener,
+    extra: Vec<BoundExtra>,
+    configs: Configs<LocalConfig>,
+    shutdown: CancellationToken,
+) {
     let health = Health::for_config(&configs.borrow());
-    serve_configs(listener, configs, health, shutdown).await;
+    serve_configs(listener, extra, configs, health, shutdown).await;
 }
 
 /// [`run`], with the remotes' health state in the caller's hands (to watch the checker).
 pub async fn serve(listener: TcpListener, config: LocalConfig, health: Arc<Health>, shutdown: CancellationToken) {
-    serve_configs(listener, fixed(config), health, shutdown).await;
-}
-
-/// What new connections are served with: a config and the health state built for it, with the
-/// token that stops that state's checker when a reload replaces it.
-struct Current {
-    config: Arc<LocalConfig>,
-    health: Arc<Health>,
-    checker: CancellationToken,
-}
-
-impl Current {
-    fn start(config: Arc<LocalConfig>, health: Arc<Health>, shutdown: &CancellationToken) -> Current {
-        let checker = shutdown.child_token();
-        outbound::health::spawn(
-            health.clone(),
-            &config.routing,
-            config.timeouts.connect,
-            checker.clone(),
-        );
-        Current {
-            config,
-            health,
-            checker,
-        }
-    }
-
-    /// Stops what only this state used: its health checker and its warm connections.
-    fn retire(&self) {
-        self.checker.cancel();
-        self.health.warm.close_all();
-    }
-}
-
-fn read(current: &RwLock<Current>) -> std::sync::RwLockReadGuard<'_, Current> {
-    // A poisoned lock only means a writer panicked while swapping Arcs: the value is whole.
-    current.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    serve_configs(listener, Vec::new(), fixed(config), health, shutdown).await;
 }
 
 async fn serve_configs(
     listener: TcpListener,
+    extra: Vec<BoundExtra>,
     mut configs: Configs<LocalConfig>,
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) {
     let first = configs.borrow_and_update().clone();
     let limits = first.limits;
-    let current = Arc::new(RwLock::new(Current::start(first, health, &shutdown)));
+    let latest = Latest::new(Current::start(first.clone(), health, &shutdown));
     let reloads = {
-        let (current, shutdown) = (current.clone(), shutdown.clone());
+        let (latest, shutdown) = (latest.clone(), shutdown.clone());
         async move {
             // Ends when the sender is gone (no reloads: tests, library users).
             while configs.changed().await.is_ok() {
                 let config = configs.borrow_and_update().clone();
                 let next = Current::start(config.clone(), Health::for_config(&config), &shutdown);
-                let old = std::mem::replace(
-                    &mut *current.write().unwrap_or_else(std::sync::PoisonError::into_inner),
-                    next,
-                );
-                old.retire();
+                latest.replace(next).retire();
             }
         }
     };
     tokio::spawn(reloads);
-    let serving = current.clone();
+    let programs = programs::spawn(&first, extra, &latest, &shutdown);
+    let serving = latest.clone();
     warren_common::server::serve(listener, shutdown, limits, move |stream, peer| {
         let (config, health) = {
-            let now = read(&serving);
+            let now = serving.read();
             (now.config.clone(), now.health.clone())
         };
         async move { accept::handle(stream, peer, config, health).await }
     })
     .await;
-    read(&current).retire();
+    programs.wait().await;
+    latest.read().retire();
 }

@@ -54,12 +54,7 @@ fn main() -> ExitCode {
                 }
             },
         ),
-        None => cli::run_server(
-            binary,
-            move |raw| flags(raw, &args),
-            ready,
-            warren_local::run_reloadable,
-        ),
+        None => cli::run_server(binary, move |raw| flags(raw, &args), ready, warren_local::run_all),
     }
 }
 /// The flags that override the config file's `local:` section. Only `--listen` or `--remote`

@@ -47,7 +47,7 @@ fn main() -> ExitCode {
             binary,
             move |raw| flags(raw, &args),
             ready,
-            warren_remote::run_reloadable,
+            |listener, _extra, configs, shutdown| warren_remote::run_reloadable(listener, configs, shutdown),
         ),
     }
 }

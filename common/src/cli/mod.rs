@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, LocalConfig, RawConfig, RemoteConfig};
+use crate::net::BoundExtra;
 
 mod args;
 mod paths;
@@ -38,6 +39,12 @@ pub trait ServerConfig: for<'a> TryFrom<&'a RawConfig, Error = ConfigError> {
 
     /// Where `/metrics` is served, if anywhere (`metrics.listen`).
     fn metrics(&self) -> Option<SocketAddr>;
+
+    /// Sockets beyond the main listener, bound at start before the ready line and handed to
+    /// the server in this order (the local's forwards, DNS forwarder and transparent proxy).
+    fn extra_listeners(&self) -> Vec<crate::net::ExtraListen> {
+        Vec::new()
+    }
 
     /// What is valid but probably not meant, one sentence each; logged at start, before
     /// binding, and printed by `check`.
@@ -65,6 +72,10 @@ impl ServerConfig for LocalConfig {
         self.metrics
     }
 
+    fn extra_listeners(&self) -> Vec<crate::net::ExtraListen> {
+        self.programs.listeners()
+    }
+
     fn warnings(&self) -> Vec<String> {
         crate::config::advice::local_warnings(self)
     }
@@ -86,6 +97,9 @@ impl ServerConfig for LocalConfig {
         }
         if self.limits.shutdown_grace != new.limits.shutdown_grace {
             fields.push("local.shutdown_grace");
+        }
+        if self.programs != new.programs {
+            fields.push("local.forwards, local.dns or local.redir");
         }
         fields
     }
@@ -153,6 +167,13 @@ enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot listen on {addr} ({field})")]
+    ListenExtra {
+        field: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What every server binary is started with, besides its own flags.
@@ -177,7 +198,7 @@ pub fn run_server<C, F>(
     binary: Binary,
     flags: impl Fn(&mut RawConfig) + Send + Sync + 'static,
     ready: impl FnOnce(&C),
-    run: impl FnOnce(TcpListener, Configs<C>, CancellationToken) -> F,
+    run: impl FnOnce(TcpListener, Vec<BoundExtra>, Configs<C>, CancellationToken) -> F,
 ) -> ExitCode
 where
     C: ServerConfig + Send + Sync + 'static,
@@ -201,7 +222,7 @@ fn start<C, F>(
     flags: impl Fn(&mut RawConfig) + Send + Sync + 'static,
     log: crate::logging::LogHandle,
     ready: impl FnOnce(&C),
-    run: impl FnOnce(TcpListener, Configs<C>, CancellationToken) -> F,
+    run: impl FnOnce(TcpListener, Vec<BoundExtra>, Configs<C>, CancellationToken) -> F,
 ) -> Result<(), StartError>
 where
     C: ServerConfig + Send + Sync + 'static,
@@ -220,6 +241,8 @@ where
         crate::trim::spawn();
         let addr = loaded.config.listen();
         let listener = crate::net::bind(addr).map_err(|source| StartError::Listen { addr, source })?;
+        let extra = crate::net::bind_extra(&loaded.config.extra_listeners())
+            .map_err(|(field, addr, source)| StartError::ListenExtra { field, addr, source })?;
         let shutdown = crate::server::shutdown_on_signals();
         if let Some(addr) = loaded.config.metrics() {
             let scrapes = crate::net::bind(addr).map_err(|source| StartError::Listen { addr, source })?;
@@ -230,7 +253,7 @@ where
         // Before the ready line, like the other handlers: a SIGHUP sent on seeing it is caught.
         reload::on_sighup(loaded.path, flags, configs, log, shutdown.clone());
         ready(&updates.borrow());
-        run(listener, updates, shutdown).await;
+        run(listener, extra, updates, shutdown).await;
         tracing::info!("stopped");
         Ok(())
     })

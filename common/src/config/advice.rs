@@ -31,6 +31,16 @@ pub fn local_warnings(config: &LocalConfig) -> Vec<String> {
         ));
     }
     warnings.extend(metrics_warning("local", config.metrics));
+    // Forwards, DNS and redir have no login: beyond loopback they serve whoever reaches them.
+    for listen in config.programs.listeners() {
+        if !listen.addr.ip().is_loopback() {
+            warnings.push(format!(
+                "{} is {}, beyond loopback: anyone who can reach it uses your tunnel (these front ends \
+                 have no login); listen on 127.0.0.1 unless this machine is a router for its LAN",
+                listen.field, listen.addr
+            ));
+        }
+    }
     let example = Key::from_base64(EXAMPLE_KEY).ok();
     for remote in &config.routing.remotes {
         if Some(&remote.key) == example.as_ref() && !on_loopback(remote) {

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use super::error::{invalid, ConfigError};
 use super::limits::{limits, Timeouts};
+use super::local_programs::{Programs, RawDns, RawForward, RawRedir};
 use super::local_routes::{build, LocalAction, LocalRouting, RawDefault, RawEndpoint, RawHop, RawRoute, RoutingFields};
 use super::parse::{one_to_255_bytes, seconds, socket_addr};
 use super::secret::{Secret, User};
@@ -53,6 +54,12 @@ pub struct RawLocal {
     pub warm_linger: Option<f64>,
     /// The Prometheus endpoint (off when absent).
     pub metrics: Option<super::RawMetrics>,
+    /// Fixed-target port forwards (`local_programs`).
+    pub forwards: Option<Vec<RawForward>>,
+    /// The DNS forwarder.
+    pub dns: Option<RawDns>,
+    /// The transparent proxy (Linux).
+    pub redir: Option<RawRedir>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +90,9 @@ pub struct LocalConfig {
     /// Remote addresses are resolved on each connection, so a changed DNS record is picked up
     /// without a restart.
     pub routing: LocalRouting,
+    /// Front ends for programs that do not speak SOCKS: `local.forwards`, `local.dns`,
+    /// `local.redir` (all off unless configured).
+    pub programs: Programs,
 }
 
 /// Connections to each remote opened before a request needs them, so that a request waits for
@@ -156,6 +166,11 @@ impl LocalConfig {
                 password: Secret::new(user.password.clone()),
             });
         }
+        let metrics = super::metrics_listen("local", local.metrics.as_ref())?;
+        let programs = Programs::from_raw(local.forwards.as_deref(), local.dns.as_ref(), local.redir.as_ref())?;
+        let mut main = vec![("local.listen", listen)];
+        main.extend(metrics.map(|m| ("local.metrics.listen", m)));
+        programs.check_clashes(&main)?;
         Ok(LocalConfig {
             key,
             listen,
@@ -187,8 +202,9 @@ impl LocalConfig {
                 }
             },
             warm: warm_settings(local)?,
-            metrics: super::metrics_listen("local", local.metrics.as_ref())?,
+            metrics,
             routing,
+            programs,
         })
     }
 }

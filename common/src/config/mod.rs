@@ -27,6 +27,7 @@ pub mod advice;
 mod error;
 mod limits;
 mod local;
+pub mod local_programs;
 pub mod local_routes;
 mod parse;
 mod remote;

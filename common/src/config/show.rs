@@ -140,7 +140,45 @@ pub fn local(config: &LocalConfig) -> String {
     let _ = writeln!(o, "  warm_lifetime: {}", secs(config.warm.lifetime));
     let _ = writeln!(o, "  warm_linger: {}", secs(config.warm.linger));
     metrics(o, config.metrics);
+    programs(o, &config.programs);
     out
+}
+
+/// `local.forwards`, `local.dns` and `local.redir`, when configured.
+fn programs(o: &mut String, programs: &super::local_programs::Programs) {
+    if !programs.forwards.is_empty() {
+        let _ = writeln!(o, "  forwards:");
+        for f in &programs.forwards {
+            let _ = writeln!(
+                o,
+                "    - {{ listen: {}, to: {}, tcp: {}, udp: {} }}",
+                f.listen,
+                quoted(&f.to.to_string()),
+                f.tcp,
+                f.udp
+            );
+        }
+    }
+    if let Some(dns) = &programs.dns {
+        let upstreams: Vec<String> = dns.upstreams.iter().map(|u| quoted(&u.to_string())).collect();
+        let _ = writeln!(o, "  dns:");
+        let _ = writeln!(o, "    listen: {}", dns.listen);
+        let _ = writeln!(
+            o,
+            "    upstreams: [{}]{}",
+            upstreams.join(", "),
+            if upstreams.is_empty() {
+                "  # the nameservers of /etc/resolv.conf"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(o, "    ttl: {}", dns.ttl);
+        let _ = writeln!(o, "    cache_size: {}", dns.cache_size);
+    }
+    if let Some(redir) = &programs.redir {
+        let _ = writeln!(o, "  redir: {{ listen: {}, udp: {} }}", redir.listen, redir.udp);
+    }
 }
 
 /// The `remote:` section (and the shared key) with defaults filled in.

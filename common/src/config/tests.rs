@@ -314,3 +314,64 @@ fn a_user_key_cannot_be_this_remotes_own_agent_key() {
     )));
     assert!(e.starts_with("remote.users.alice.key: is also remote.agent.key"), "{e}");
 }
+
+/// `local.forwards`, `local.dns` and `local.redir`: defaults, and errors naming the field.
+#[test]
+fn program_front_ends_are_checked() {
+    let with = |extra: &str| {
+        local(&format!(
+            "key: \"{KEY}\"\nlocal:\n  remote: \"127.0.0.1:8388\"\n{extra}"
+        ))
+    };
+    let ok = with(
+        "  forwards:\n    - { listen: \"127.0.0.1:2222\", to: \"lab1.campus.example:22\" }\n    \
+         - { listen: \"127.0.0.1:5353\", to: \"10.0.0.53:53\", udp: true }\n    \
+         - { listen: \"127.0.0.1:6000\", to: \"[::1]:6000\", tcp: true, udp: true }\n  \
+         dns: { listen: \"127.0.0.1:53\", upstreams: [\"192.0.2.1\", \"[2001:db8::1]:5353\"] }\n  \
+         redir: { listen: \"127.0.0.1:12345\", udp: true }\n",
+    )
+    .unwrap();
+    let f = &ok.programs.forwards;
+    assert_eq!((f[0].tcp, f[0].udp), (true, false), "TCP is the default");
+    assert_eq!((f[1].tcp, f[1].udp), (false, true), "`udp: true` alone is UDP only");
+    assert_eq!((f[2].tcp, f[2].udp), (true, true));
+    let dns = ok.programs.dns.as_ref().unwrap();
+    assert_eq!(
+        dns.upstreams,
+        ["192.0.2.1:53".parse().unwrap(), "[2001:db8::1]:5353".parse().unwrap()]
+    );
+    assert_eq!((dns.ttl, dns.cache_size), (60, 4096));
+    assert!(ok.programs.redir.as_ref().unwrap().udp);
+    // Listeners in the binary's binding order: forwards, DNS (both), redir.
+    let order: Vec<_> = ok.programs.listeners().into_iter().map(|l| l.field).collect();
+    assert_eq!(order[3], "local.dns.listen");
+    assert_eq!(order[4], "local.redir.listen");
+
+    for (extra, field) in [
+        ("  forwards:\n    - { to: \"a:1\" }\n", "local.forwards[0].listen"),
+        ("  forwards:\n    - { listen: \"127.0.0.1:1\" }\n", "local.forwards[0].to"),
+        ("  forwards:\n    - { listen: \"127.0.0.1:1\", to: \"no-port\" }\n", "local.forwards[0].to"),
+        ("  forwards:\n    - { listen: \"127.0.0.1:1\", to: \"a:1\", tcp: false }\n", "local.forwards[0].tcp"),
+        ("  forwards:\n    - { listen: \"127.0.0.1:1\", to: \"a:1\", bogus: 1 }\n", "bogus"),
+        (
+            "  forwards:\n    - { listen: \"127.0.0.1:1\", to: \"a:1\" }\n    - { listen: \"127.0.0.1:1\", to: \"b:2\" }\n",
+            "local.forwards[1].listen",
+        ),
+        ("  forwards:\n    - { listen: \"127.0.0.1:1080\", to: \"a:1\" }\n", "local.forwards[0].listen"),
+        ("  dns: { upstreams: [] }\n", "local.dns.listen"),
+        ("  dns: { listen: \"127.0.0.1:53\", upstreams: [\"nope\"] }\n", "local.dns.upstreams[0]"),
+        ("  dns: { listen: \"127.0.0.1:53\", upstreams: [\"127.0.0.1\"] }\n", "local.dns.upstreams[0]"),
+        ("  dns: { listen: \"127.0.0.1:53\", ttl: 0 }\n", "local.dns.ttl"),
+        ("  redir: { udp: true }\n", "local.redir.listen"),
+        (
+            "  dns: { listen: \"127.0.0.1:5353\" }\n  forwards:\n    - { listen: \"0.0.0.0:5353\", to: \"a:1\", udp: true }\n",
+            "local.dns.listen",
+        ),
+    ] {
+        let e = err(with(extra));
+        assert!(e.contains(field), "{extra:?}: {e}");
+    }
+    // A UDP forward may share a port number with a TCP one.
+    with("  forwards:\n    - { listen: \"127.0.0.1:7\", to: \"a:7\" }\n    - { listen: \"127.0.0.1:7\", to: \"a:7\", udp: true }\n")
+        .unwrap();
+}

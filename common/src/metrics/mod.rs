@@ -175,6 +175,14 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a request whose outcome is not a SOCKS status: a DNS query, as
+    /// `{front="dns", command=how it was answered, result=its RCODE's name}`.
+    pub fn request_with(&self, front: &'static str, command: &'static str, result: &'static str) {
+        self.connections
+            .get_or_create(&Request { front, command, result })
+            .inc();
+    }
+
     /// Counts a finished relay's bytes (`up`: client to target).
     pub fn relayed(&self, up: u64, down: u64) {
         self.bytes.get_or_create(&Direction { direction: "up" }).inc_by(up);

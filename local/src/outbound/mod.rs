@@ -21,6 +21,7 @@
 //! only chains are boxed.
 
 mod chain;
+pub mod current;
 pub mod health;
 mod tunnel;
 mod upstream;
@@ -116,6 +117,12 @@ impl Outbounds {
             Command::UdpOverTcp => &self.routing().router.default,
             _ => self.routing().router.route(&header.target),
         }
+    }
+
+    /// The routing decision for `target` as such (a forward's fixed target, a name the DNS
+    /// forwarder is asked for), whatever the command.
+    pub fn route_target(&self, target: &Address) -> &LocalAction {
+        self.routing().router.route(target)
     }
 
     /// Whether `local.routes` block `target`: a UDP association's datagrams each name their own

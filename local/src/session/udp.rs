@@ -31,7 +31,8 @@ use warren_common::proto::udp::{DatagramFrame, Socks5Datagram};
 use warren_common::time::unix_now;
 
 use self::packets::PacketLink;
-use self::tcp::{Queued, TunnelQueue, TunnelWriter};
+use self::tcp::TunnelQueue;
+pub(crate) use self::tcp::{Queued, TunnelWriter};
 use crate::outbound::Outbounds;
 
 /// The client address datagrams must come from: the IP is fixed, the port may be learnt from
@@ -77,7 +78,7 @@ const CLIENT_SLOTS: usize = 8;
 const BURST_READS: usize = 8;
 
 /// Where the association's datagrams go.
-enum Upstream {
+pub(crate) enum Upstream {
     /// A UDP-over-TCP tunnel stream's reading half and its writer's queue.
     Stream(TunnelQueue),
     /// Encrypted packets to the remote's UDP port.
@@ -85,11 +86,16 @@ enum Upstream {
 }
 
 impl Upstream {
-    /// Opens the transport `local.udp_transport` asks for, with the tunnel writer to run beside
-    /// the relay loop for UDP-over-TCP; the error is the SOCKS5 reply code.
-    async fn open(outbounds: &Outbounds, requested: &Address) -> Result<(Upstream, Option<TunnelWriter>), Status> {
+    /// Opens the transport `local.udp_transport` asks for along `action` (a SOCKS association
+    /// takes the default route, a forward its target's), with the tunnel writer to run beside
+    /// the relay loop for UDP-over-TCP; the error is the SOCKS5 reply code. `requested` names
+    /// the association in the log.
+    pub(crate) async fn open(
+        outbounds: &Outbounds,
+        action: &LocalAction,
+        requested: &Address,
+    ) -> Result<(Upstream, Option<TunnelWriter>), Status> {
         let header = RequestHeader::new(Command::UdpOverTcp, Address::UNSPECIFIED, unix_now());
-        let action = outbounds.route(&header);
         // Sealed packets go to one remote; chains (and `tcp`) carry the datagrams in a stream.
         let packets_to = match action {
             LocalAction::Proxy(list) if outbounds.udp_transport() == UdpTransport::Udp => {
@@ -121,7 +127,7 @@ impl Upstream {
 
     /// Queues one datagram for `to`, never waiting for the tunnel (UDP-over-TCP), or seals it
     /// into the packet batch (sending the batch first if it is full).
-    async fn send(&mut self, to: &Address, data: &[u8]) -> Result<Queued, ()> {
+    pub(crate) async fn send(&mut self, to: &Address, data: &[u8]) -> Result<Queued, ()> {
         match self {
             Upstream::Stream(queue) => queue.send(to, data),
             Upstream::Packets(link) => Ok(link.queue(to, data).await),
@@ -129,7 +135,7 @@ impl Upstream {
     }
 
     /// Sends what [`Upstream::send`] gathered (packets only: the stream's writer runs apart).
-    async fn flush(&mut self) {
+    pub(crate) async fn flush(&mut self) {
         if let Upstream::Packets(link) = self {
             link.flush().await;
         }
@@ -137,7 +143,7 @@ impl Upstream {
 
     /// Waits for datagrams from the remote (cancel-safe: the only await is a socket read).
     /// `Err` ends the association.
-    async fn recv(&mut self, buf: &mut [u8]) -> Result<Vec<DatagramFrame>, &'static str> {
+    pub(crate) async fn recv(&mut self, buf: &mut [u8]) -> Result<Vec<DatagramFrame>, &'static str> {
         match self {
             Upstream::Stream(queue) => queue.recv().await,
             Upstream::Packets(link) => Ok(link.recv(buf).await),
@@ -146,7 +152,7 @@ impl Upstream {
 
     /// Ends the association on the remote too (packets: see [`PacketLink::close`]; a
     /// UDP-over-TCP stream ends with its writer's end of stream: see tcp.rs).
-    async fn close(self) {
+    pub(crate) async fn close(self) {
         if let Upstream::Packets(link) = self {
             link.close().await;
         }
@@ -180,7 +186,8 @@ async fn relay(mut client: TcpStream, outbounds: &Outbounds, requested: Address)
     let Ok(peer) = client.peer_addr() else {
         return;
     };
-    let (mut upstream, mut writer) = match Upstream::open(outbounds, &requested).await {
+    let default = outbounds.route(&RequestHeader::new(Command::UdpOverTcp, Address::UNSPECIFIED, 0));
+    let (mut upstream, mut writer) = match Upstream::open(outbounds, default, &requested).await {
         Ok(opened) => opened,
         Err(code) => {
             let _ = client.write_all(&reply(code, Address::UNSPECIFIED)).await;
