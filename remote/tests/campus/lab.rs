@@ -105,10 +105,19 @@ impl Lab {
 
     /// Gives namespace `ns` its own /etc/hosts (seen by processes started after this).
     pub fn hosts(&mut self, ns: &str, text: &str) {
+        self.etc_file(ns, "hosts", text);
+    }
+
+    /// Gives namespace `ns` its own /etc/`name` (e.g. `resolv.conf`, `nsswitch.conf`), seen by
+    /// processes started after this.
+    #[allow(dead_code)] // not every test that includes the lab uses it
+    pub fn etc_file(&mut self, ns: &str, name: &str, text: &str) {
         let etc = PathBuf::from("/etc/netns").join(self.ns(ns));
         std::fs::create_dir_all(&etc).unwrap();
-        self.etc.push(etc.clone());
-        std::fs::write(etc.join("hosts"), text).unwrap();
+        if !self.etc.contains(&etc) {
+            self.etc.push(etc.clone());
+        }
+        std::fs::write(etc.join(name), text).unwrap();
     }
 
     /// Starts `program ARGS` in `ns`, output to its own log file; returns its index.
@@ -132,6 +141,26 @@ impl Lab {
     pub fn kill(&mut self, idx: usize) {
         let _ = self.children[idx].kill();
         let _ = self.children[idx].wait();
+    }
+
+    /// Asks process `idx` to stop with SIGINT (tcpdump then finishes its capture file) and
+    /// waits for it at most `limit`; true when it ended by itself, else it is killed.
+    #[allow(dead_code)] // not every test that includes the lab uses it
+    pub fn interrupt(&mut self, idx: usize, limit: Duration) -> bool {
+        if let Ok(Some(_)) = self.children[idx].try_wait() {
+            return true;
+        }
+        let pid = self.children[idx].id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(_)) = self.children[idx].try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill(idx);
+        false
     }
 
     /// What process `idx` has written so far.
