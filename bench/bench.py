@@ -168,6 +168,9 @@ class System:
     def __init__(self, name, workdir, bins, sink):
         self.name, self.workdir, self.bins, self.sink = name, workdir, bins, sink
         self.socks = None
+        # Port-forward systems ("warren forward", "ssh -L") carry every connection to the sink
+        # from this port: the load generator connects to it with no SOCKS handshake.
+        self.forward = None
         self.procs = []
         self.logpath = os.path.join(workdir, name.replace(" ", "_").replace("/", "_") + ".log")
 
@@ -177,7 +180,26 @@ class System:
         self.socks = free_port()
         srv = free_port()
         b, lp = self.bins, self.logpath
-        if self.name in ("warren", "warren@base", "warren uot"):
+        if self.name == "warren forward":
+            self.forward = free_port()
+            cfg = os.path.join(self.workdir, "warren_forward.yaml")
+            with open(cfg, "w") as f:
+                f.write(f"""key: "{WARREN_KEY}"
+local:
+  listen: "127.0.0.1:{self.socks}"
+  remote: "127.0.0.1:{srv}"
+  max_connections: 30000
+  forwards: [ {{ listen: "127.0.0.1:{self.forward}", to: "{self.sink}" }} ]
+remote:
+  listen: "127.0.0.1:{srv}"
+  max_connections: 30000
+  acl: [{{ allow: "127.0.0.1" }}]
+""")
+            remote = spawn([b["warren-remote"], "-c", cfg, "--log-level", "warn"], lp)
+            wait_port(srv, [remote], self.name, lp)
+            local = spawn([b["warren-local"], "-c", cfg, "--log-level", "warn"], lp)
+            self.procs = [local, remote]
+        elif self.name in ("warren", "warren@base", "warren uot"):
             # "warren uot" is warren with UDP carried over TCP (local.udp_transport: tcp).
             suffix = "@base" if self.name == "warren@base" else ""
             transport = "tcp" if self.name == "warren uot" else "udp"
@@ -212,7 +234,7 @@ remote:
             local = spawn([b["ss-local"], "-s", "127.0.0.1", "-p", str(srv), "-b", "127.0.0.1", "-l",
                            str(self.socks), *common], lp)
             self.procs = [local, remote]
-        elif self.name == "ssh -D":
+        elif self.name in ("ssh -D", "ssh -L"):
             d = os.path.join(self.workdir, "ssh")
             os.makedirs(d, exist_ok=True)
             for k in ("host", "client"):
@@ -238,14 +260,19 @@ PidFile none
 """)
             remote = spawn([b["sshd"], "-D", "-e", "-f", f"{d}/sshd_config"], lp)
             wait_port(srv, [remote], self.name, lp)
-            local = spawn([b["ssh"], "-N", "-D", f"127.0.0.1:{self.socks}", "-p", str(srv), "-i", f"{d}/client",
+            if self.name == "ssh -L":
+                self.forward = free_port()
+                how = ["-L", f"127.0.0.1:{self.forward}:{self.sink}"]
+            else:
+                how = ["-D", f"127.0.0.1:{self.socks}"]
+            local = spawn([b["ssh"], "-N", *how, "-p", str(srv), "-i", f"{d}/client",
                            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                            "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-o", "LogLevel=ERROR",
                            f"{os.environ.get('USER') or 'root'}@127.0.0.1"], lp)
             self.procs = [local, remote]
         else:
             raise BenchError(f"unknown system {self.name}")
-        wait_port(self.socks, self.procs, self.name, lp)
+        wait_port(self.forward or self.socks, self.procs, self.name, lp)
         # One real request proves the whole path works before anything is timed.
         lat = loadgen(self.bins, ["latency", *self.route(), "--count", "1"], timeout=30)
         if lat is None:
@@ -257,6 +284,8 @@ PidFile none
         self.procs = []
 
     def route(self):
+        if self.forward:
+            return ["--target", f"127.0.0.1:{self.forward}"]
         r = ["--target", self.sink]
         if self.socks:
             r += ["--socks", f"127.0.0.1:{self.socks}"]
@@ -495,7 +524,8 @@ def main():
     needed = {"warren": ["warren-local", "warren-remote"], "warren uot": ["warren-local", "warren-remote"], "warren@base": ["warren-local@base", "warren-remote@base"],
               "ss-rust chacha20": ["sslocal", "ssserver"],
               "ss-rust 2022": ["sslocal", "ssserver"], "ss-libev chacha20": ["ss-local", "ss-server"],
-              "ssh -D": ["ssh", "sshd"], "direct": []}
+              "ssh -D": ["ssh", "sshd"], "ssh -L": ["ssh", "sshd"],
+              "warren forward": ["warren-local", "warren-remote"], "direct": []}
     for s in order:
         if s not in needed:
             raise BenchError(f"unknown system {s!r}; known: {', '.join(needed)}")

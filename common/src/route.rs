@@ -59,6 +59,16 @@ impl Matcher {
         Ok(Matcher { domain, cidr, ports })
     }
 
+    /// Whether a connection to `name`, on some port, satisfies every condition: a rule with
+    /// a CIDR never does (a name is not an address), a port condition is left open. `name` may
+    /// be any text (a DNS query's name, lossily decoded): matching is by label suffix.
+    pub fn may_match_name(&self, name: &str) -> bool {
+        if self.cidr.is_some() {
+            return false;
+        }
+        self.domain.as_ref().is_none_or(|suffix| name_matches(suffix, name))
+    }
+
     /// Whether `target` satisfies every condition.
     pub fn matches(&self, target: &Address) -> bool {
         if let Some(ports) = &self.ports {
@@ -162,6 +172,25 @@ impl<A> Router<A> {
             .find(|r| r.matcher.matches(target))
             .map_or(&self.default, |r| &r.action)
     }
+
+    /// Every action a connection to `name` could take, whatever its port, in rule order: each
+    /// rule that may match the name, up to the first that matches it on every port, else
+    /// through the default. Where a NAME is resolved (the DNS forwarder, RESOLVE) follows from
+    /// these: if any goes through a tunnel, so must the lookup, or that connection would have
+    /// been preceded by a query in the clear.
+    pub fn actions_for_name(&self, name: &str) -> Vec<&A> {
+        let mut actions = Vec::new();
+        for rule in &self.rules {
+            if rule.matcher.may_match_name(name) {
+                actions.push(&rule.action);
+                if rule.matcher.ports.is_none() {
+                    return actions;
+                }
+            }
+        }
+        actions.push(&self.default);
+        actions
+    }
 }
 
 #[cfg(test)]
@@ -214,6 +243,39 @@ mod tests {
                 "{p}"
             );
         }
+    }
+
+    #[test]
+    fn a_name_may_take_every_action_its_port_conditioned_rules_allow() {
+        let r = Router {
+            rules: vec![
+                Rule {
+                    matcher: Matcher::parse(Some("campus.edu"), None, Some("80-443")).unwrap(),
+                    action: "tunnel",
+                },
+                Rule {
+                    matcher: Matcher::parse(None, Some("10.0.0.0/8"), None).unwrap(),
+                    action: "cidr",
+                },
+                Rule {
+                    matcher: Matcher::parse(None, None, Some("25")).unwrap(),
+                    action: "block",
+                },
+                Rule {
+                    matcher: Matcher::parse(Some("lib.campus.edu"), None, None).unwrap(),
+                    action: "lib",
+                },
+            ],
+            default: "direct",
+        };
+        assert_eq!(r.actions_for_name("wiki.campus.edu"), [&"tunnel", &"block", &"direct"]);
+        assert_eq!(r.actions_for_name("x.LIB.campus.edu"), [&"tunnel", &"block", &"lib"]);
+        assert_eq!(r.actions_for_name("example.org"), [&"block", &"direct"]);
+        // Any text: a name no address type could carry still matches by its labels.
+        assert_eq!(
+            r.actions_for_name("Room 101._ipp._tcp.campus.edu"),
+            [&"tunnel", &"block", &"direct"]
+        );
     }
 
     #[test]

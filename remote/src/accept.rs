@@ -260,11 +260,22 @@ async fn dispatch<S: Connection>(request: Request, stream: S, shared: &Shared) {
             RemoteAction::Direct => Box::pin(bind::serve(request, stream, shared)).await,
         },
         Command::UdpOverTcp => Box::pin(udp::tcp::serve(request, stream, shared)).await,
-        // A name is resolved where a CONNECT to it would be made: via an agent, by the agent.
-        Command::Resolve => match shared.config().routes.route(&header.target) {
-            RemoteAction::Via(agent) => Box::pin(agent::server::forward(request, stream, shared, agent)).await,
-            RemoteAction::Direct => Box::pin(resolve::serve(request, stream, shared)).await,
-        },
+        // A name is resolved where a connection to it would be made: if any rule sends one
+        // (on any port) via an agent, by that agent.
+        Command::Resolve => {
+            let config = shared.config();
+            let via = match &header.target {
+                Address::Domain(name, _) => config.routes.actions_for_name(name).into_iter().find_map(|a| match a {
+                    RemoteAction::Via(agent) => Some(agent.as_str()),
+                    RemoteAction::Direct => None,
+                }),
+                Address::Ip(_) => None,
+            };
+            match via {
+                Some(agent) => Box::pin(agent::server::forward(request, stream, shared, agent)).await,
+                None => Box::pin(resolve::serve(request, stream, shared)).await,
+            }
+        }
     }
 }
 

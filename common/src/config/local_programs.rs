@@ -141,7 +141,7 @@ impl Programs {
                         .parse::<std::net::IpAddr>()
                         .map(|ip| SocketAddr::new(ip, 53))
                         .or_else(|_| socket_addr(&field, Some(text), ""))?;
-                    if addr == listen {
+                    if answers_on(addr, listen) {
                         return Err(invalid(&field, "is local.dns.listen itself (a loop)"));
                     }
                     upstreams.push(addr);
@@ -234,6 +234,18 @@ impl Programs {
                 udp: false,
             })
             .collect();
+        // A forward whose target is one of our own listeners would connect to itself for ever.
+        for (i, forward) in self.forwards.iter().enumerate() {
+            let Address::Ip(to) = &forward.to else { continue };
+            let mut own: Vec<SocketAddr> = main.iter().map(|(_, addr)| *addr).collect();
+            own.extend(self.listeners().iter().map(|l| l.addr));
+            if own.iter().any(|listen| answers_on(*to, *listen)) {
+                return Err(invalid(
+                    format!("local.forwards[{i}].to"),
+                    format!("{to} is this warren-local's own listener (a loop)"),
+                ));
+            }
+        }
         for this in self.listeners() {
             let clash = seen.iter().find(|o| {
                 let same_port = o.addr.port() == this.addr.port() && this.addr.port() != 0;
@@ -248,6 +260,15 @@ impl Programs {
         }
         Ok(())
     }
+}
+
+/// Whether a packet sent to `server` reaches a socket listening on `listen`: the same
+/// address, or, `listen` being unspecified (every address), a loopback one on its port. (An
+/// address of another interface of this machine is not seen here.)
+pub fn answers_on(server: SocketAddr, listen: SocketAddr) -> bool {
+    let (server_ip, listen_ip) = (server.ip().to_canonical(), listen.ip().to_canonical());
+    server.port() == listen.port()
+        && (server_ip == listen_ip || (listen_ip.is_unspecified() && server_ip.is_loopback()))
 }
 
 /// The `nameserver` addresses of a resolv.conf text (port 53), in order; other lines ignored.

@@ -367,6 +367,10 @@ fn program_front_ends_are_checked() {
         ("  dns: { listen: \"127.0.0.1:53\", upstreams: [\"nope\"] }\n", "local.dns.upstreams[0]"),
         ("  dns: { listen: \"127.0.0.1:53\", upstreams: [\"127.0.0.1\"] }\n", "local.dns.upstreams[0]"),
         ("  dns: { listen: \"127.0.0.1:53\", ttl: 0 }\n", "local.dns.ttl"),
+        ("  dns: { listen: \"0.0.0.0:53\", upstreams: [\"127.0.0.1\"] }\n", "local.dns.upstreams[0]"),
+        ("  dns: { listen: \"[::]:53\", upstreams: [\"[::1]:53\"] }\n", "local.dns.upstreams[0]"),
+        ("  forwards:\n    - { listen: \"127.0.0.1:2222\", to: \"127.0.0.1:2222\" }\n", "local.forwards[0].to"),
+        ("  forwards:\n    - { listen: \"127.0.0.1:2222\", to: \"127.0.0.1:1080\" }\n", "local.forwards[0].to"),
         ("  redir: { udp: true }\n", "local.redir.listen"),
         (
             "  dns: { listen: \"127.0.0.1:5353\" }\n  forwards:\n    - { listen: \"0.0.0.0:5353\", to: \"a:1\", udp: true }\n",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use warren_common::config::local_programs::{resolv_conf_nameservers, DnsSettings, NAME_MAP_FLOOR};
+use warren_common::config::local_programs::{answers_on, resolv_conf_nameservers, DnsSettings, NAME_MAP_FLOOR};
 use warren_common::config::local_routes::LocalAction;
 use warren_common::dns::{self, Cache, NameMap, Query, QueryError};
 use warren_common::proto::address::Address;
@@ -41,31 +41,42 @@ pub struct Resolver {
     latest: Latest,
     ttl: u32,
     upstreams: Vec<SocketAddr>,
-    cache: Option<Mutex<Cache>>,
+    /// The cache and the config generation it was filled under: a reload empties it (a name
+    /// may now route elsewhere).
+    cache: Option<Mutex<(u64, Cache)>>,
+    cache_size: usize,
     names: Arc<Mutex<NameMap>>,
 }
 
 impl Resolver {
     /// The forwarder for `settings`; without `upstreams` it asks the `nameserver`s of
-    /// /etc/resolv.conf, never itself (a server equal to `listen` is left out, or every
-    /// direct query would loop).
+    /// /etc/resolv.conf (systemd-resolved's own upstreams when that file names only its stub,
+    /// which would hand split-DNS names straight back), never itself (a server that is
+    /// `listen`, in any spelling, is left out: every direct query would loop).
     pub fn new(settings: &DnsSettings, latest: Latest, names: Arc<Mutex<NameMap>>) -> Resolver {
         let mut upstreams = settings.upstreams.clone();
         if upstreams.is_empty() {
             let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
             upstreams = resolv_conf_nameservers(&text);
+            let stub = std::net::IpAddr::from([127, 0, 0, 53]);
+            if !upstreams.is_empty() && upstreams.iter().all(|u| u.ip() == stub) {
+                let text = std::fs::read_to_string("/run/systemd/resolve/resolv.conf").unwrap_or_default();
+                upstreams = resolv_conf_nameservers(&text);
+            }
         }
-        upstreams.retain(|u| *u != settings.listen);
+        upstreams.retain(|u| !answers_on(*u, settings.listen));
         if upstreams.is_empty() {
             tracing::warn!(
                 "local.dns: no upstream DNS server (set local.dns.upstreams): names routed `direct` get SERVFAIL"
             );
         }
         Resolver {
-            latest,
             ttl: settings.ttl,
             upstreams,
-            cache: (settings.cache_size > 0).then(|| Mutex::new(Cache::new(settings.cache_size))),
+            cache: (settings.cache_size > 0)
+                .then(|| Mutex::new((latest.generation(), Cache::new(settings.cache_size)))),
+            cache_size: settings.cache_size,
+            latest,
             names,
         }
     }
@@ -93,12 +104,21 @@ impl Resolver {
             }
         };
         let started = Instant::now();
-        let cached = self.cache.as_ref().and_then(|c| lock(c).get(&query, Instant::now()));
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|c| self.fresh_cache(c).1.get(&query, Instant::now()));
         let (response, via) = match cached {
             Some(hit) => (hit, "cache"),
             None => {
-                let (response, via, max_ttl) = self.resolve(&query, bytes, peer).await;
-                self.remember(&query, &response, max_ttl);
+                // One deadline for the whole lookup: the tunnel's, or the upstreams' in turn.
+                let deadline = self.latest.read().config.timeouts.connect;
+                let (response, via, max_ttl) =
+                    match tokio::time::timeout(deadline, self.resolve(&query, bytes, peer)).await {
+                        Ok(resolved) => resolved,
+                        Err(_) => (dns::rcode_answer(&query, SERVFAIL), "timeout", 0),
+                    };
+                self.remember(&query, &response, max_ttl, via == "tunnel");
                 (response, via)
             }
         };
@@ -112,11 +132,27 @@ impl Resolver {
         })
     }
 
-    /// Caches `response` (at most `max_ttl` s) and maps its addresses back to the name asked.
-    fn remember(&self, query: &Query, response: &[u8], max_ttl: u32) {
+    /// The cache, emptied first if the config changed since it was filled.
+    fn fresh_cache<'a>(&self, cache: &'a Mutex<(u64, Cache)>) -> std::sync::MutexGuard<'a, (u64, Cache)> {
+        let mut guard = lock(cache);
+        let now = self.latest.generation();
+        if guard.0 != now {
+            *guard = (now, Cache::new(self.cache_size));
+        }
+        guard
+    }
+
+    /// Caches `response` (at most `max_ttl` s); a far-side answer (`tunnelled`) also maps its
+    /// addresses back to the name asked, for redir. Only those: an upstream's answer could
+    /// claim any address (a page's DNS answering 10.x for its own name would otherwise rename
+    /// later connections to 10.x).
+    fn remember(&self, query: &Query, response: &[u8], max_ttl: u32, tunnelled: bool) {
         let now = Instant::now();
         if let Some(cache) = &self.cache {
-            lock(cache).insert(query, response, now, max_ttl);
+            self.fresh_cache(cache).1.insert(query, response, now, max_ttl);
+        }
+        if !tunnelled {
+            return;
         }
         let addresses = dns::answer_addresses(response);
         if !addresses.is_empty() {
@@ -129,30 +165,30 @@ impl Resolver {
     }
 
     /// Resolves `query` (whose message is `bytes`) as the routes say: (response, how, the
-    /// TTL cap for caching it).
+    /// TTL cap for caching it). The name goes through the tunnel if any connection to it would
+    /// ([`Outbounds::route_name`]), so no lookup in the clear precedes a tunnelled connection.
     async fn resolve(&self, query: &Query, bytes: &[u8], peer: SocketAddr) -> (Vec<u8>, &'static str, u32) {
         let outbounds = self.latest.outbounds(peer);
-        // The name as a target, port 0: a name that cannot travel as one (the root, odd bytes)
-        // takes the default route like any request no rule matches.
+        // Routed on its labels as sent, whatever bytes they hold; it travels (RESOLVE) only
+        // as a name the wire can carry.
+        let lossy = String::from_utf8_lossy(query.name());
+        let action = outbounds.route_name(&lossy).clone();
         let target = std::str::from_utf8(query.name())
             .ok()
             .and_then(|name| Address::domain(name, 0).ok());
-        let action = match &target {
-            Some(target) => outbounds.route_target(target).clone(),
-            None => outbounds
-                .route(&RequestHeader::new(Command::UdpOverTcp, Address::UNSPECIFIED, 0))
-                .clone(),
-        };
         match (action, target) {
             (LocalAction::Block, _) => (dns::rcode_answer(query, REFUSED), "blocked", 0),
             (LocalAction::Direct, _) => match self.ask_upstreams(query, bytes).await {
                 Some(response) => (response, "upstream", MAX_UPSTREAM_TTL),
                 None => (dns::rcode_answer(query, SERVFAIL), "upstream", 0),
             },
-            // The far side answers addresses only (its resolver's getaddrinfo): other types
-            // of a tunnelled name are not implemented rather than asked here in the clear.
-            (LocalAction::Proxy(_), _) if !query.is_address() => (dns::rcode_answer(query, NOTIMP), "tunnel", 0),
+            // A tunnelled name that cannot travel as one (the root, spaces, odd bytes) is
+            // refused, never asked here.
             (LocalAction::Proxy(_), None) => (dns::rcode_answer(query, REFUSED), "tunnel", 0),
+            // The far side answers addresses only (its getaddrinfo). Other types of a
+            // tunnelled name get an empty NOERROR (NODATA), not an error: a stub resolver
+            // asks its next nameserver after NOTIMP or REFUSED, in the clear.
+            (LocalAction::Proxy(_), Some(_)) if !query.is_address() => (dns::rcode_answer(query, NOERROR), "tunnel", 0),
             (action @ LocalAction::Proxy(_), Some(target)) => (
                 far_side(&outbounds, &action, target, query, self.ttl).await,
                 "tunnel",

@@ -125,6 +125,17 @@ impl Outbounds {
         self.routing().router.route(target)
     }
 
+    /// Where a lookup of `name` goes (the DNS forwarder): through the first way out that any
+    /// connection to the name, on any port, would take through a tunnel (a lookup in the clear
+    /// would precede that connection); else `direct` if some connection goes direct; else
+    /// `block` ([`warren_common::route::Router::actions_for_name`]).
+    pub fn route_name(&self, name: &str) -> &LocalAction {
+        let actions = self.routing().router.actions_for_name(name);
+        let proxy = actions.iter().find(|a| matches!(a, LocalAction::Proxy(_)));
+        let direct = actions.iter().find(|a| matches!(a, LocalAction::Direct));
+        proxy.or(direct).copied().unwrap_or(&LocalAction::Block)
+    }
+
     /// Whether `local.routes` block `target`: a UDP association's datagrams each name their own
     /// destination, and a blocked one is dropped.
     pub fn blocks(&self, target: &Address) -> bool {

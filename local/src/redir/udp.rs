@@ -14,7 +14,6 @@
 //! Needs CAP_NET_ADMIN (root, or `AmbientCapabilities=CAP_NET_ADMIN` in a unit) and the
 //! policy route that delivers marked packets locally (README "Programs that do not speak SOCKS").
 
-use std::collections::HashMap;
 use std::io::IoSliceMut;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
@@ -23,15 +22,12 @@ use std::sync::{Arc, Mutex};
 use nix::sys::socket::{self as nix_socket, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use warren_common::dns::NameMap;
+use warren_common::proto::address::Address;
 
-use crate::forward::udp::{Flow, MAX_FLOWS};
+use crate::forward::udp::{Flow, Flows, MAX_DATAGRAM};
 use crate::outbound::current::Latest;
-
-/// Datagrams queued for one flow before new ones are dropped.
-const FLOW_QUEUE: usize = 256;
 
 /// Serves tproxied UDP on `socket` until `shutdown`; logs and returns at once if the socket
 /// cannot be made transparent (no CAP_NET_ADMIN).
@@ -41,49 +37,40 @@ pub async fn serve(socket: UdpSocket, latest: Latest, names: Arc<Mutex<NameMap>>
         return;
     }
     let serving = async move {
-        let mut flows: HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Vec<u8>>> = HashMap::new();
-        let mut buf = vec![0u8; 65_535];
+        let mut flows = Flows::new("UDP redir");
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let ours = socket.local_addr().ok();
         loop {
             let received = tokio::select! {
                 () = shutdown.cancelled() => break,
                 got = socket.async_io(Interest::READABLE, || recv_original(&socket, &mut buf)) => got,
             };
             let Ok((n, client, original)) = received else { continue };
-            let datagram = buf.get(..n).unwrap_or_default().to_vec();
-            let key = (client, original);
-            let datagram = match flows.get(&key).map(|flow| flow.try_send(datagram)) {
-                Some(Ok(()) | Err(mpsc::error::TrySendError::Full(_))) => continue,
-                Some(Err(mpsc::error::TrySendError::Closed(d))) => {
-                    flows.remove(&key);
-                    d
-                }
-                None => buf.get(..n).unwrap_or_default().to_vec(),
-            };
-            if flows.len() >= MAX_FLOWS {
-                flows.retain(|_, flow| !flow.is_closed());
-                if flows.len() >= MAX_FLOWS {
-                    tracing::debug!(%client, %original, "UDP redir has {MAX_FLOWS} flows: dropped");
-                    continue;
-                }
+            // Sent to our port itself, not redirected: answering "as" ourselves would loop.
+            if Some(original) == ours {
+                continue;
             }
-            let reply = match reply_socket(original) {
-                Ok(reply) => Arc::new(reply),
-                Err(e) => {
-                    tracing::warn!(%client, %original, "cannot answer as {original}: {e}");
-                    continue;
-                }
+            let make = || {
+                let reply = match reply_socket(original) {
+                    Ok(reply) => Arc::new(reply),
+                    Err(e) => {
+                        tracing::warn!(%client, %original, "cannot answer as {original}: {e}");
+                        return None;
+                    }
+                };
+                let outbounds = latest.outbounds(client);
+                // None means routed direct: the flow refuses it (and says so once).
+                let to = super::target_for(&names, original, &outbounds).unwrap_or(Address::Ip(original));
+                Some(Flow {
+                    client,
+                    to,
+                    outbounds,
+                    socket: reply,
+                    protocol: "redir-udp",
+                    refuse_direct: true,
+                })
             };
-            let (queue, datagrams) = mpsc::channel(FLOW_QUEUE);
-            let _ = queue.try_send(datagram);
-            flows.insert(key, queue);
-            let flow = Flow {
-                client,
-                to: super::target_for(&names, original),
-                outbounds: latest.outbounds(client),
-                socket: reply,
-                protocol: "redir-udp",
-            };
-            tokio::spawn(flow.run(datagrams, shutdown.clone()));
+            flows.dispatch((client, original), buf.get(..n).unwrap_or_default(), make, &shutdown);
         }
     };
     warren_common::udp_thread::run(serving).await;
