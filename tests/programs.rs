@@ -423,3 +423,61 @@ async fn an_idle_udp_flow_ends_and_is_logged() {
     );
     local.stop().await;
 }
+
+/// A reload empties the DNS cache (a name may now route elsewhere), and a tunnelled lookup
+/// whose remote never answers gets SERVFAIL at the deadline, not silence.
+#[tokio::test]
+async fn a_reload_empties_the_dns_cache_and_a_dead_tunnel_gets_servfail() {
+    let (upstream, asked) = fake_upstream().await;
+    let dead = unanswered_port();
+    let yaml = |route: &str| {
+        format!(
+            "key: \"{}\"\nlocal:\n  listen: \"127.0.0.1:0\"\n  remote: \"{}\"\n  connect_timeout: 1\n  routes:\n    - {route}\n  \
+             default: direct\n  dns:\n    listen: \"127.0.0.1:0\"\n    upstreams: [\"{upstream}\"]\n",
+            new_key(),
+            dead.addr
+        )
+    };
+    let first = LocalConfig::try_from(&parse(&yaml("{ domain: \"moved.test\", direct: true }"))).expect("config");
+    let wanted = warren_common::cli::ServerConfig::extra_listeners(&first);
+    let extra = warren_common::net::bind_extra(&wanted).expect("bind");
+    let dns = extra[0].local_addr().expect("bound");
+    let (reload, configs) = tokio::sync::watch::channel(Arc::new(first));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind local");
+    let shutdown = CancellationToken::new();
+    watch_panics();
+    let task = tokio::spawn(warren_local::run_all(listener, extra, configs, shutdown.clone()));
+    let run = |args: &'static [&'static str]| tokio::task::spawn_blocking(move || dig(dns, args));
+
+    assert_eq!(
+        run(&["www.moved.test", "+short"]).await.expect("dig").trim(),
+        "192.0.2.7"
+    );
+    assert_eq!(
+        run(&["www.moved.test", "+short"]).await.expect("dig").trim(),
+        "192.0.2.7"
+    );
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "the repeat came from the cache");
+    // The name now routes through the (dead) remote: not the cached upstream answer, and not
+    // asked of the upstream either.
+    let second = LocalConfig::try_from(&parse(&yaml("{ domain: \"moved.test\", proxy: remote }"))).expect("config");
+    reload.send(Arc::new(second)).expect("reload");
+    let mut after = String::new();
+    for _ in 0..20 {
+        after = run(&["www.moved.test"]).await.expect("dig");
+        if !after.contains("192.0.2.7") {
+            break;
+        }
+        // The reload is applied by a task of its own: ask again (bounded).
+        tokio::task::yield_now().await;
+    }
+    assert!(after.contains("status: SERVFAIL"), "{after}");
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        1,
+        "a tunnelled name was asked of the upstream"
+    );
+    shutdown.cancel();
+    let _ = task.await;
+    assert_no_warren_panics();
+}
